@@ -1,0 +1,1 @@
+"""Configs as code (ml_collections)."""

@@ -1,0 +1,1 @@
+"""xfactor_core.data"""
