@@ -1,0 +1,185 @@
+"""The two XFactor networks, PoseEnc and Render, as Flax linen modules.
+
+Weight-compatible with the published checkpoints (parameter paths and shapes of
+``official_param_tree.json``) and numerically equal to the published networks
+(golden files in ``shared/reference/parity``). See ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from xfactor_core.models.layers import (LN_EPSILON, MLP2, MLP3, MultiViewLayer,
+                                        patchify, rotary_angles, unpatchify)
+
+Dtype = Any
+
+
+def _check_images(name: str, x: jax.Array, patch_size: int) -> None:
+  if x.ndim != 5 or x.shape[-1] != 3:
+    raise ValueError(f"{name} must be B x V x H x W x 3 (RGB, channels last), "
+                     f"got shape {tuple(x.shape)}")
+  h, w = x.shape[2:4]
+  if h % patch_size or w % patch_size:
+    raise ValueError(
+        f"{name} frames are {h}x{w}, not a multiple of the patch size "
+        f"{patch_size}; resize them (xfactor_core.inference.prepare_frames does)")
+
+
+def _check_pmask(pmask: Optional[jax.Array], batch: int, tokens: int) -> None:
+  if pmask is not None and tuple(pmask.shape) != (batch, tokens):
+    raise ValueError(f"pmask must be B x T = ({batch}, {tokens}) (one 0/1 value "
+                     f"per patch token), got shape {tuple(pmask.shape)}")
+
+
+def _run_layers(parent: nn.Module, x: jax.Array, cos: jax.Array, sin: jax.Array,
+                segment_ids: Optional[jax.Array]) -> jax.Array:
+  layer_cls = nn.remat(MultiViewLayer) if parent.remat else MultiViewLayer
+  for i in range(parent.num_layers):
+    x = layer_cls(parent.features, parent.num_heads,
+                  attention_impl=parent.attention_impl,
+                  attention_dtype=parent.attention_dtype, dtype=parent.dtype,
+                  name=f"layers_{i}")(x, cos, sin, segment_ids)
+  return x
+
+
+class PoseHead(nn.Module):
+  """P = MLP3(concat(z, z0)) - MLP3(concat(z0, z0)); view 0 is exactly zero."""
+  features: int
+  pose_dim: int
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, z: jax.Array) -> jax.Array:
+    """z: ``B x V x 2 x C`` -> ``B x V x 2 x pose_dim``."""
+    mlp = MLP3(self.features, self.pose_dim, dtype=self.dtype)
+    z0 = jnp.broadcast_to(z[:, :1], z.shape)
+    return (mlp(jnp.concatenate([z, z0], axis=-1))
+            - mlp(jnp.concatenate([z0, z0], axis=-1)))
+
+
+class PoseEnc(nn.Module):
+  """Latent pose encoder.
+
+  Call ``apply({"params": p}, x, pmask=None, return_probe=False)`` with
+  ``x: B x V x H x W x 3`` in [-1, 1] and ``pmask: B x T`` (0/1 per patch token).
+  Returns ``B x V x 2 x pose_dim`` (one latent per mask half) or, without a
+  pmask, ``B x V x pose_dim``; view 0 (the reference) is exactly zero. With
+  ``return_probe`` also returns the probe features ``concat(z0, z)``
+  (``... x 2*features``) reduced the same way.
+  """
+  features: int
+  num_heads: int
+  patch_size: int
+  num_layers: int
+  pose_dim: int
+  num_global_tokens: int = 32
+  remat: bool = False
+  attention_impl: str = "auto"
+  attention_dtype: Optional[Dtype] = None
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, pmask: Optional[jax.Array] = None,
+               return_probe: bool = False):
+    _check_images("PoseEnc input", x, self.patch_size)
+    b, v, h, w, _ = x.shape
+    p, c, g = self.patch_size, self.features, self.num_global_tokens
+    gh, gw = h // p, w // p
+    t = gh * gw
+    _check_pmask(pmask, b, t)
+
+    tokens = nn.Dense(c, dtype=self.dtype)(patchify(x, p))  # B V T C
+    global_embed = self.param("global_embed", nn.initializers.normal(0.02),
+                              (g, c), jnp.float32)
+    extra = jnp.broadcast_to(
+        jnp.concatenate([global_embed, global_embed]).astype(tokens.dtype),
+        (b, v, 2 * g, c))
+    tokens = jnp.concatenate([tokens, extra], axis=2)  # B V (T+2G) C
+
+    patch_seg = (jnp.zeros((b, t), jnp.int32) if pmask is None
+                 else pmask.astype(jnp.int32))
+    segment_ids = jnp.concatenate(
+        [patch_seg, jnp.zeros((b, g), jnp.int32), jnp.ones((b, g), jnp.int32)],
+        axis=1)
+    angles = rotary_angles(gh, gw, c // self.num_heads, num_extra=2 * g)
+    tokens = _run_layers(self, tokens, jnp.cos(angles), jnp.sin(angles),
+                         segment_ids)
+
+    z = tokens[:, :, jnp.array([t, t + g])]  # B V 2 C
+    z = jax.nn.gelu(nn.LayerNorm(epsilon=LN_EPSILON, dtype=self.dtype)(z))
+    pose = PoseHead(c, self.pose_dim, dtype=self.dtype)(z).astype(jnp.float32)
+    probe = None
+    if return_probe:
+      z0 = jnp.broadcast_to(z[:, :1], z.shape)
+      probe = jnp.concatenate([z0, z], axis=-1).astype(jnp.float32)
+    if pmask is None:
+      pose = pose[:, :, 0]
+      probe = None if probe is None else probe[:, :, 0]
+    return (pose, probe) if return_probe else pose
+
+
+class Render(nn.Module):
+  """Renderer: context views + latent poses -> target view.
+
+  Call ``apply({"params": p}, x, P, pmask=None)`` with context
+  ``x: B x (V-1) x H x W x 3`` in [-1, 1], poses ``P: B x V x pose_dim`` or
+  ``B x V x 2 x pose_dim`` (index V-1 is the target), ``pmask: B x T``.
+  Returns the target ``B x H x W x 3`` in [-1, 1].
+  """
+  features: int
+  num_heads: int
+  patch_size: int
+  num_layers: int
+  remat: bool = False
+  attention_impl: str = "auto"
+  attention_dtype: Optional[Dtype] = None
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, poses: jax.Array,
+               pmask: Optional[jax.Array] = None) -> jax.Array:
+    _check_images("Render context", x, self.patch_size)
+    b, n_ctx, h, w, _ = x.shape
+    p, c = self.patch_size, self.features
+    gh, gw = h // p, w // p
+    t = gh * gw
+    _check_pmask(pmask, b, t)
+    if poses.ndim not in (3, 4) or poses.shape[:2] != (b, n_ctx + 1):
+      raise ValueError(
+          f"Render poses must be B x V x pose_dim or B x V x 2 x pose_dim with "
+          f"V = context views + 1 = {n_ctx + 1} and B = {b}, got shape "
+          f"{tuple(poses.shape)}")
+
+    if poses.ndim == 4:
+      if pmask is None:
+        token_pose = jnp.broadcast_to(poses[:, :, None, 0],
+                                      (b, n_ctx + 1, t, poses.shape[-1]))
+      else:
+        half = pmask.astype(bool)[:, None, :, None]
+        token_pose = jnp.where(half, poses[:, :, None, 1], poses[:, :, None, 0])
+    else:
+      token_pose = jnp.broadcast_to(poses[:, :, None],
+                                    (b, n_ctx + 1, t, poses.shape[-1]))
+    token_pose = token_pose.astype(self.dtype or jnp.float32)
+
+    patches = patchify(x, p).astype(token_pose.dtype)
+    context = MLP2(c, c, dtype=self.dtype)(
+        jnp.concatenate([patches, token_pose[:, :-1]], axis=-1))
+    target = MLP2(c, c, dtype=self.dtype)(token_pose[:, -1:])
+    tokens = jnp.concatenate([context, target], axis=1)  # B V T C
+
+    segment_ids = None if pmask is None else pmask.astype(jnp.int32)
+    angles = rotary_angles(gh, gw, c // self.num_heads)
+    tokens = _run_layers(self, tokens, jnp.cos(angles), jnp.sin(angles),
+                         segment_ids)
+
+    out = jax.nn.gelu(nn.LayerNorm(epsilon=LN_EPSILON, dtype=self.dtype)(
+        tokens[:, -1]))
+    out = MLP3(c, p * p * 3, dtype=self.dtype)(out).astype(jnp.float32)
+    out = 2.0 * (jax.nn.sigmoid(out) - 0.5)
+    return unpatchify(out, p, h, w)
