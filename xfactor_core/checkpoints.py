@@ -1,0 +1,316 @@
+"""Reading and writing XFactor checkpoints in the published clu format.
+
+A published checkpoint is a clu checkpoint directory::
+
+    <dir>/checkpoint        text index: model_checkpoint_path: "ckpt-N"
+    <dir>/ckpt-N.flax       flax msgpack of the whole train state
+    <dir>/ckpt-N.index, .data-*   the TensorFlow half (no model data)
+
+with the weights at ``state["params"]["PoseEnc"]`` and ``state["params"]["Render"]``.
+Training work directories hold such a directory as ``<workdir>/checkpoints-0``.
+We read all of it without TensorFlow, and write the same format so that
+``clu.checkpoint.load_state_dict(dir)["params"]`` reads our checkpoints too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import re
+import tempfile
+import time
+from typing import Any, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+from flax import traverse_util
+
+PathLike = Union[str, os.PathLike]
+Params = dict[str, Any]
+
+CHECKPOINT_INDEX = "checkpoint"
+_CKPT_RE = re.compile(r"^ckpt-(\d+)\.flax$")
+_INDEX_RE = re.compile(r'^model_checkpoint_path:\s*"([^"]+)"', re.MULTILINE)
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing, unreadable, or does not fit the model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes of a PoseEnc + Render pair (published: 1024, 16, 16, 8, 8, 256)."""
+  features: int
+  num_heads: int
+  patch_size: int
+  pose_layers: int
+  render_layers: int
+  pose_dim: int
+  num_global_tokens: int = 32
+
+  def pose_enc_kwargs(self) -> dict[str, int]:
+    return dict(features=self.features, num_heads=self.num_heads,
+                patch_size=self.patch_size, num_layers=self.pose_layers,
+                pose_dim=self.pose_dim,
+                num_global_tokens=self.num_global_tokens)
+
+  def render_kwargs(self) -> dict[str, int]:
+    return dict(features=self.features, num_heads=self.num_heads,
+                patch_size=self.patch_size, num_layers=self.render_layers)
+
+  def to_dict(self) -> dict[str, int]:
+    return dataclasses.asdict(self)
+
+
+PUBLISHED_CONFIG = ModelConfig(features=1024, num_heads=16, patch_size=16,
+                               pose_layers=8, render_layers=8, pose_dim=256)
+
+
+# ---------------------------------------------------------------- locating --
+
+
+def _newest_flax_file(directory: pathlib.Path) -> pathlib.Path:
+  index = directory / CHECKPOINT_INDEX
+  if index.is_file():
+    match = _INDEX_RE.search(index.read_text(errors="replace"))
+    if match:
+      name = pathlib.PurePath(match.group(1)).name  # may be an absolute path
+      candidate = directory / f"{name}.flax"
+      if candidate.is_file():
+        return candidate
+  numbered = [(int(m.group(1)), p) for p in directory.iterdir()
+              if (m := _CKPT_RE.match(p.name))]
+  if not numbered:
+    raise CheckpointError(
+        f"no checkpoint in {directory}: expected a clu checkpoint directory "
+        f"('checkpoint' + 'ckpt-N.flax'), its parent holding 'checkpoints-0', "
+        f"or a flax msgpack file")
+  return max(numbered)[1]
+
+
+def resolve_checkpoint(path: PathLike) -> pathlib.Path:
+  """Finds the msgpack file a checkpoint path refers to.
+
+  Accepts a msgpack file, ``<dir>/ckpt-N`` (a named step), a clu checkpoint
+  directory (its newest checkpoint), or a directory holding ``checkpoints-0``.
+  """
+  path = pathlib.Path(path).expanduser()
+  if path.is_file():
+    return path
+  if not path.exists():
+    named = path.with_name(path.name + ".flax")
+    if named.is_file():
+      return named
+    raise CheckpointError(f"checkpoint not found: {path} does not exist; pass a "
+                          "checkpoint directory, ckpt-N, or a .msgpack file")
+  for sub in ("checkpoints-0", "checkpoints"):
+    if (path / sub).is_dir() and not (path / CHECKPOINT_INDEX).exists():
+      return _newest_flax_file(path / sub)
+  return _newest_flax_file(path)
+
+
+# ----------------------------------------------------------------- reading --
+
+
+def _read_msgpack(file: pathlib.Path) -> Any:
+  data = file.read_bytes()
+  if not data:
+    raise CheckpointError(f"checkpoint file {file} is empty")
+  try:
+    return serialization.msgpack_restore(data)
+  except Exception as e:  # msgpack raises several unrelated types
+    raise CheckpointError(
+        f"checkpoint file {file} is corrupt or truncated ({type(e).__name__}: "
+        f"{e}); re-copy or re-download it") from e
+
+
+def _extract_params(state: Any, file: pathlib.Path) -> Params:
+  if not isinstance(state, Mapping):
+    raise CheckpointError(f"{file} does not hold a dictionary of weights")
+  params = state.get("params", state)
+  if isinstance(params, Mapping) and "params" in params and "PoseEnc" not in params:
+    params = params["params"]
+  missing = [k for k in ("PoseEnc", "Render") if k not in params]
+  if missing:
+    raise CheckpointError(
+        f"{file} has no {' or '.join(missing)} weights (top-level keys: "
+        f"{sorted(params)[:8]}); is it an XFactor checkpoint?")
+  return {"PoseEnc": params["PoseEnc"], "Render": params["Render"]}
+
+
+def load_state(path: PathLike) -> tuple[dict[str, Any], pathlib.Path]:
+  """The whole stored state dictionary and the file it came from."""
+  file = resolve_checkpoint(path)
+  state = _read_msgpack(file)
+  if not isinstance(state, dict):
+    raise CheckpointError(f"{file} does not hold a dictionary")
+  return state, file
+
+
+def load_params(path: PathLike,
+                config: Optional[ModelConfig] = None) -> Params:
+  """Loads ``{"PoseEnc": ..., "Render": ...}`` (numpy arrays) from a checkpoint.
+
+  Args:
+    path: a clu checkpoint directory (newest checkpoint), ``<dir>/ckpt-N``, its
+      parent holding ``checkpoints-0``, or a single flax msgpack file.
+    config: when given, every parameter is checked against it; otherwise the
+      configuration is inferred and the tree checked against that.
+
+  Raises:
+    CheckpointError: naming the path and, for a mismatch, the first offending
+      parameter with both shapes.
+  """
+  state, file = load_state(path)
+  params = _extract_params(state, file)
+  check_params(params, config or infer_config(params, source=file), source=file)
+  return params
+
+
+# ---------------------------------------------------- configuration checks --
+
+
+def _shape(tree: Mapping[str, Any], path: str, source: Any) -> tuple[int, ...]:
+  node: Any = tree
+  for part in path.split("/"):
+    if not isinstance(node, Mapping) or part not in node:
+      raise CheckpointError(f"{source}: parameter {path} is missing; the file "
+                            "is not an XFactor PoseEnc/Render checkpoint")
+    node = node[part]
+  return tuple(np.shape(node))
+
+
+def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
+  """Reads the model sizes off the weights."""
+  pe, rd = params["PoseEnc"], params["Render"]
+  features = _shape(pe, "Dense_0/kernel", source)[1]
+  patch_in = _shape(pe, "Dense_0/kernel", source)[0]
+  patch_size = int(round((patch_in / 3) ** 0.5))
+  if 3 * patch_size * patch_size != patch_in:
+    raise CheckpointError(f"{source}: PoseEnc/Dense_0/kernel input {patch_in} is "
+                          "not 3 * patch_size^2")
+  num_heads = _shape(pe, "layers_0/RMSNorm_0/alpha", source)[0]
+  pose_dim = _shape(pe, "PoseHead_0/MLP3_0/Dense_2/kernel", source)[1]
+  num_global = _shape(pe, "global_embed", source)[0]
+  count = lambda tree: sum(1 for k in tree if re.fullmatch(r"layers_\d+", k))
+  return ModelConfig(features=features, num_heads=num_heads,
+                     patch_size=patch_size, pose_layers=count(pe),
+                     render_layers=count(rd), pose_dim=pose_dim,
+                     num_global_tokens=num_global)
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]]:
+  """Every parameter path and shape of the two networks for ``config``."""
+  from xfactor_core import models  # Local import keeps this module light.
+  p = config.patch_size
+  key = jax.random.key(0)
+  pair = jax.ShapeDtypeStruct((1, 2, 2 * p, 2 * p, 3), jnp.float32)
+  context = jax.ShapeDtypeStruct((1, 1, 2 * p, 2 * p, 3), jnp.float32)
+  poses = jax.ShapeDtypeStruct((1, 2, config.pose_dim), jnp.float32)
+  trees = {
+      "PoseEnc": jax.eval_shape(models.PoseEnc(**config.pose_enc_kwargs()).init,
+                                key, pair),
+      "Render": jax.eval_shape(models.Render(**config.render_kwargs()).init,
+                               key, context, poses),
+  }
+  return {name: {path: tuple(leaf.shape) for path, leaf in
+                 traverse_util.flatten_dict(tree["params"], sep="/").items()}
+          for name, tree in trees.items()}
+
+
+def check_params(params: Params, config: ModelConfig,
+                 source: Any = "checkpoint") -> None:
+  """Raises CheckpointError at the first parameter that does not fit ``config``."""
+  for name, shapes in expected_shapes(config).items():
+    flat = traverse_util.flatten_dict(params[name], sep="/")
+    for path, shape in shapes.items():
+      if path not in flat:
+        raise CheckpointError(
+            f"{source}: {name}/{path} is missing (expected shape {shape}); the "
+            f"checkpoint does not match the model {config}")
+      got = tuple(np.shape(flat[path]))
+      if got != shape:
+        raise CheckpointError(
+            f"{source}: {name}/{path} has shape {got} but the model {config} "
+            f"needs {shape}; use the model configuration of the checkpoint")
+    extra = sorted(set(flat) - set(shapes))
+    if extra:
+      raise CheckpointError(
+          f"{source}: {name}/{extra[0]} is not a parameter of the model "
+          f"{config}; the checkpoint comes from a different architecture")
+
+
+# ----------------------------------------------------------------- writing --
+
+
+def _to_numpy(tree: Any) -> Any:
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def save_checkpoint(directory: PathLike, state: Mapping[str, Any], *,
+                    max_to_keep: int = 5) -> pathlib.Path:
+  """Writes ``ckpt-N.flax`` (N = previous + 1) and the ``checkpoint`` index.
+
+  The layout is the one clu's ``Checkpoint`` writes, so the published loading
+  code reads it. Files are written to a temporary name and renamed, so a kill
+  mid-write never leaves a truncated newest checkpoint.
+
+  Args:
+    directory: the clu checkpoint directory (e.g. ``<workdir>/checkpoints-0``).
+    state: dictionary with at least ``"params": {"PoseEnc", "Render"}``.
+    max_to_keep: older ``ckpt-N.flax`` files beyond this many are deleted.
+
+  Returns:
+    The path of the written ``.flax`` file.
+  """
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  existing = sorted(int(m.group(1)) for p in directory.iterdir()
+                    if (m := _CKPT_RE.match(p.name)))
+  number = (existing[-1] + 1) if existing else 1
+  target = directory / f"ckpt-{number}.flax"
+  data = serialization.msgpack_serialize(_to_numpy(dict(state)))
+  with tempfile.NamedTemporaryFile(dir=directory, delete=False,
+                                   suffix=".tmp") as f:
+    f.write(data)
+  os.replace(f.name, target)
+  kept = (existing + [number])[-max_to_keep:]
+  for old in existing:
+    if old not in kept:
+      for stale in directory.glob(f"ckpt-{old}.*"):
+        stale.unlink()
+  now = time.time()
+  lines = [f'model_checkpoint_path: "ckpt-{number}"']
+  lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in kept]
+  lines += [f"all_model_checkpoint_timestamps: {now}" for _ in kept]
+  lines += [f"last_preserved_timestamp: {now}"]
+  index_tmp = directory / (CHECKPOINT_INDEX + ".tmp")
+  index_tmp.write_text("\n".join(lines) + "\n")
+  os.replace(index_tmp, directory / CHECKPOINT_INDEX)
+  return target
+
+
+def save_params(directory: PathLike, params: Params, *, step: int = 0,
+                extra: Optional[Mapping[str, Any]] = None) -> pathlib.Path:
+  """Writes weights only (plus ``extra`` entries) as a clu checkpoint."""
+  state = {"step": step, "params": {"PoseEnc": params["PoseEnc"],
+                                    "Render": params["Render"]}}
+  state.update(extra or {})
+  return save_checkpoint(directory, state)
+
+
+MODEL_INFO = "model.json"
+
+
+def read_model_info(path: PathLike) -> dict[str, Any]:
+  """Metadata (``image_size``, ``num_context_views``, ...) stored as
+  ``model.json`` beside our own checkpoints; ``{}`` for published ones."""
+  file = resolve_checkpoint(path)
+  for candidate in (file.parent / MODEL_INFO, file.parent.parent / MODEL_INFO):
+    if candidate.is_file():
+      return json.loads(candidate.read_text())
+  return {}
