@@ -244,6 +244,31 @@ def test_image_modes_become_rgb_uint8(tmp_path):
   floats = Image.fromarray(np.full((2, 2), 0.5, np.float32))
   np.testing.assert_array_equal(decoding.to_rgb_uint8(floats)[0, 0], [128] * 3)
 
+  # JPEGs: grayscale, CMYK, large (decoded at reduced scale), EXIF-rotated.
+  Image.fromarray(np.full((16, 16), 90, np.uint8)).save(tmp_path / "g.jpg")
+  assert np.all(np.abs(decoding.read_image_frame(str(tmp_path / "g.jpg"), 8)
+                       .astype(int) - 90) <= 1)
+  Image.fromarray(np.full((16, 16, 3), (200, 40, 40), np.uint8)).convert(
+      "CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+  cmyk = decoding.read_image_frame(str(tmp_path / "cmyk.jpg"), 8)
+  assert np.all(np.abs(cmyk.astype(int) - (200, 40, 40)) <= 4)
+  big = np.zeros((600, 800, 3), np.uint8)
+  big[:, :400] = (250, 0, 0)
+  big[:, 400:] = (0, 0, 250)
+  Image.fromarray(big).save(tmp_path / "big.jpg", quality=95)
+  small = decoding.read_image_frame(str(tmp_path / "big.jpg"), 64)
+  assert small.shape == (64, 64, 3)
+  assert np.all(np.abs(small[:, :24].astype(int) - (250, 0, 0)) <= 8)
+  assert np.all(np.abs(small[:, 40:].astype(int) - (0, 0, 250)) <= 8)
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Stored rotated: the viewer turns it 90 degrees clockwise.
+  tall = np.zeros((32, 16, 3), np.uint8)
+  tall[:16] = (250, 0, 0)
+  Image.fromarray(tall).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+  upright = decoding.read_image_frame(str(tmp_path / "rotated.jpg"), 16)
+  assert upright.shape == (16, 16, 3)
+  assert upright[8, 2, 0] < 60 and upright[8, 13, 0] > 200  # Red on the right.
+
 
 def test_center_crop_resize_keeps_the_centre():
   frame = np.zeros((12, 20, 3), np.uint8)
@@ -264,8 +289,9 @@ def _write_re10k(root, split, videos, num_frames, first_number=0):
   for v in range(videos):
     video_id = f"{split}{v:03d}"
     for f in range(num_frames):  # Names 0, 5, 10, ...: natural order matters.
-      _write_frame(os.path.join(root, split, "images", video_id, f"{5 * f}.png"),
-                   first_number + v, f)
+      _write_frame(
+          os.path.join(root, split, "images", video_id, f"{5 * f}.png"),
+          first_number + v, f)
     numbers[video_id] = first_number + v
   return numbers
 

@@ -376,7 +376,8 @@ def default_cache_dir(root: str) -> str:
 
 def _cache_file_name(layout: str, root: str, split: str,
                      split_file: str | None) -> str:
-  key = f"{os.path.realpath(root)}|{split_file and os.path.realpath(split_file)}"
+  split_path = os.path.realpath(split_file) if split_file else ""
+  key = f"{os.path.realpath(root)}|{split_path}"
   tag = hashlib.sha1(key.encode()).hexdigest()[:16]
   safe_split = re.sub(r"[^A-Za-z0-9_.-]", "_", split)
   return f"{layout}-{safe_split}-{tag}.json.gz"

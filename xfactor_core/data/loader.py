@@ -33,6 +33,15 @@ Batches are dicts of numpy arrays:
   video_id       B str (not for the device)
   dataset_index  B int32, position of the dataset in the config list
   step           int64 scalar, the training step the batch is for
+
+Use:
+  configs = published_dataset_configs("stereo", {"re10k": "/data/re10k"})
+  batches = iter(make_loader(configs, batch_size=64, start_step=step,
+                             worker_count=8))
+  batch = next(batches)  # batch["step"] == step
+
+grain starts worker processes with "spawn", so a script that uses
+worker_count > 0 needs the usual `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
@@ -377,8 +386,9 @@ def build_sources(
       needed = min_videos * shard_options.shard_count
       raise ValueError(
           f"dataset {_dataset_label(config)} has too few usable videos: found "
-          f"{len(source)} with at least {min_frames} frames ({len(index.videos)}"
-          f" indexed, {source.num_too_short} shorter), but needs {needed} "
+          f"{len(source)} with at least {min_frames} frames "
+          f"({len(index.videos)} indexed, {source.num_too_short} shorter), "
+          f"but needs {needed} "
           f"({min_videos} per process x {shard_options.shard_count} processes)"
           ". Check root, split and split_file, or lower min_videos / "
           "min_video_frames.")
@@ -492,6 +502,7 @@ def make_loader(
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     iterable = iterable.mp_prefetch(
-        pygrain.MultiprocessingOptions(num_workers=worker_count,
-                                       per_worker_buffer_size=worker_buffer_size))
+        pygrain.MultiprocessingOptions(
+            num_workers=worker_count,
+            per_worker_buffer_size=worker_buffer_size))
   return iterable
