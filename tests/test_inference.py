@@ -1,0 +1,208 @@
+"""Tests of xfactor_core.inference and the transfer CLI (tiny parity weights)."""
+
+import json
+import pathlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from xfactor_core import checkpoints, transfer
+from xfactor_core.inference import frames, media
+from xfactor_core.inference.pipeline import (TransferError, TransferPipeline,
+                                             interpolate_path, reference_order)
+
+
+@pytest.fixture(scope="module")
+def pipe(reference_dir):
+  return TransferPipeline.from_checkpoint(
+      reference_dir / "official_format_checkpoint", image_size=64, batch_size=4)
+
+
+def _clip(n=6, size=48, seed=0):
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(0, 255, (6, 12, 3)).astype(np.float32)
+  base = np.clip(cv2.resize(coarse, (size * 2, size),
+                            interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+  return np.stack([np.roll(base, 3 * i, axis=1)[:, :size] for i in range(n)])
+
+
+# ------------------------------------------------------------------ frames --
+
+
+def test_prepare_frame_handles_every_image_kind():
+  rgb = np.zeros((40, 60, 3), np.uint8)
+  rgb[:, 10:50] = 255  # the centred 40x40 square is white
+  out = frames.prepare_frame(rgb, 16)
+  assert out.shape == (16, 16, 3) and out.dtype == np.float32
+  np.testing.assert_allclose(out, 1.0, atol=1e-6)
+  gray16 = np.full((20, 20), 65535 // 2, np.uint16)
+  np.testing.assert_allclose(frames.prepare_frame(gray16, 8), 0.0, atol=1e-4)
+  rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent -> white
+  np.testing.assert_allclose(frames.prepare_frame(rgba, 8), 1.0)
+  gray1 = np.zeros((9, 7, 1), np.float32)
+  np.testing.assert_allclose(frames.prepare_frame(gray1, 8), -1.0)
+  as255 = np.full((4, 4, 3), 127.5, np.float64)
+  np.testing.assert_allclose(frames.prepare_frame(as255, 4), 0.0, atol=1e-6)
+  up = frames.prepare_frame(np.full((5, 5, 3), 128, np.uint8), 64)
+  assert up.shape == (64, 64, 3)
+  roundtrip = frames.to_uint8(frames.prepare_frame(rgb[:, 10:50], 40))
+  np.testing.assert_array_equal(roundtrip, rgb[:, 10:50])
+
+
+def test_prepare_frame_errors():
+  with pytest.raises(frames.FrameError, match="expected H x W"):
+    frames.prepare_frame(np.zeros((4, 4, 2)), 8)
+  with pytest.raises(frames.FrameError, match="NaN"):
+    frames.prepare_frame(np.full((4, 4, 3), np.nan), 8)
+  with pytest.raises(frames.FrameError, match="no frames given"):
+    frames.prepare_frames([], 8)
+  with pytest.raises(frames.FrameError, match="stride must be at least 1"):
+    frames.select_frames(10, stride=0)
+  assert frames.select_frames(10, num_frames=3, stride=3, start=1) == [1, 4, 7]
+
+
+# ------------------------------------------------------------------- media --
+
+
+def test_media_round_trips(tmp_path):
+  clip = _clip(5, 32)
+  mp4 = media.write_video(tmp_path / "c.mp4", clip, fps=10)
+  back = media.read_video(mp4)
+  assert back.shape == clip.shape
+  err = lambda a, b: np.abs(a.astype(int) - b).mean()
+  # Lossy (yuv420 at 32 px), but frame for frame the same clip.
+  assert err(back, clip) < 16 and err(back, clip) < 0.5 * err(back, clip[::-1])
+  gif = media.write_video(tmp_path / "c.gif", clip, fps=10)
+  assert media.read_frames(gif).shape == clip.shape
+  media.write_frames(tmp_path / "dir", clip)
+  np.testing.assert_array_equal(media.read_frames(tmp_path / "dir"), clip)
+  sel = media.read_clip(tmp_path / "dir", num_frames=2, stride=2, start=1)
+  np.testing.assert_array_equal(sel, clip[[1, 3]])
+  sel = media.read_clip(mp4, num_frames=2, stride=2, start=1)
+  assert sel.shape[0] == 2
+  # 16-bit grayscale and RGBA PNG files read as RGB uint8.
+  Image.fromarray(np.full((6, 6), 65535, np.uint16)).save(tmp_path / "g16.png")
+  np.testing.assert_array_equal(media.read_image(tmp_path / "g16.png"), 255)
+  Image.fromarray(np.zeros((6, 6, 4), np.uint8)).save(tmp_path / "rgba.png")
+  np.testing.assert_array_equal(media.read_image(tmp_path / "rgba.png"), 255)
+
+
+def test_media_errors(tmp_path):
+  (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+  with pytest.raises(media.MediaError, match="bad.mp4"):
+    media.read_video(tmp_path / "bad.mp4")
+  (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  with pytest.raises(media.MediaError, match="cannot read image .*bad.png"):
+    media.read_image(tmp_path / "bad.png")
+  (tmp_path / "notes.txt").write_text("hi")
+  with pytest.raises(media.MediaError, match="neither a video"):
+    media.read_frames(tmp_path / "notes.txt")
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(media.MediaError, match="no image frames"):
+    media.read_frames(tmp_path / "empty")
+  with pytest.raises(media.MediaError, match=".mp4 or .gif"):
+    media.write_video(tmp_path / "x.avi", _clip(2))
+
+
+# ---------------------------------------------------------------- pipeline --
+
+
+def test_camera_path_and_render(pipe):
+  target = pipe.prepare(_clip(6))
+  path = pipe.camera_path(target)
+  assert path.shape == (6, 32)
+  np.testing.assert_array_equal(path[0], 0.0)
+  assert np.abs(path[1:]).max() > 0
+  context = pipe.prepare(_clip(1, seed=1))
+  out = pipe.render(context, path)
+  assert out.shape == (6, 64, 64, 3) and np.abs(out).max() <= 1.0
+  # Chunking and padding do not change results.
+  big = TransferPipeline(params=pipe.params, config=pipe.config, image_size=64,
+                         batch_size=8)
+  np.testing.assert_allclose(big.camera_path(target), path, atol=1e-5)
+  np.testing.assert_allclose(big.render(context, path), out, atol=1e-5)
+  # Motion strength 0 renders the no-motion view for every frame; the
+  # no-motion latent is exactly the context paired with itself.
+  still = pipe.render(context, path, motion_strength=0.0)
+  np.testing.assert_allclose(still, np.broadcast_to(still[:1], still.shape),
+                             atol=1e-6)
+  self_pair = pipe.encode_pairs(context, context)
+  np.testing.assert_allclose(self_pair, 0.0, atol=1e-6)
+  seen = []
+  pipe.render(context, path, progress=lambda d, t: seen.append((d, t)))
+  assert seen == [(4, 6), (6, 6)]
+
+
+def test_multi_view_context_order(pipe):
+  assert reference_order(1) == [0]
+  assert reference_order(5) == [2, 0, 1, 3, 4]
+  assert reference_order(4) == [1, 0, 2, 3]
+  mv = TransferPipeline(params=pipe.params, config=pipe.config, image_size=64,
+                        max_context_views=5, batch_size=4)
+  context = mv.prepare(_clip(5, seed=2))
+  ordered, latents = mv.context_poses(context)
+  np.testing.assert_array_equal(ordered[0], context[2])
+  np.testing.assert_array_equal(latents[0], 0.0)
+  expected = mv.encode_pairs(np.broadcast_to(context[2], (4,) + context.shape[1:]),
+                             context[[0, 1, 3, 4]])
+  np.testing.assert_allclose(latents[1:], expected, atol=1e-6)
+  out = mv.render(context, mv.camera_path(mv.prepare(_clip(3))))
+  assert out.shape == (3, 64, 64, 3)
+  with pytest.raises(TransferError, match="at most 1"):
+    pipe.render(context, np.zeros((2, 32), np.float32))
+
+
+def test_pipeline_errors(pipe):
+  with pytest.raises(TransferError, match="at least 2 needed"):
+    pipe.camera_path(pipe.prepare(_clip(1)))
+  with pytest.raises(TransferError, match="N x 64 x 64 x 3"):
+    pipe.camera_path(np.zeros((3, 32, 32, 3), np.float32))
+  with pytest.raises(TransferError, match="N x 32 latents"):
+    pipe.render(pipe.prepare(_clip(1)), np.zeros((3, 7), np.float32))
+  with pytest.raises(TransferError, match="outside \\[0, 1.5\\]"):
+    pipe.render(pipe.prepare(_clip(1)), np.zeros((3, 32), np.float32),
+                motion_strength=2.0)
+  with pytest.raises(TransferError, match="multiple of the model's patch size 8"):
+    TransferPipeline(params=pipe.params, config=pipe.config, image_size=60)
+
+
+def test_interpolate_path():
+  path = np.array([[0.0, 0.0], [2.0, 4.0], [4.0, 0.0]], np.float32)
+  np.testing.assert_allclose(interpolate_path(path, 0.5), [1.0, 2.0])
+  np.testing.assert_allclose(interpolate_path(path, [0, 1.75, 2, 9]),
+                             [[0, 0], [3.5, 1.0], [4, 0], [4, 0]])
+
+
+# --------------------------------------------------------------------- CLI --
+
+
+def test_cli_end_to_end(reference_dir, tmp_path):
+  ckpt = reference_dir / "official_format_checkpoint"
+  target = reference_dir / "example_videos" / "target"
+  context = reference_dir / "example_videos" / "transfer" / "000.jpg"
+  args = ["--checkpoint", str(ckpt), "--context", str(context), "--size", "64"]
+  select = ["--num-frames", "5", "--stride", "2"]
+  assert transfer.main(args + select + ["--target", str(target), "--out",
+                               str(tmp_path / "o.mp4"), "--save-path",
+                               str(tmp_path / "p.npy"), "--side-by-side",
+                               str(tmp_path / "s.mp4")]) == 0
+  assert media.read_video(tmp_path / "o.mp4").shape == (5, 64, 64, 3)
+  assert media.read_video(tmp_path / "s.mp4").shape[0] == 5
+  assert np.load(tmp_path / "p.npy").shape == (5, 32)
+  # Two target images, GIF out; then a saved path into a frames folder.
+  pair = [str(target / "000.jpg"), str(target / "010.jpg")]
+  assert transfer.main(args + ["--target", *pair, "--out",
+                               str(tmp_path / "o.gif")]) == 0
+  assert media.read_frames(tmp_path / "o.gif").shape[0] == 2
+  assert transfer.main(args + ["--camera-path", str(tmp_path / "p.npy"),
+                               "--out", str(tmp_path / "frames")]) == 0
+  assert len(list((tmp_path / "frames").glob("*.png"))) == 5
+  # Bad input: clear errors, exit code 2, nothing written.
+  assert transfer.main(args + ["--target", pair[0], "--out",
+                               str(tmp_path / "bad.mp4")]) == 2
+  assert transfer.main(["--checkpoint", str(tmp_path), "--context",
+                        str(context), "--target", *pair, "--out",
+                        str(tmp_path / "bad.mp4")]) == 2
+  assert not (tmp_path / "bad.mp4").exists()

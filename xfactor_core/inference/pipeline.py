@@ -1,0 +1,286 @@
+"""Camera-motion transfer: target clip -> latent camera path -> new views.
+
+>>> pipe = TransferPipeline.from_checkpoint("assets/models/sm_default")
+>>> context = pipe.prepare(context_images)        # V x S x S x 3 in [-1, 1]
+>>> target = pipe.prepare(target_images)          # N x S x S x 3
+>>> path = pipe.camera_path(target)               # N x pose_dim, path[0] == 0
+>>> frames = pipe.render(context, path)           # N x S x S x 3 in [-1, 1]
+
+Stereo-monocular models take one context view, multi-view models several;
+the code path is the same, with V context views. For V > 1 the view nearest
+the middle of the list becomes the reference (index 0), as the published
+multi-view model expects. Work runs in fixed-size chunks (padded), so each
+(chunk, image size, V) compiles once, whatever the number of frames, and memory
+stays bounded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from xfactor_core import checkpoints, models
+from xfactor_core.inference import frames as frame_utils
+
+PathLike = Union[str, os.PathLike]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+DEFAULT_MODELS = {
+    "stereo-monocular": REPO_ROOT / "assets" / "models" / "sm_default",
+    "multi-view": REPO_ROOT / "assets" / "models" / "mv_default",
+}
+DEFAULT_CHECKPOINT = DEFAULT_MODELS["stereo-monocular"]
+PUBLISHED_IMAGE_SIZE = 256
+
+
+class TransferError(ValueError):
+  """Inputs that cannot be transferred (with what to do instead)."""
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(config: checkpoints.ModelConfig, attention_impl: str,
+              dtype: Optional[str]) -> tuple[Callable, Callable]:
+  """Jitted encode/render functions, shared by every pipeline of a config."""
+  kwargs = dict(attention_impl=attention_impl,
+                dtype=None if dtype is None else jnp.dtype(dtype))
+  pose_enc = models.PoseEnc(**config.pose_enc_kwargs(), **kwargs)
+  render = models.Render(**config.render_kwargs(), **kwargs)
+
+  @jax.jit
+  def encode_pairs(params, first, second):
+    """first, second: B x S x S x 3 -> B x pose_dim (second relative to first)."""
+    pairs = jnp.stack([first, second], axis=1)
+    return pose_enc.apply({"params": params}, pairs)[:, 1]
+
+  @jax.jit
+  def render_views(params, context, context_poses, target_poses):
+    """context V x S x S x 3, context_poses V x D, target_poses B x D -> B x S x S x 3."""
+    b = target_poses.shape[0]
+    ctx = jnp.broadcast_to(context[None], (b,) + context.shape)
+    poses = jnp.concatenate(
+        [jnp.broadcast_to(context_poses[None], (b,) + context_poses.shape),
+         target_poses[:, None]], axis=1)
+    return render.apply({"params": params}, ctx, poses)
+
+  return encode_pairs, render_views
+
+
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+  for start in range(0, n, size):
+    yield start, min(start + size, n)
+
+
+def _pad_to(x: np.ndarray, size: int) -> np.ndarray:
+  if x.shape[0] == size:
+    return x
+  pad = np.repeat(x[-1:], size - x.shape[0], axis=0)
+  return np.concatenate([x, pad], axis=0)
+
+
+def interpolate_path(path: np.ndarray, positions: Union[float, Sequence[float]]
+                     ) -> np.ndarray:
+  """Latents at fractional frame positions: linear blend of the neighbours.
+
+  Args:
+    path: ``N x D`` latent camera path.
+    positions: scalar or ``M`` positions in ``[0, N-1]``.
+
+  Returns:
+    ``D`` for a scalar position, else ``M x D``.
+  """
+  path = np.asarray(path, np.float32)
+  pos = np.clip(np.asarray(positions, np.float64), 0, len(path) - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, len(path) - 1)
+  w = (pos - lo)[..., None].astype(np.float32)
+  return path[lo] * (1 - w) + path[hi] * w
+
+
+def reference_order(num_views: int) -> list[int]:
+  """Multi-view context order: the view nearest the middle first, then the rest."""
+  ref = (num_views - 1) // 2 if num_views > 1 else 0
+  return [ref] + [i for i in range(num_views) if i != ref]
+
+
+@dataclasses.dataclass
+class TransferPipeline:
+  """A loaded model and the jitted functions that run it.
+
+  Attributes:
+    params: ``{"PoseEnc": ..., "Render": ...}``.
+    config: the model sizes.
+    image_size: square input/output size in pixels (multiple of the patch).
+    max_context_views: context views the model was trained with (1 for
+      stereo-monocular); more are allowed up to ``hard_max_context_views``.
+    batch_size: frames per chunk (bounds memory; each chunk size compiles once).
+    attention_impl, dtype: see :class:`xfactor_core.models.PoseEnc`.
+    name: a label for UIs and logs.
+  """
+  params: dict[str, Any]
+  config: checkpoints.ModelConfig
+  image_size: int = PUBLISHED_IMAGE_SIZE
+  max_context_views: int = 1
+  batch_size: int = 8
+  attention_impl: str = "auto"
+  dtype: Optional[str] = None
+  name: str = "model"
+  info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    p = self.config.patch_size
+    if self.image_size < p or self.image_size % p:
+      raise TransferError(f"image size {self.image_size} must be a positive "
+                          f"multiple of the model's patch size {p}")
+    if self.batch_size < 1:
+      raise TransferError(f"batch size must be at least 1, got {self.batch_size}")
+    self.params = jax.device_put(self.params)
+
+  @classmethod
+  def from_checkpoint(cls, path: PathLike = DEFAULT_CHECKPOINT, *,
+                      image_size: Optional[int] = None,
+                      **kwargs) -> "TransferPipeline":
+    """Loads a checkpoint (see :func:`xfactor_core.checkpoints.load_params`).
+
+    The image size and number of context views come from ``model.json`` beside
+    our own checkpoints; published checkpoints default to 256 and, with 5
+    context views allowed, work both as stereo-monocular and multi-view.
+    """
+    path = pathlib.Path(path)
+    if not path.exists() and path == DEFAULT_CHECKPOINT:
+      raise TransferError(
+          f"the default model {path} is missing; train it (see README) or pass "
+          "--checkpoint with a published or own checkpoint")
+    params = checkpoints.load_params(path)
+    config = checkpoints.infer_config(params, source=path)
+    info = checkpoints.read_model_info(path)
+    published = config == checkpoints.PUBLISHED_CONFIG
+    size = image_size or info.get("image_size") or PUBLISHED_IMAGE_SIZE
+    views = info.get("num_context_views", 5 if published else 1)
+    return cls(params=params, config=config, image_size=int(size),
+               max_context_views=int(views), name=info.get("name", path.name),
+               info=info, **kwargs)
+
+  @property
+  def kind(self) -> str:
+    return "multi-view" if self.max_context_views > 1 else "stereo-monocular"
+
+  @property
+  def num_parameters(self) -> int:
+    return sum(int(np.size(x)) for x in jax.tree.leaves(self.params))
+
+  def _fns(self):
+    return _compiled(self.config, self.attention_impl, self.dtype)
+
+  # ------------------------------------------------------------- inputs --
+
+  def prepare(self, images: Sequence[np.ndarray], name: str = "frames"
+              ) -> np.ndarray:
+    """Images (any dtype/channels/size) -> ``N x S x S x 3`` in [-1, 1]."""
+    return frame_utils.prepare_frames(images, self.image_size, name)
+
+  def _check_frames(self, x: np.ndarray, name: str, min_count: int = 1):
+    s = self.image_size
+    if x.ndim != 4 or x.shape[1:] != (s, s, 3):
+      raise TransferError(f"{name} must be N x {s} x {s} x 3 (use "
+                          f"pipeline.prepare), got shape {x.shape}")
+    if x.shape[0] < min_count:
+      raise TransferError(f"{name} has {x.shape[0]} frame(s); at least "
+                          f"{min_count} needed")
+
+  # -------------------------------------------------------- camera path --
+
+  def encode_pairs(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Latent pose of ``second[i]`` relative to ``first[i]``: ``N x pose_dim``."""
+    first, second = np.asarray(first, np.float32), np.asarray(second, np.float32)
+    self._check_frames(first, "first frames")
+    self._check_frames(second, "second frames")
+    encode, _ = self._fns()
+    out = []
+    for a, b in _chunks(len(second), self.batch_size):
+      n = b - a
+      lat = encode(self.params["PoseEnc"], _pad_to(first[a:b], self.batch_size),
+                   _pad_to(second[a:b], self.batch_size))
+      out.append(np.asarray(lat)[:n])
+    return np.concatenate(out)
+
+  def camera_path(self, target: np.ndarray) -> np.ndarray:
+    """Target clip ``N x S x S x 3`` -> latent path ``N x pose_dim`` (frame i
+    relative to frame 0; a pair gives N = 2)."""
+    target = np.asarray(target, np.float32)
+    self._check_frames(target, "target clip", min_count=2)
+    first = np.broadcast_to(target[:1], target.shape)
+    path = self.encode_pairs(first, target)
+    path[0] = 0.0  # exact: the reference relative to itself
+    return path
+
+  def context_poses(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorders context views (reference first) and encodes their latents.
+
+    Returns:
+      ``(ordered context V x S x S x 3, latents V x pose_dim)``, latents[0] = 0.
+    """
+    context = np.asarray(context, np.float32)
+    self._check_frames(context, "context")
+    v = context.shape[0]
+    if v > max(self.max_context_views, 1):
+      raise TransferError(
+          f"{v} context views given but this {self.kind} model takes at most "
+          f"{self.max_context_views}; drop views or pick a multi-view model")
+    ordered = context[reference_order(v)]
+    latents = np.zeros((v, self.config.pose_dim), np.float32)
+    if v > 1:
+      ref = np.broadcast_to(ordered[:1], ordered[1:].shape)
+      latents[1:] = self.encode_pairs(ref, ordered[1:])
+    return ordered, latents
+
+  # ----------------------------------------------------------- rendering --
+
+  def render_chunks(self, context: np.ndarray, path: np.ndarray, *,
+                    motion_strength: float = 1.0
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields ``(start index, frames chunk)`` as chunks render (for streaming,
+    progress bars and cancellation)."""
+    path = np.asarray(path, np.float32)
+    if path.ndim != 2 or path.shape[1] != self.config.pose_dim:
+      raise TransferError(f"camera path must be N x {self.config.pose_dim} "
+                          f"latents for this model, got shape {path.shape}")
+    if not 0.0 <= motion_strength <= 1.5:
+      raise TransferError(f"motion strength {motion_strength} is outside [0, 1.5]")
+    ordered, ctx_latents = self.context_poses(context)
+    _, render = self._fns()
+    ordered, ctx_latents = jnp.asarray(ordered), jnp.asarray(ctx_latents)
+    # The no-motion latent (context paired with itself) is exactly zero, so the
+    # blend between it and the transferred latent is a scaling.
+    path = path * np.float32(motion_strength)
+    for a, b in _chunks(len(path), self.batch_size):
+      out = render(self.params["Render"], ordered, ctx_latents,
+                   _pad_to(path[a:b], self.batch_size))
+      yield a, np.asarray(out)[: b - a]
+
+  def render(self, context: np.ndarray, path: np.ndarray, *,
+             motion_strength: float = 1.0,
+             progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Renders ``path`` (``N x pose_dim``) onto ``context`` (``V x S x S x 3``).
+
+    Returns ``N x S x S x 3`` in [-1, 1]. ``progress(done, total)`` is called
+    after every chunk.
+    """
+    out = []
+    for start, chunk in self.render_chunks(context, path,
+                                           motion_strength=motion_strength):
+      out.append(chunk)
+      if progress is not None:
+        progress(start + len(chunk), len(path))
+    return np.concatenate(out)
+
+  def transfer(self, context: np.ndarray, target: np.ndarray, **kwargs
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Camera motion of ``target`` onto ``context``: ``(frames, path)``."""
+    path = self.camera_path(target)
+    return self.render(context, path, **kwargs), path

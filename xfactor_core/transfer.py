@@ -1,0 +1,128 @@
+"""Command line camera-motion transfer.
+
+    python -m xfactor_core.transfer --context room.png --target walk.mp4 --out out.mp4
+    python -m xfactor_core.transfer --checkpoint ckpts/ --context a.png b.png c.png \\
+        --target first.png second.png --out frames_dir/ --num-frames 30
+
+The camera motion of the target (a video, a folder of frames, or two or more
+images) is extracted as a latent camera path and re-rendered in the context
+scene. ``--out`` ending in .mp4 or .gif writes a video, anything else a folder
+of PNG frames. Without ``--checkpoint`` the shipped stereo-monocular default
+model is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from xfactor_core import checkpoints
+from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import media
+from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferError,
+                                             TransferPipeline)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m xfactor_core.transfer",
+      description="Transfer the camera motion of a target clip onto context "
+                  "frames of another scene.")
+  parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                      help="clu checkpoint dir, ckpt-N, its parent, or a msgpack "
+                           "file (default: the shipped stereo-monocular model)")
+  parser.add_argument("--context", nargs="+", required=True,
+                      help="context image(s): one for stereo-monocular models, "
+                           "up to the model's view count for multi-view ones")
+  target = parser.add_mutually_exclusive_group(required=True)
+  target.add_argument("--target", nargs="+",
+                      help="target video, folder of frames, or 2+ images")
+  target.add_argument("--camera-path",
+                      help="a latent camera path (.npy) saved by --save-path")
+  parser.add_argument("--out", required=True,
+                      help="output .mp4, .gif, or a folder for PNG frames")
+  parser.add_argument("--num-frames", type=int, default=None)
+  parser.add_argument("--stride", type=int, default=1)
+  parser.add_argument("--start", type=int, default=0)
+  parser.add_argument("--size", type=int, default=None,
+                      help="model input size (default: the model's own)")
+  parser.add_argument("--batch-size", type=int, default=8,
+                      help="frames per compiled chunk (bounds memory)")
+  parser.add_argument("--fps", type=float, default=12.0)
+  parser.add_argument("--motion-strength", type=float, default=1.0,
+                      help="0 = no motion, 1 = transferred motion, up to 1.5")
+  parser.add_argument("--side-by-side", default=None,
+                      help="also write target | generated to this .mp4/.gif")
+  parser.add_argument("--save-path", default=None,
+                      help="also save the latent camera path (.npy)")
+  parser.add_argument("--attention", default="auto",
+                      help="attention implementation: auto, xla, split, cudnn")
+  return parser
+
+
+def run(args: argparse.Namespace) -> pathlib.Path:
+  """Runs one transfer; returns the output path."""
+  pipe = TransferPipeline.from_checkpoint(
+      args.checkpoint, image_size=args.size, batch_size=args.batch_size,
+      attention_impl=args.attention)
+  logging.info("model %s: %s, %d parameters, %dx%d", pipe.name, pipe.kind,
+               pipe.num_parameters, pipe.image_size, pipe.image_size)
+  context = pipe.prepare([media.read_image(p) for p in args.context], "context")
+
+  target_uint8 = None
+  if args.camera_path:
+    try:
+      path = np.load(args.camera_path).astype(np.float32)
+    except (OSError, ValueError) as e:
+      raise TransferError(f"cannot read camera path {args.camera_path} ({e}); "
+                          "use a .npy file saved by --save-path") from e
+    path = path[args.start::max(args.stride, 1)][: args.num_frames]
+  else:
+    source = args.target[0] if len(args.target) == 1 else args.target
+    target_uint8 = media.read_clip(source, num_frames=args.num_frames,
+                                   stride=args.stride, start=args.start)
+    if len(target_uint8) < 2:
+      raise TransferError(
+          f"the target has {len(target_uint8)} frame; camera motion needs at "
+          "least two (give a video, a folder of frames, or two images)")
+    target = pipe.prepare(target_uint8, "target")
+    with tqdm(total=len(target), desc="camera path", unit="frame") as bar:
+      path = pipe.camera_path(target)
+      bar.update(len(target))
+  if args.save_path:
+    np.save(args.save_path, path)
+
+  with tqdm(total=len(path), desc="rendering", unit="frame") as bar:
+    generated = pipe.render(context, path, motion_strength=args.motion_strength,
+                            progress=lambda done, total: bar.update(done - bar.n))
+  generated = frame_utils.to_uint8(generated)
+  out = pathlib.Path(args.out)
+  media.write_output(out, generated, fps=args.fps)
+  if args.side_by_side and target_uint8 is not None:
+    shown = frame_utils.to_uint8(pipe.prepare(target_uint8))
+    media.write_video(args.side_by_side,
+                      frame_utils.side_by_side(shown, generated), fps=args.fps)
+  return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  args = build_parser().parse_args(argv)
+  try:
+    out = run(args)
+  except (TransferError, media.MediaError, frame_utils.FrameError,
+          checkpoints.CheckpointError) as e:
+    logging.error("%s", e)
+    return 2
+  logging.info("wrote %s", out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
