@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from xfactor_core import checkpoints
+from xfactor_core import checkpoints, runtime
 from xfactor_core.inference import frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferError,
@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> pathlib.Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   args = build_parser().parse_args(argv)
+  runtime.enable_compilation_cache()
   try:
     out = run(args)
   except (TransferError, media.MediaError, frame_utils.FrameError,
