@@ -1,0 +1,60 @@
+"""Tests of the transfer benchmark (xfactor_core.evaluate) on tiny weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+from xfactor_core import evaluate
+from xfactor_core.data import synthetic
+from xfactor_core.inference.pipeline import TransferPipeline
+from xfactor_core.metrics import image, oracles
+
+
+def test_context_indices():
+  assert evaluate.context_indices(12, 1) == [0]
+  assert evaluate.context_indices(12, 3) == [0, 4, 7]
+  assert evaluate.context_indices(6, 5) == [0, 1, 2, 3, 4]
+
+
+def test_benchmark_rows_and_baselines(reference_dir, tmp_path):
+  settings = evaluate.EvalSettings(num_pairs=2, num_frames=4, oracle="none",
+                                   probe_train=6, probe_test=3, batch_size=4)
+  ckpt = reference_dir / "official_format_checkpoint"
+  result = evaluate.evaluate_checkpoint(ckpt, settings, image_size=64)
+  rows = result["rows"]
+  assert set(rows) == set(evaluate.METHODS)
+  for method, row in rows.items():
+    for key in ("recon_psnr", "recon_ssim", "transfer_psnr", "transfer_ssim"):
+      assert np.isfinite(row[key]), (method, key)
+  assert "probe_rot_err_deg" in rows["model"]
+  assert "probe_rot_err_deg" in rows["random_model"]
+  # copy_context is exactly the first frame of B against B's later frames.
+  pipe = TransferPipeline.from_checkpoint(ckpt, image_size=64)
+  expected = []
+  for i in range(2):
+    _, b = synthetic.make_transfer_pair(settings.seed, i, 4, 64)
+    x = pipe.prepare(b["frames"])
+    expected.append(np.mean(image.psnr(np.broadcast_to(x[0], x[1:].shape), x[1:])))
+  np.testing.assert_allclose(rows["copy_context"]["transfer_psnr"],
+                             np.mean(expected), rtol=1e-4)
+  md = evaluate.to_markdown(result)
+  assert "| copy_context |" in md and "transfer_psnr" in md
+  json.dumps(result)  # serialisable as the --json output
+
+
+def test_tps_scores_with_a_perfect_and_a_failing_oracle():
+  seq = synthetic.make_sequence(3, 0, 6, 64)
+  frames, gt = seq["frames"], seq["camera_from_world"]
+  perfect = oracles.GroundTruthOracle(gt)
+  scores = evaluate._tps_scores(perfect, frames, gt)
+  assert scores["Rac_10"] == 1.0 and scores["Tac_30"] == 1.0
+  assert scores["tps_ok_fraction"] == 1.0
+
+  class Nothing:
+    def estimate(self, frames):
+      n = len(frames)
+      return oracles.OracleResult(np.full((n, 4, 4), np.nan), np.zeros(n, bool),
+                                  "no model")
+  failed = evaluate._tps_scores(Nothing(), frames, gt)
+  assert failed["tps_ok_fraction"] == 0.0 and failed["Rac_10"] == 0.0

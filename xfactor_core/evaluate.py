@@ -1,0 +1,375 @@
+"""The transfer benchmark: how well a checkpoint transfers camera motion.
+
+    python -m xfactor_core.evaluate [--checkpoint PATH] [--num-pairs N] [--seed S]
+        [--json OUT] [--markdown OUT] [--oracle colmap|ground_truth|none]
+    python -m xfactor_core.evaluate --checkpoint PATH --target DIR_OR_VIDEO \\
+        --context IMG [--json OUT]            # a real clip, TPS by the oracle only
+
+On N held-out synthetic transfer pairs (scene A and scene B filmed with the same
+relative camera path; world seed ``--seed``, not used in training) it reports,
+for the model and for baselines measured in the same run, in one table:
+
+* ``recon_psnr`` / ``recon_ssim``: the path of A's clip rendered onto A's own
+  context view(s), against A's frames;
+* ``transfer_psnr`` / ``transfer_ssim``: A's path rendered onto B's context,
+  against B's frames (the same motion in scene B);
+* TPS (``Rac_10``, ``Tac_30``, ``SE3_Auc_30``, ...): camera metrics between A's
+  ground-truth cameras and the oracle's poses of the transferred clip, on the
+  frames the oracle registered. A pair the oracle cannot reconstruct (fewer than
+  3 frames) scores 0 on every accuracy and AUC; ``tps_ok_fraction`` says how
+  many pairs were reconstructed.
+
+Baselines: ``copy_context`` (no motion: the context frame repeated),
+``shuffled_latents`` (the same model driven by another pair's motion) and
+``random_model`` (the same architecture, randomly initialised).
+
+A latent-pose probe fits a ridge regression from latent poses to ground-truth
+relative rotations (projected onto SO(3)) and translations on training
+sequences and reports median rotation and translation-direction errors on
+held-out ones, for the model and the random model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from xfactor_core import checkpoints, models, runtime
+from xfactor_core.data import synthetic
+from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import media
+from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferPipeline,
+                                             reference_order)
+from xfactor_core.metrics import camera, image, oracles
+
+METHODS = ("model", "copy_context", "shuffled_latents", "random_model")
+TPS_KEYS = ("Rac_3", "Rac_5", "Rac_10", "Rac_30", "Tac_3", "Tac_5", "Tac_10",
+            "Tac_30", "Rot_Auc_30", "Trans_Auc_30", "SE3_Auc_30")
+TABLE_KEYS = ("recon_psnr", "recon_ssim", "transfer_psnr", "transfer_ssim",
+              "Rac_10", "Tac_30", "SE3_Auc_30", "tps_ok_fraction")
+PROBE_SEED_OFFSET = 7919  # probe sequences come from worlds seed + offset (+1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  num_pairs: int = 16
+  num_frames: int = 12
+  seed: int = 1_000_003
+  oracle: str = "colmap"
+  probe_train: int = 96
+  probe_test: int = 32
+  batch_size: int = 8
+  random_model_seed: int = 0
+
+
+def context_indices(num_frames: int, num_views: int) -> list[int]:
+  """Frames of a clip used as context views: evenly spread, frame 0 included."""
+  return sorted({int(round(x)) for x in np.linspace(0, num_frames - 1,
+                                                    num_views + 1)[:-1]})
+
+
+def random_pipeline(pipe: TransferPipeline, seed: int) -> TransferPipeline:
+  """The same architecture and settings with random initial weights."""
+  c, s = pipe.config, pipe.image_size
+  pose_enc = models.PoseEnc(**c.pose_enc_kwargs())
+  render = models.Render(**c.render_kwargs())
+  x = np.zeros((1, 2, s, s, 3), np.float32)
+  k1, k2 = jax.random.split(jax.random.key(seed))
+  params = {
+      "PoseEnc": jax.jit(pose_enc.init)(k1, x)["params"],
+      "Render": jax.jit(render.init)(k2, x[:, :1],
+                                     np.zeros((1, 2, c.pose_dim), np.float32)
+                                     )["params"],
+  }
+  return dataclasses.replace(pipe, params=params, name="random", info={})
+
+
+class _ClipRenderer:
+  """Renders a motion clip onto context views with one pipeline."""
+
+  def __init__(self, pipe: TransferPipeline, num_frames: int):
+    self.pipe = pipe
+    views = max(1, min(pipe.max_context_views, num_frames - 1))
+    self.ctx_idx = context_indices(num_frames, views)
+    self.ref = self.ctx_idx[reference_order(len(self.ctx_idx))[0]]
+    self.eval_idx = [i for i in range(num_frames) if i not in self.ctx_idx]
+
+  def path(self, clip: np.ndarray) -> np.ndarray:
+    """Latents of every frame relative to the reference frame: F x D."""
+    x = self.pipe.prepare(clip)
+    ref = np.broadcast_to(x[self.ref], x.shape)
+    path = self.pipe.encode_pairs(ref, x)
+    path[self.ref] = 0.0
+    return path
+
+  def render(self, scene_clip: np.ndarray, path: np.ndarray) -> np.ndarray:
+    """Renders ``path`` onto the context views of ``scene_clip``: F x S x S x 3."""
+    context = self.pipe.prepare(scene_clip[self.ctx_idx])
+    return self.pipe.render(context, path)
+
+
+def _image_scores(pred: np.ndarray, clip: np.ndarray, pipe: TransferPipeline,
+                  eval_idx: Sequence[int]) -> tuple[float, float]:
+  target = pipe.prepare(clip[list(eval_idx)])
+  pred = pred[list(eval_idx)]
+  return (float(np.mean(image.psnr(pred, target))),
+          float(np.mean(image.ssim(pred, target))))
+
+
+def _tps_scores(oracle: Optional[oracles.PoseOracle], generated: np.ndarray,
+                gt_camera_from_world: np.ndarray) -> dict[str, float]:
+  """Camera metrics of the oracle's poses of ``generated`` against ground truth."""
+  if oracle is None:
+    return {}
+  result = oracle.estimate(generated)
+  if not result.ok:
+    return {**{k: 0.0 for k in TPS_KEYS}, "tps_ok_fraction": 0.0,
+            "tps_registered": float(result.num_registered)}
+  keep = result.registered
+  metrics = camera.camera_metrics(gt_camera_from_world[keep],
+                                  result.camera_from_world[keep])
+  return {**{k: float(metrics[k]) for k in TPS_KEYS}, "tps_ok_fraction": 1.0,
+          "tps_registered": float(result.num_registered)}
+
+
+def _mean_rows(per_pair: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
+  rows = {}
+  for method, entries in per_pair.items():
+    keys = sorted({k for e in entries for k in e})
+    rows[method] = {k: float(np.mean([e[k] for e in entries if k in e]))
+                    for k in keys}
+  return rows
+
+
+def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
+                       progress: Callable[[str, int, int], None] = lambda *a: None
+                       ) -> dict[str, dict[str, float]]:
+  """Image and TPS scores of the model and the baselines on synthetic pairs."""
+  size = min(max(pipe.image_size, synthetic.MIN_SIZE), synthetic.MAX_SIZE)
+  pairs = []
+  for i in range(settings.num_pairs):
+    progress("rendering pairs", i, settings.num_pairs)
+    pairs.append(synthetic.make_transfer_pair(settings.seed, i,
+                                              settings.num_frames, size))
+  renderers = {"model": _ClipRenderer(pipe, settings.num_frames),
+               "random_model": _ClipRenderer(
+                   random_pipeline(pipe, settings.random_model_seed),
+                   settings.num_frames)}
+  oracle = None if settings.oracle == "none" else oracles.get_oracle(
+      settings.oracle)
+  per_pair: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+  model_paths = [renderers["model"].path(a["frames"]) for a, _ in pairs]
+  for i, (a, b) in enumerate(pairs):
+    progress("transferring", i, len(pairs))
+    gt = a["camera_from_world"]
+    for method in METHODS:
+      r = renderers["random_model" if method == "random_model" else "model"]
+      if method == "copy_context":
+        rec = np.broadcast_to(r.pipe.prepare(a["frames"][r.ref:r.ref + 1]),
+                              (settings.num_frames,) + (r.pipe.image_size,) * 2 + (3,))
+        trans = np.broadcast_to(r.pipe.prepare(b["frames"][r.ref:r.ref + 1]),
+                                rec.shape)
+      else:
+        if method == "model":
+          path = model_paths[i]
+        elif method == "shuffled_latents":
+          path = model_paths[(i + 1) % len(pairs)]
+        else:
+          path = r.path(a["frames"])
+        rec = r.render(a["frames"], path)
+        trans = r.render(b["frames"], path)
+      entry = {}
+      entry["recon_psnr"], entry["recon_ssim"] = _image_scores(
+          rec, a["frames"], r.pipe, r.eval_idx)
+      entry["transfer_psnr"], entry["transfer_ssim"] = _image_scores(
+          trans, b["frames"], r.pipe, r.eval_idx)
+      generated = frame_utils.to_uint8(trans)
+      entry.update(_tps_scores(oracle, generated, gt))
+      per_pair[method].append(entry)
+  return _mean_rows(per_pair)
+
+
+def _relative_pose_targets(sequence: dict[str, Any]) -> np.ndarray:
+  """Frame 1 relative to frame 0: 12 numbers (rotation matrix, translation)."""
+  t0, t1 = sequence["camera_from_world"][0], sequence["camera_from_world"][1]
+  rel = t1 @ np.linalg.inv(t0)
+  return np.concatenate([rel[:3, :3].reshape(-1), rel[:3, 3]])
+
+
+def _project_so3(m: np.ndarray) -> np.ndarray:
+  u, _, vt = np.linalg.svd(m.reshape(3, 3))
+  d = np.sign(np.linalg.det(u @ vt))
+  return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def latent_probe(pipes: dict[str, TransferPipeline], settings: EvalSettings,
+                 num_frames: int = 2) -> dict[str, dict[str, float]]:
+  """Ridge probe from latent poses to relative camera poses, per pipeline."""
+  size = min(max(next(iter(pipes.values())).image_size, synthetic.MIN_SIZE),
+             synthetic.MAX_SIZE)
+  def sequences(seed, count):
+    return [synthetic.make_sequence(seed, i, num_frames, size)
+            for i in range(count)]
+  train = sequences(settings.seed + PROBE_SEED_OFFSET, settings.probe_train)
+  test = sequences(settings.seed + PROBE_SEED_OFFSET + 1, settings.probe_test)
+  y_train = np.stack([_relative_pose_targets(s) for s in train])
+  y_test = np.stack([_relative_pose_targets(s) for s in test])
+  out = {}
+  for name, pipe in pipes.items():
+    def latents(seqs):
+      x = pipe.prepare(np.concatenate([s["frames"][:2] for s in seqs]))
+      return pipe.encode_pairs(x[0::2], x[1::2])
+    x_train, x_test = latents(train), latents(test)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    a = np.concatenate([(x_train - mean) / std, np.ones((len(x_train), 1))], 1)
+    b = np.concatenate([(x_test - mean) / std, np.ones((len(x_test), 1))], 1)
+    lam = 1.0
+    w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y_train)
+    pred = b @ w
+    rot_err, trans_err = [], []
+    for p, g in zip(pred, y_test):
+      r = _project_so3(p[:9])
+      cos = np.clip((np.trace(g[:9].reshape(3, 3).T @ r) - 1) / 2, -1, 1)
+      rot_err.append(np.degrees(np.arccos(cos)))
+      if np.linalg.norm(g[9:]) > 1e-6:
+        c = np.dot(p[9:], g[9:]) / (np.linalg.norm(p[9:]) * np.linalg.norm(g[9:]) + 1e-12)
+        trans_err.append(np.degrees(np.arccos(np.clip(c, -1, 1))))
+    out[name] = {"probe_rot_err_deg": float(np.median(rot_err)),
+                 "probe_trans_err_deg": float(np.median(trans_err))
+                 if trans_err else float("nan")}
+  return out
+
+
+def evaluate_checkpoint(checkpoint: Any, settings: EvalSettings,
+                        progress: Callable[[str, int, int], None] = lambda *a: None,
+                        image_size: Optional[int] = None) -> dict[str, Any]:
+  """The full benchmark as ``{"rows": {method: metrics}, "settings": {...}}``."""
+  pipe = TransferPipeline.from_checkpoint(checkpoint, image_size=image_size,
+                                          batch_size=settings.batch_size)
+  rows = transfer_benchmark(pipe, settings, progress)
+  probe_pipes = {"model": pipe,
+                 "random_model": random_pipeline(pipe, settings.random_model_seed)}
+  if settings.probe_train and settings.probe_test:
+    for name, scores in latent_probe(probe_pipes, settings).items():
+      rows[name].update(scores)
+  return {"rows": rows, "settings": {
+      **dataclasses.asdict(settings), "checkpoint": str(checkpoint),
+      "model_kind": pipe.kind, "image_size": pipe.image_size,
+      "context_views": len(context_indices(settings.num_frames,
+                                           max(1, pipe.max_context_views))),
+      "num_parameters": pipe.num_parameters, "backend": jax.default_backend()}}
+
+
+def to_markdown(result: dict[str, Any],
+                keys: Sequence[str] = TABLE_KEYS + ("probe_rot_err_deg",
+                                                    "probe_trans_err_deg")) -> str:
+  """The result table as Markdown (methods as rows)."""
+  rows = result["rows"]
+  present = [k for k in keys if any(k in r for r in rows.values())]
+  lines = ["| method | " + " | ".join(present) + " |",
+           "|---" * (len(present) + 1) + "|"]
+  for method, r in rows.items():
+    cells = [f"{r[k]:.3f}" if k in r else "" for k in present]
+    lines.append(f"| {method} | " + " | ".join(cells) + " |")
+  s = result.get("settings", {})
+  lines.append("")
+  lines.append(f"{s.get('num_pairs', '?')} held-out synthetic pairs, "
+               f"{s.get('num_frames', '?')} frames, world seed {s.get('seed')}, "
+               f"oracle {s.get('oracle')}.")
+  return "\n".join(lines)
+
+
+def real_clip_tps(checkpoint: Any, target: str, context: Sequence[str],
+                  oracle_name: str, num_frames: Optional[int], stride: int,
+                  image_size: Optional[int] = None) -> dict[str, Any]:
+  """Transfers a real target clip onto context images; TPS by the oracle only."""
+  pipe = TransferPipeline.from_checkpoint(checkpoint, image_size=image_size)
+  clip = media.read_clip(target, num_frames=num_frames, stride=stride)
+  target_x = pipe.prepare(clip)
+  ctx = pipe.prepare([media.read_image(p) for p in context])
+  generated = frame_utils.to_uint8(pipe.render(ctx, pipe.camera_path(target_x)))
+  oracle = oracles.get_oracle(oracle_name)
+  res_t = oracle.estimate(frame_utils.to_uint8(target_x))
+  res_g = oracle.estimate(generated)
+  both = res_t.registered & res_g.registered
+  row: dict[str, float] = {"registered_target": float(res_t.num_registered),
+                           "registered_transfer": float(res_g.num_registered),
+                           "registered_both": float(both.sum())}
+  if both.sum() >= oracles.MIN_REGISTERED_FRAMES:
+    m = camera.camera_metrics(res_t.camera_from_world[both],
+                              res_g.camera_from_world[both])
+    row.update({k: float(m[k]) for k in TPS_KEYS})
+  return {"rows": {"model": row}, "settings": {
+      "checkpoint": str(checkpoint), "target": str(target),
+      "context": list(context), "oracle": oracle_name,
+      "num_frames": len(clip)}}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m xfactor_core.evaluate",
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+  parser.add_argument("--num-pairs", type=int, default=EvalSettings.num_pairs)
+  parser.add_argument("--num-frames", type=int, default=EvalSettings.num_frames)
+  parser.add_argument("--seed", type=int, default=EvalSettings.seed)
+  parser.add_argument("--oracle", default=EvalSettings.oracle,
+                      help="pose oracle for TPS: colmap (default), another "
+                           "registered oracle, or none (image scores only)")
+  parser.add_argument("--probe-train", type=int, default=EvalSettings.probe_train)
+  parser.add_argument("--probe-test", type=int, default=EvalSettings.probe_test)
+  parser.add_argument("--image-size", type=int, default=None)
+  parser.add_argument("--json", default=None)
+  parser.add_argument("--markdown", default=None)
+  parser.add_argument("--target", default=None,
+                      help="a real target clip (video or folder): TPS only")
+  parser.add_argument("--context", nargs="+", default=None)
+  parser.add_argument("--stride", type=int, default=1)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  runtime.enable_compilation_cache()
+  try:
+    if args.target:
+      if not args.context:
+        parser.error("--target needs --context images to transfer onto")
+      result = real_clip_tps(args.checkpoint, args.target, args.context,
+                             args.oracle if args.oracle != "none" else "colmap",
+                             args.num_frames, args.stride, args.image_size)
+    else:
+      settings = EvalSettings(num_pairs=args.num_pairs,
+                              num_frames=args.num_frames, seed=args.seed,
+                              oracle=args.oracle, probe_train=args.probe_train,
+                              probe_test=args.probe_test)
+      bars: dict[str, tqdm] = {}
+      def progress(stage, done, total):
+        bar = bars.setdefault(stage, tqdm(total=total, desc=stage))
+        bar.update(done + 1 - bar.n)
+      result = evaluate_checkpoint(args.checkpoint, settings, progress,
+                                   args.image_size)
+      for bar in bars.values():
+        bar.close()
+  except (checkpoints.CheckpointError, ValueError) as e:
+    logging.error("%s", e)
+    return 2
+  table = to_markdown(result, TABLE_KEYS + ("probe_rot_err_deg",
+                                            "probe_trans_err_deg")
+                      if not args.target else
+                      ("registered_both",) + TPS_KEYS)
+  print(table)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(result, indent=1))
+  if args.markdown:
+    pathlib.Path(args.markdown).write_text(table + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
