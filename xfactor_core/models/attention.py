@@ -10,6 +10,9 @@ each image into two halves). Several implementations compute the same function:
   (the XFactor quadrant masks), sorts the tokens by segment and runs dense
   attention on each half: half the attention work. Other rows fall back to
   masked dense attention, so the result is always exact.
+* ``"pallas"``: the fused flash-attention Pallas kernel that ships with JAX
+  (Triton on GPU, with segment ids); on other backends it runs in Pallas'
+  interpreter, which is slow but checks the same kernel on a CPU.
 * ``"auto"``: ``cudnn`` on GPU when the dtype allows it, else ``xla``.
 
 All take ``q, k, v`` shaped ``B x N x H x D`` and ``segment_ids`` shaped ``B x N``
@@ -23,7 +26,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("auto", "xla", "cudnn", "split")
+IMPLEMENTATIONS = ("auto", "xla", "cudnn", "split", "pallas")
 
 
 def _xla_attention(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -46,6 +49,27 @@ def _cudnn_attention(q, k, v, segment_ids):
     mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
   return jax.nn.dot_product_attention(q, k, v, mask=mask,
                                       implementation="cudnn")
+
+
+def _block_size(n: int) -> int:
+  for block in (128, 64, 32, 16):
+    if n % block == 0:
+      return block
+  raise ValueError(f"the Pallas attention kernel needs a token count divisible "
+                   f"by 16, got {n}; use implementation='xla'")
+
+
+def _pallas_attention(q, k, v, segment_ids):
+  from jax.experimental.pallas.ops.gpu import attention as pallas_attention
+  n = q.shape[1]
+  block = _block_size(n)
+  sizes = pallas_attention.BlockSizes(
+      block_q=block, block_k=block, block_q_dkv=block, block_kv_dkv=block,
+      block_q_dq=block, block_kv_dq=block)
+  seg = None if segment_ids is None else segment_ids.astype(jnp.int32)
+  return pallas_attention.mha(q, k, v, seg, sm_scale=q.shape[-1] ** -0.5,
+                              block_sizes=sizes,
+                              interpret=jax.default_backend() != "gpu")
 
 
 def _split_attention(q, k, v, segment_ids):
@@ -120,7 +144,8 @@ def segment_attention(q: jax.Array,
     # Emulate the published kernels: q, k, v rounded to qkv_dtype, products,
     # softmax and accumulation in float32, the output stored in qkv_dtype.
     q, k, v = (t.astype(qkv_dtype).astype(jnp.float32) for t in (q, k, v))
-  attend = _xla_attention if implementation == "xla" else _split_attention
+  attend = {"xla": _xla_attention, "split": _split_attention,
+            "pallas": _pallas_attention}[implementation]
   out = attend(q, k, v, segment_ids)
   if qkv_dtype is not None:
     out = out.astype(qkv_dtype)
