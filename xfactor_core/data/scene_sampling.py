@@ -34,7 +34,7 @@ _WALL_MARGIN = 0.3       # metres between a camera centre and any room surface.
 _MIN_VIEW_DEPTH = 1.2    # metres of free room along every optical axis.
 _START_WALL_MARGIN = 0.6
 _START_VIEW_DEPTH = 2.0
-_OBJECT_CLEARANCE = 0.45  # metres between any camera centre and an object.
+_OBJECT_CLEARANCE = 0.9  # metres between any camera centre and an object.
 
 
 class CameraPath(NamedTuple):
