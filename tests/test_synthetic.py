@@ -220,8 +220,12 @@ def test_transfer_pair_shares_relative_motion():
 
 @pytest.fixture(scope="module")
 def shots() -> scene_sampling.Shot:
-  """42 sampled shots (scenes and cameras, not rendered), 6 of each type."""
-  keys = jax.random.split(jax.random.key(5), 42)
+  """42 sampled shots (scenes and cameras, not rendered), 6 of each type.
+
+  Shot i is the shot of make_sequence(SEED, i, FRAMES, SIZE, TRAJECTORIES[i % 7]).
+  """
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(SEED), i))(
+      jnp.arange(42))
   types = jnp.arange(42) % len(synthetic.TRAJECTORIES)
   return jax.jit(jax.vmap(lambda key, kind: scene_sampling.sample_shot(
       key, FRAMES, 1, kind)))(keys, types)
@@ -247,32 +251,51 @@ def test_cameras_stay_inside_the_room_facing_open_space(shots):
   assert np.asarray(shots.scenes.object_active).sum() > 42  # objects are placed
 
 
-def test_vmapped_frames_match_sequential_frames(shots):
+def test_vmapped_frames_match_sequential_frames(shots, sequences):
   """The accelerator path (vmapped frames) renders what the CPU path renders."""
+  sequence = sequences[synthetic.TRAJECTORIES[0]]  # index 0 = shot 0
+  np.testing.assert_allclose(np.asarray(shots.camera_from_world[0, 0]),
+                             sequence["camera_from_world"], atol=1e-6)
   scene = jax.tree.map(lambda x: x[0, 0], shots.scenes)
-  cameras = shots.camera_from_world[0, 0, :2]
   intrinsics = scene_sampling.intrinsics_matrix(shots.fov[0], SIZE)
 
   def render(camera):
-    return scene_render.render_frame(scene, camera, intrinsics, SIZE)
+    frame = scene_render.render_frame(scene, camera, intrinsics, SIZE)
+    return jnp.round(frame * 255.0).astype(jnp.uint8)
 
-  sequential = jax.jit(lambda c: jax.lax.map(render, c))(cameras)
-  batched = jax.jit(jax.vmap(render))(cameras)
-  np.testing.assert_allclose(np.asarray(sequential), np.asarray(batched),
-                             atol=2e-3)
+  batched = jax.jit(jax.vmap(render))(shots.camera_from_world[0, 0])
+  difference = np.abs(np.asarray(batched, np.int32)
+                      - sequence["frames"].astype(np.int32))
+  assert difference.max() <= 1
 
 
 def test_sample_batch_shapes_and_randomness():
-  batch = synthetic.sample_batch(jax.random.key(0), 2, FRAMES, SIZE)
-  assert batch["frames"].shape == (2, FRAMES, SIZE, SIZE, 3)
+  # batch_size 1 shares its compiled generator with make_sequence.
+  batch = synthetic.sample_batch(jax.random.key(0), 1, FRAMES, SIZE)
+  assert batch["frames"].shape == (1, FRAMES, SIZE, SIZE, 3)
   assert batch["frames"].dtype == jnp.uint8
-  assert batch["camera_from_world"].shape == (2, FRAMES, 4, 4)
-  assert batch["intrinsics"].shape == (2, FRAMES, 3, 3)
+  assert batch["camera_from_world"].shape == (1, FRAMES, 4, 4)
+  assert batch["camera_from_world"].dtype == jnp.float32
+  assert batch["intrinsics"].shape == (1, FRAMES, 3, 3)
+  assert batch["trajectory_index"].shape == (1,)
+  assert 0 <= int(batch["trajectory_index"][0]) < len(synthetic.TRAJECTORIES)
+  again = synthetic.sample_batch(jax.random.key(0), 1, FRAMES, SIZE)
+  np.testing.assert_array_equal(np.asarray(again["frames"]),
+                                np.asarray(batch["frames"]))
+  other = synthetic.sample_batch(jax.random.key(1), 1, FRAMES, SIZE)
+  difference = np.abs(np.asarray(other["frames"], np.float32)
+                      - np.asarray(batch["frames"], np.float32))
+  assert difference.mean() > 5
+
+
+@pytest.mark.slow
+def test_sample_batch_with_several_shots_inside_an_outer_jit():
+  wrapped = jax.jit(synthetic.sample_batch, static_argnums=(1, 2, 3))
+  batch = wrapped(jax.random.key(2), 3, FRAMES, SIZE)
+  assert batch["frames"].shape == (3, FRAMES, SIZE, SIZE, 3)
   frames = np.asarray(batch["frames"], np.float32)
-  assert np.abs(frames[0] - frames[1]).mean() > 5  # two different sequences
-  again = synthetic.sample_batch(jax.random.key(0), 2, FRAMES, SIZE)
-  np.testing.assert_array_equal(np.asarray(again["frames"]), frames.astype(np.uint8))
-  assert np.all(np.asarray(batch["trajectory_index"]) < len(synthetic.TRAJECTORIES))
+  assert np.abs(frames[0] - frames[1]).mean() > 5
+  assert np.abs(frames[1] - frames[2]).mean() > 5
 
 
 def test_bad_arguments_raise_clear_errors():
@@ -336,9 +359,13 @@ def test_cli_writes_transfer_pairs(tmp_path):
                   "--transfer-pairs"])
   first = synthetic.read_sequence(tmp_path / "000000" / "a")
   second = synthetic.read_sequence(tmp_path / "000000" / "b")
-  relative_a = first["camera_from_world"] @ np.linalg.inv(first["camera_from_world"][0])
-  relative_b = second["camera_from_world"] @ np.linalg.inv(second["camera_from_world"][0])
-  np.testing.assert_allclose(relative_a, relative_b, atol=2e-5)
+  def relative(matrices):
+    matrices = matrices.astype(np.float64)
+    return matrices @ np.linalg.inv(matrices[0])
+
+  np.testing.assert_allclose(relative(first["camera_from_world"]),
+                             relative(second["camera_from_world"]), atol=2e-5)
+  assert first["trajectory"] == second["trajectory"]
 
 
 def test_layout_errors(tmp_path):

@@ -503,14 +503,18 @@ def _floor_shadow(x: jax.Array, z: jax.Array, scene: Scene) -> jax.Array:
   along_x, along_z = light[0] / horizontal, light[2] / horizontal
   inverse_radius = 1.0 / (radius * softness)
   strength = jnp.where(scene.object_active, 0.75 / softness / 1.69, 0.0)
-  offset_x = x[:, None] - shadow_x
-  offset_z = z[:, None] - shadow_z
-  parallel = (offset_x * along_x + offset_z * along_z) * elevation
-  perpendicular = offset_z * along_x - offset_x * along_z
-  distance = jnp.sqrt(parallel * parallel + perpendicular * perpendicular
-                      ) * inverse_radius
-  occlusion = strength * jnp.square(jnp.clip(1.3 - distance, 0.0, 1.0))
-  return jnp.prod(1.0 - occlusion, axis=-1)
+
+  def one_slot(k, light_left):
+    offset_x = x - shadow_x[k]
+    offset_z = z - shadow_z[k]
+    parallel = (offset_x * along_x + offset_z * along_z) * elevation
+    perpendicular = offset_z * along_x - offset_x * along_z
+    distance = jnp.sqrt(parallel * parallel + perpendicular * perpendicular
+                        ) * inverse_radius[k]
+    occlusion = strength[k] * jnp.square(jnp.clip(1.3 - distance, 0.0, 1.0))
+    return light_left * (1.0 - occlusion)
+
+  return jax.lax.fori_loop(0, centers.shape[0], one_slot, jnp.ones_like(x))
 
 
 def camera_rays(camera_from_world: jax.Array, intrinsics: jax.Array,
