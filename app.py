@@ -1,0 +1,73 @@
+"""XFactor Studio: transfer the camera motion of a video onto another scene.
+
+    python app.py [--checkpoints DIR] [--share] [--server-name HOST] [--port N]
+
+Honours GRADIO_SERVER_NAME and GRADIO_SERVER_PORT; models come from the shipped
+defaults (assets/models/) and from --checkpoints DIR or XFACTOR_CHECKPOINTS.
+Nothing is downloaded at start. The UI and its logic live in xfactor_core.app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from typing import Optional, Sequence
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--checkpoints", default=None,
+                      help="folder of published or own checkpoints to offer "
+                           "(default: $XFACTOR_CHECKPOINTS)")
+  parser.add_argument("--share", action="store_true",
+                      help="create a public gradio.live link (off by default)")
+  parser.add_argument("--server-name", default=None,
+                      help="host to bind (default: $GRADIO_SERVER_NAME or "
+                           "127.0.0.1)")
+  parser.add_argument("--port", type=int, default=None,
+                      help="port (default: $GRADIO_SERVER_PORT or 7860)")
+  parser.add_argument("--max-jobs", type=int, default=1,
+                      help="transfers running at once (others queue)")
+  parser.add_argument("--max-models", type=int, default=2,
+                      help="models kept loaded in memory")
+  return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+  from xfactor_core import runtime
+  from xfactor_core.app import presets, registry, ui
+
+  runtime.enable_compilation_cache()
+  try:
+    specs = registry.discover_models(
+        registry.checkpoints_dir_from_env(args.checkpoints))
+  except registry.RegistryError as e:
+    logging.error("%s", e)
+    return 2
+  if not specs:
+    logging.warning("no model found: the shipped models are not trained yet; "
+                    "start with --checkpoints DIR (or set %s)",
+                    registry.CHECKPOINTS_ENV)
+  studio = ui.Studio(registry.ModelRegistry(specs, max_loaded=args.max_models),
+                     presets.load_presets(),
+                     work_root=tempfile.mkdtemp(prefix="xfactor_studio_"))
+  demo = ui.build_app(studio, max_jobs=args.max_jobs)
+  try:
+    demo.launch(server_name=args.server_name, server_port=args.port,
+                share=args.share,
+                max_file_size=f"{int(studio.limits.max_file_mb)}mb",
+                allowed_paths=[str(studio.presets.root)], theme=ui.theme(),
+                footer_links=["api", "settings"])
+  finally:
+    studio.cleanup()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,340 @@
+"""Validating and reading what users give the app.
+
+Every problem raises :class:`InputError` with a message that names the
+problem and the fix; the UI shows it as a ``gr.Error``. Videos are decoded
+frame by frame and each kept frame is cropped and resized to the model's size
+at once, so a long or high-resolution upload never sits in memory whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import warnings
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import media
+
+PathLike = Union[str, os.PathLike]
+IMAGE_SUFFIXES = media.IMAGE_SUFFIXES
+VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".m4v", ".mkv", ".avi")
+PATH_SUFFIXES = (".npy",)
+
+
+class InputError(ValueError):
+  """Input the app cannot use, with what to do instead."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """Bounds that keep one request from exhausting a small server.
+
+  Attributes:
+    max_file_mb: largest accepted file.
+    max_image_pixels: largest accepted image / video frame (width x height).
+    max_frames: most target frames per transfer.
+    max_decoded_frames: most video frames decoded to reach the selection.
+  """
+  max_file_mb: float = 200.0
+  max_image_pixels: int = 40_000_000
+  max_frames: int = 120
+  max_decoded_frames: int = 3000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def file_path(value: Any) -> Optional[pathlib.Path]:
+  """A path from whatever a UI or client passes for a file (str, Path, dict
+  with ``path``, or an object with ``.path`` / ``.name``); None if empty."""
+  if value is None or value == "":
+    return None
+  if isinstance(value, (str, os.PathLike)):
+    return pathlib.Path(value)
+  if isinstance(value, dict):
+    for key in ("path", "name"):
+      if value.get(key):
+        return pathlib.Path(value[key])
+    return None
+  for attribute in ("path", "name"):
+    if isinstance(getattr(value, attribute, None), str):
+      return pathlib.Path(getattr(value, attribute))
+  raise InputError(f"cannot use {type(value).__name__} as a file; upload a "
+                   "file instead")
+
+
+def file_paths(values: Any) -> list[pathlib.Path]:
+  """A list of paths from a multi-file value (None -> [])."""
+  if values is None:
+    return []
+  if not isinstance(values, (list, tuple)):
+    values = [values]
+  paths = [file_path(v) for v in values]
+  return [p for p in paths if p is not None]
+
+
+def display_name(path: PathLike) -> str:
+  """The file name a user recognises (uploads keep it as the last part)."""
+  return pathlib.Path(path).name
+
+
+def check_file(path: pathlib.Path, suffixes: Sequence[str], what: str,
+               limits: Limits = DEFAULT_LIMITS) -> pathlib.Path:
+  """Existence, type by suffix and size of one file."""
+  if not path.is_file():
+    raise InputError(f"{what} {display_name(path)} was not found; upload it "
+                     "again")
+  suffix = path.suffix.lower()
+  if suffix not in suffixes:
+    raise InputError(f"{what} {display_name(path)} has the wrong type "
+                     f"({suffix or 'no extension'}); use "
+                     f"{', '.join(s.lstrip('.') for s in suffixes)}")
+  size_mb = path.stat().st_size / 2 ** 20
+  if size_mb > limits.max_file_mb:
+    raise InputError(f"{what} {display_name(path)} is {size_mb:.0f} MB, above "
+                     f"the limit of {limits.max_file_mb:.0f} MB; trim or "
+                     "downscale it first")
+  if path.stat().st_size == 0:
+    raise InputError(f"{what} {display_name(path)} is empty; upload it again")
+  return path
+
+
+def _check_pixels(width: int, height: int, what: str, limits: Limits) -> None:
+  if width * height > limits.max_image_pixels:
+    raise InputError(
+        f"{what} is {width} x {height} pixels, above the limit of "
+        f"{limits.max_image_pixels / 1e6:g} megapixels; downscale it first")
+
+
+def read_image_checked(path: pathlib.Path, what: str,
+                       limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+  """One image file -> ``H x W x 3`` uint8, with type, size and pixel checks."""
+  check_file(path, IMAGE_SUFFIXES, what, limits)
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      with Image.open(path) as image:
+        width, height = image.size
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning,
+          Image.DecompressionBombError) as e:
+    raise InputError(f"{what} {display_name(path)} cannot be read as an image "
+                     f"({e}); use a PNG, JPEG or WebP file") from e
+  _check_pixels(width, height, f"{what} {display_name(path)}", limits)
+  try:
+    return media.read_image(path)
+  except media.MediaError as e:
+    raise InputError(str(e).replace(str(path), display_name(path))) from e
+
+
+def read_context(files: Any, max_views: int, kind: str,
+                 limits: Limits = DEFAULT_LIMITS) -> list[np.ndarray]:
+  """Context images -> list of ``H x W x 3`` uint8 (1..max_views of them)."""
+  paths = file_paths(files)
+  if not paths:
+    raise InputError("no context image given; upload one (or pick an "
+                     "example) to render the motion in")
+  if len(paths) > max(max_views, 1):
+    raise InputError(
+        f"{len(paths)} context images given but this {kind} model takes at "
+        f"most {max_views}; remove {len(paths) - max_views} or pick a "
+        "multi-view model")
+  return [read_image_checked(p, f"context image {i + 1}", limits)
+          for i, p in enumerate(paths)]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSelection:
+  """Which target frames to use: ``start, start+stride, ...`` (``count``)."""
+  start: int = 0
+  stride: int = 1
+  count: int = 24
+
+  def validate(self, limits: Limits = DEFAULT_LIMITS) -> "ClipSelection":
+    if self.start < 0:
+      raise InputError(f"start frame {self.start} is negative; use 0 or more")
+    if self.stride < 1:
+      raise InputError(f"frame stride {self.stride} is below 1; use 1 to "
+                       "take every frame")
+    if self.count < 2:
+      raise InputError(f"number of frames {self.count} is below 2; camera "
+                       "motion needs at least two frames")
+    if self.count > limits.max_frames:
+      raise InputError(f"number of frames {self.count} is above the limit of "
+                       f"{limits.max_frames}; use fewer frames or a larger "
+                       "stride")
+    return self
+
+  def indices(self, available: Optional[int] = None) -> list[int]:
+    last = self.start + self.stride * self.count
+    if available is not None:
+      last = min(last, available)
+    return list(range(self.start, last, self.stride))
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+  """What a cheap look at a video reveals."""
+  width: int
+  height: int
+  fps: Optional[float]
+  num_frames: Optional[int]
+
+
+def probe_video(path: pathlib.Path,
+                limits: Limits = DEFAULT_LIMITS) -> VideoInfo:
+  """Size, fps and (when the container says) frame count, without decoding."""
+  check_file(path, VIDEO_SUFFIXES, "target video", limits)
+  name = display_name(path)
+  if path.suffix.lower() == ".gif":
+    try:
+      with Image.open(path) as image:
+        width, height = image.size
+        count = getattr(image, "n_frames", 1)
+        duration = image.info.get("duration") or 0
+    except (OSError, SyntaxError, ValueError) as e:
+      raise InputError(f"target video {name} is not a readable GIF ({e}); "
+                       "re-export it or use an MP4") from e
+    fps = 1000.0 / duration if duration else None
+    return VideoInfo(width, height, fps, count)
+  import imageio.v2 as imageio
+  try:
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+      reader = imageio.get_reader(path, format="FFMPEG")
+    try:
+      meta = reader.get_meta_data()
+    finally:
+      reader.close()
+  except Exception as e:  # imageio/ffmpeg raise many unrelated types
+    raise InputError(f"target video {name} cannot be opened ({type(e).__name__})"
+                     "; use an MP4 (H.264), MOV, WebM or GIF that plays in a "
+                     "browser") from e
+  width, height = meta.get("size") or (0, 0)
+  if not width or not height:
+    raise InputError(f"target video {name} has no video stream; upload a "
+                     "video with picture")
+  fps = meta.get("fps") or None
+  frames = meta.get("nframes")
+  count = int(frames) if isinstance(frames, (int, float)) and np.isfinite(
+      frames) else None
+  return VideoInfo(int(width), int(height), fps, count)
+
+
+def _iter_video_frames(path: pathlib.Path) -> Iterator[np.ndarray]:
+  if path.suffix.lower() == ".gif":
+    with Image.open(path) as image:
+      for index in range(getattr(image, "n_frames", 1)):
+        image.seek(index)
+        yield np.asarray(image.convert("RGB"))
+    return
+  import imageio.v2 as imageio
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+    reader = imageio.get_reader(path, format="FFMPEG")
+  try:
+    for frame in reader:
+      yield frame
+  finally:
+    reader.close()
+
+
+def read_target_video(path: pathlib.Path, selection: ClipSelection, size: int,
+                      limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+  """Selected frames of a video -> ``N x size x size x 3`` uint8 (centre crop).
+
+  Raises:
+    InputError: unreadable, too large, or fewer than two frames selected.
+  """
+  selection.validate(limits)
+  info = probe_video(path, limits)
+  name = display_name(path)
+  _check_pixels(info.width, info.height, f"target video {name}", limits)
+  if info.num_frames is not None and selection.start >= info.num_frames:
+    raise InputError(f"start frame {selection.start} is past the end of "
+                     f"{name} ({info.num_frames} frames); lower the start")
+  wanted = set(selection.indices())
+  last = max(wanted)
+  if last >= limits.max_decoded_frames:
+    raise InputError(f"the selection reaches frame {last} of {name}; the app "
+                     f"decodes at most {limits.max_decoded_frames} frames: "
+                     "lower the start frame or the stride")
+  kept, seen = [], 0
+  try:
+    for index, frame in enumerate(_iter_video_frames(path)):
+      seen = index + 1
+      if index in wanted:
+        kept.append(frame_utils.to_uint8(frame_utils.prepare_frame(
+            frame, size, f"{name} frame {index}")))
+      if index >= last:
+        break
+  except frame_utils.FrameError as e:
+    raise InputError(str(e)) from e
+  except Exception as e:  # decoding errors of truncated files
+    raise InputError(f"target video {name} is corrupt or truncated after "
+                     f"frame {seen} ({type(e).__name__}); re-export it") from e
+  if len(kept) < 2:
+    raise InputError(
+        f"only {len(kept)} frame of {name} ({seen} decoded) is selected with "
+        f"start {selection.start} and stride {selection.stride}; camera motion "
+        "needs at least two: lower the start frame or the stride")
+  return np.stack(kept)
+
+
+def read_target_images(files: Any, selection: Optional[ClipSelection],
+                       size: int, what: str = "target frame",
+                       limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+  """Image files (sorted by name) -> selected ``N x size x size x 3`` uint8.
+
+  ``selection=None`` keeps every file in the given order (an image pair).
+  """
+  paths = file_paths(files)
+  if selection is None:
+    chosen = paths
+  else:
+    selection.validate(limits)
+    paths = sorted(paths, key=lambda p: media.natural_key(display_name(p)))
+    chosen = [paths[i] for i in selection.indices(len(paths))]
+  if len(chosen) < 2:
+    raise InputError(
+        f"{len(chosen)} {what}(s) selected from {len(paths)} uploaded; camera "
+        "motion needs at least two: upload more frames or lower the start "
+        "frame / stride")
+  images = [read_image_checked(p, what, limits) for p in chosen]
+  try:
+    return np.stack([frame_utils.to_uint8(frame_utils.prepare_frame(im, size))
+                     for im in images])
+  except frame_utils.FrameError as e:
+    raise InputError(str(e)) from e
+
+
+def read_camera_path(file: Any, pose_dim: int,
+                     limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
+  """A latent camera path saved by an export -> ``N x pose_dim`` float32."""
+  path = file_path(file)
+  if path is None:
+    raise InputError("no camera path file given; upload a camera_path.npy "
+                     "from an earlier export")
+  check_file(path, PATH_SUFFIXES, "camera path", limits)
+  name = display_name(path)
+  try:
+    latents = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise InputError(f"camera path {name} is not a readable .npy array ({e}); "
+                     "use camera_path.npy from an export zip") from e
+  if latents.ndim != 2 or latents.shape[1] != pose_dim:
+    raise InputError(f"camera path {name} has shape {latents.shape}, but this "
+                     f"model needs N x {pose_dim} latents; replay it with the "
+                     "model that exported it")
+  if not np.issubdtype(latents.dtype, np.floating) or not np.all(
+      np.isfinite(latents)):
+    raise InputError(f"camera path {name} holds non-finite or non-float "
+                     "values; export it again")
+  if len(latents) < 2:
+    raise InputError(f"camera path {name} has {len(latents)} latent; at least "
+                     "two are needed")
+  return latents.astype(np.float32)

@@ -1,0 +1,514 @@
+"""One transfer job, as plain functions the UI, the API and the tests share.
+
+>>> steps = run_transfer(registry, presets, request, workdir)
+>>> for update in steps:            # TransferUpdate: stage, fraction, frames
+...   show(update)
+>>> result = update.result          # the last update carries the result
+
+A job reads the context and the motion, computes the latent camera path,
+renders it chunk by chunk (each chunk is one update, so a UI can stream frames
+and cancel between chunks) and writes the MP4. The result keeps what the scrub
+slider, the export and the TPS check need.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import pathlib
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from xfactor_core.app import inputs
+from xfactor_core.app.inputs import ClipSelection, InputError, Limits
+from xfactor_core.app.presets import PresetLibrary
+from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import media
+from xfactor_core.inference.pipeline import interpolate_path
+
+MOTION_SOURCES = ("preset", "video", "frames", "pair", "path")
+SOURCE_LABELS = {"preset": "Preset", "video": "Video", "frames": "Frames",
+                 "pair": "Image pair", "path": "Camera path (.npy)"}
+MAX_STRENGTH = 1.5
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferSettings:
+  """User options of a transfer.
+
+  Attributes:
+    num_frames: target frames used (after start and stride).
+    stride: take every ``stride``-th frame.
+    start: first target frame.
+    resolution: model working (= output) size in pixels; None = native.
+    fps: frame rate of the written videos.
+    reverse: play the motion backwards (target frames are reversed before
+      encoding, so the result still starts at the context view; a saved path
+      is replayed from its end).
+    ping_pong: append the motion backwards, for a seamless loop.
+    motion_strength: scales the latent path (0 = still, 1 = as the target).
+  """
+  num_frames: int = 24
+  stride: int = 1
+  start: int = 0
+  resolution: Optional[int] = None
+  fps: float = 12.0
+  reverse: bool = False
+  ping_pong: bool = False
+  motion_strength: float = 1.0
+
+  def validate(self, limits: Limits = inputs.DEFAULT_LIMITS
+               ) -> "TransferSettings":
+    self.selection().validate(limits)
+    if not 1.0 <= float(self.fps) <= 60.0:
+      raise InputError(f"fps {self.fps} is outside 1..60; pick a frame rate "
+                       "in that range")
+    if not 0.0 <= float(self.motion_strength) <= MAX_STRENGTH:
+      raise InputError(f"motion strength {self.motion_strength} is outside "
+                       f"0..{MAX_STRENGTH}")
+    if self.resolution is not None and self.resolution < 16:
+      raise InputError(f"resolution {self.resolution} px is too small; use "
+                       "the model's native size or at least 64 px")
+    return self
+
+  def selection(self) -> ClipSelection:
+    return ClipSelection(int(self.start), int(self.stride), int(self.num_frames))
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionRequest:
+  """Where the camera motion comes from.
+
+  Attributes:
+    source: one of MOTION_SOURCES.
+    preset: preset name (source "preset").
+    files: the uploaded file(s): one video, frames, two images or one .npy.
+  """
+  source: str
+  preset: Optional[str] = None
+  files: tuple[str, ...] = ()
+
+  def describe(self) -> str:
+    if self.source == "preset":
+      return f"preset '{self.preset}'"
+    names = [inputs.display_name(f) for f in self.files]
+    shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
+    return f"{SOURCE_LABELS.get(self.source, self.source).lower()} ({shown})"
+
+  def short_name(self) -> str:
+    if self.source == "preset":
+      return str(self.preset)
+    if self.files:
+      return pathlib.Path(inputs.display_name(self.files[0])).stem
+    return self.source
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferRequest:
+  """Everything one transfer needs (hashable parts only)."""
+  model_id: Optional[str]
+  context_files: tuple[str, ...]
+  motion: MotionRequest
+  settings: TransferSettings = TransferSettings()
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferResult:
+  """A finished transfer (treated as immutable; shared by the example cache).
+
+  Attributes:
+    request: what was asked.
+    model_id, model_label: the model used.
+    image_size: working size S.
+    context: ``V x S x S x 3`` float32 in [-1, 1], as given to the model.
+    path: ``N x D`` latent camera path of the shown frames (after reverse and
+      ping-pong), before motion strength.
+    generated: ``N x S x S x 3`` uint8.
+    target: ``N x S x S x 3`` uint8 target frames, or None (replayed path).
+    video: the MP4 of ``generated``.
+    seconds: wall time of the job.
+    motion_frames: frames of the motion used, before ping-pong.
+    model_info: kind, parameters, config of the model (for the export JSON).
+  """
+  request: TransferRequest
+  model_id: str
+  model_label: str
+  image_size: int
+  context: np.ndarray
+  path: np.ndarray
+  generated: np.ndarray
+  target: Optional[np.ndarray]
+  video: pathlib.Path
+  seconds: float
+  motion_frames: int
+  model_info: dict[str, Any]
+
+  @property
+  def num_frames(self) -> int:
+    return len(self.generated)
+
+  @property
+  def settings(self) -> TransferSettings:
+    return self.request.settings
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferUpdate:
+  """Progress of a running job.
+
+  Attributes:
+    stage: human-readable step.
+    fraction: 0..1 of the whole job.
+    frames: uint8 frames rendered so far (rendering stage), else None.
+    result: set on the last update only.
+  """
+  stage: str
+  fraction: float
+  frames: Optional[list[np.ndarray]] = None
+  result: Optional[TransferResult] = None
+
+
+# ------------------------------------------------------------- workdirs --
+
+
+def new_workdir(root: pathlib.Path, prefix: str = "job") -> pathlib.Path:
+  """A fresh folder under ``root`` for one job's files."""
+  root.mkdir(parents=True, exist_ok=True)
+  path = root / f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
+  path.mkdir()
+  return path
+
+
+def sweep_workdirs(root: pathlib.Path, max_age_seconds: float,
+                   now: Optional[float] = None) -> int:
+  """Deletes job folders under ``root`` older than ``max_age_seconds``.
+
+  Returns the number deleted.
+  """
+  if not root.is_dir():
+    return 0
+  now = time.time() if now is None else now
+  removed = 0
+  for entry in root.iterdir():
+    try:
+      if entry.is_dir() and now - entry.stat().st_mtime > max_age_seconds:
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+    except OSError:
+      continue
+  return removed
+
+
+def default_work_root() -> pathlib.Path:
+  return pathlib.Path(tempfile.gettempdir()) / "xfactor_studio"
+
+
+# ----------------------------------------------------------------- motion --
+
+
+def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
+                 settings: TransferSettings, limits: Limits
+                 ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+  """(target uint8 frames or None, saved latent path or None)."""
+  size = pipe.image_size
+  selection = settings.selection()
+  if motion.source == "preset":
+    if not motion.preset:
+      raise InputError("no preset picked; choose a camera motion from the "
+                       "preset list")
+    try:
+      preset = presets.motion(motion.preset)
+    except ValueError as e:
+      raise InputError(str(e)) from e
+    return inputs.read_target_video(preset.clip, selection, size, limits), None
+  if motion.source == "video":
+    paths = inputs.file_paths(list(motion.files))
+    if not paths:
+      raise InputError("no target video given; upload an mp4, mov, webm or "
+                       "gif (or pick a preset)")
+    if len(paths) > 1:
+      raise InputError(f"{len(paths)} videos given; give one target video")
+    return inputs.read_target_video(paths[0], selection, size, limits), None
+  if motion.source == "frames":
+    if not motion.files:
+      raise InputError("no target frames given; upload two or more images "
+                       "(they are ordered by file name)")
+    return inputs.read_target_images(list(motion.files), selection, size,
+                                     limits=limits), None
+  if motion.source == "pair":
+    paths = inputs.file_paths(list(motion.files))
+    if len(paths) != 2:
+      raise InputError(f"the target pair needs two images (first and second "
+                       f"view), {len(paths)} given")
+    return inputs.read_target_images(paths, None, size, "target pair image",
+                                     limits), None
+  if motion.source == "path":
+    files = list(motion.files)
+    latents = inputs.read_camera_path(files[0] if files else None,
+                                      pipe.config.pose_dim, limits)
+    picked = latents[selection.indices(len(latents))]
+    if len(picked) < 2:
+      raise InputError(
+          f"{len(picked)} latent(s) of the {len(latents)} in the camera path "
+          "remain after start and stride; lower them")
+    return None, picked
+  raise InputError(f"unknown motion source {motion.source!r}; use one of "
+                   f"{', '.join(MOTION_SOURCES)}")
+
+
+def _ping_pong(x: np.ndarray) -> np.ndarray:
+  """[0, 1, ..., n-1] -> [0, 1, ..., n-1, n-2, ..., 1] (loops seamlessly)."""
+  return np.concatenate([x, x[-2:0:-1]]) if len(x) > 2 else x
+
+
+def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
+  spec = registry.spec(model_id)
+  return {"label": spec.label, "checkpoint": str(spec.path),
+          "source": spec.source, "kind": pipe.kind,
+          "native_image_size": spec.image_size,
+          "max_context_views": pipe.max_context_views,
+          "num_parameters": pipe.num_parameters,
+          "config": pipe.config.to_dict()}
+
+
+def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
+                 request: TransferRequest, workdir: pathlib.Path,
+                 limits: Limits = inputs.DEFAULT_LIMITS
+                 ) -> Iterator[TransferUpdate]:
+  """Runs one transfer, yielding progress; the last update holds the result.
+
+  Raises:
+    InputError, RegistryError, TransferError: bad input (messages name the
+      fix).
+  """
+  started = time.perf_counter()
+  settings = request.settings.validate(limits)
+  yield TransferUpdate("loading the model", 0.02)
+  model_id = registry.spec(request.model_id).model_id
+  pipe = registry.pipeline(model_id, image_size=settings.resolution)
+  spec = registry.spec(model_id)
+  images = inputs.read_context(list(request.context_files),
+                               pipe.max_context_views, pipe.kind, limits)
+  context = pipe.prepare(images, "context")
+  yield TransferUpdate("reading the motion", 0.06)
+  target, saved_path = _read_motion(pipe, presets, request.motion, settings,
+                                    limits)
+  if target is not None:
+    if settings.reverse:
+      target = target[::-1].copy()
+    yield TransferUpdate(f"camera path from {len(target)} target frames", 0.1)
+    path = pipe.camera_path(pipe.prepare(target, "target"))
+  else:
+    path = saved_path[::-1].copy() if settings.reverse else saved_path
+  yield TransferUpdate("rendering", 0.2, frames=[])
+  rendered: list[np.ndarray] = []
+  for start, chunk in pipe.render_chunks(
+      context, path, motion_strength=float(settings.motion_strength)):
+    rendered.extend(frame_utils.to_uint8(chunk))
+    done = start + len(chunk)
+    yield TransferUpdate(f"rendered {done}/{len(path)} frames",
+                         0.2 + 0.7 * done / len(path), frames=list(rendered))
+  generated = np.stack(rendered)
+  motion_frames = len(generated)
+  if settings.ping_pong:
+    generated, path = _ping_pong(generated), _ping_pong(path)
+    target = None if target is None else _ping_pong(target)
+  yield TransferUpdate("writing the video", 0.95)
+  video = media.write_video(workdir / "transfer.mp4", generated,
+                            fps=float(settings.fps))
+  result = TransferResult(
+      request=request, model_id=model_id, model_label=spec.label,
+      image_size=pipe.image_size, context=context, path=path,
+      generated=generated, target=target, video=video,
+      seconds=time.perf_counter() - started, motion_frames=motion_frames,
+      model_info=model_info(registry, model_id, pipe))
+  yield TransferUpdate("done", 1.0, frames=list(generated), result=result)
+
+
+def transfer(registry: ModelRegistry, presets: PresetLibrary,
+             request: TransferRequest, workdir: pathlib.Path,
+             limits: Limits = inputs.DEFAULT_LIMITS) -> TransferResult:
+  """:func:`run_transfer` to the end."""
+  update = None
+  for update in run_transfer(registry, presets, request, workdir, limits):
+    pass
+  return update.result
+
+
+# ------------------------------------------------------------------ scrub --
+
+
+def scrub(registry: ModelRegistry, result: TransferResult, position: float
+          ) -> tuple[Optional[np.ndarray], np.ndarray]:
+  """The target frame and the generated view at a (fractional) position.
+
+  Integer positions return rendered frames; between two frames the latent is
+  the linear blend of its neighbours (``interpolate_path``), rendered as one
+  frame. The target frame shown is the nearest one.
+
+  Returns:
+    ``(target S x S x 3 uint8 or None, generated S x S x 3 uint8)``.
+  """
+  n = result.num_frames
+  position = float(np.clip(position, 0.0, n - 1))
+  nearest = int(round(position))
+  target = None if result.target is None else result.target[nearest]
+  if abs(position - nearest) < 1e-6:
+    return target, result.generated[nearest]
+  pipe = registry.pipeline(result.model_id, image_size=result.image_size,
+                           batch_size=1)
+  latent = interpolate_path(result.path, position)[None]
+  frame = pipe.render(result.context, latent, motion_strength=float(
+      result.settings.motion_strength))
+  return target, frame_utils.to_uint8(frame[0])
+
+
+# ---------------------------------------------------------- example cache --
+
+
+def _file_fingerprint(path: str) -> tuple[str, int, int]:
+  p = pathlib.Path(path)
+  stat = p.stat()
+  return (str(p.resolve()), stat.st_size, int(stat.st_mtime))
+
+
+class ExampleCache:
+  """Lazily cached results of the shipped examples, shared by all sessions.
+
+  Only requests whose files are all shipped presets are cached (keyed by the
+  model, the files' path/size/mtime and the settings), so the first click on
+  an example costs one normal transfer and later clicks are instant. Results
+  are never mutated; their files live under the cache's own folder.
+  """
+
+  def __init__(self, presets: PresetLibrary, root: pathlib.Path,
+               max_entries: int = 32):
+    self._presets = presets
+    self._root = root
+    self._max_entries = max_entries
+    self._entries: collections.OrderedDict[str, TransferResult] = (
+        collections.OrderedDict())
+    self._lock = threading.Lock()
+
+  @property
+  def root(self) -> pathlib.Path:
+    return self._root
+
+  def key(self, request: TransferRequest) -> Optional[str]:
+    """The cache key, or None when the request uses uploads."""
+    files = list(request.context_files) + list(request.motion.files)
+    if not request.context_files or not all(
+        self._presets.is_shipped(f) for f in files):
+      return None
+    try:
+      payload = {
+          "model": request.model_id,
+          "files": [_file_fingerprint(f) for f in files],
+          "source": request.motion.source, "preset": request.motion.preset,
+          "settings": request.settings.to_dict()}
+    except OSError:
+      return None
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()
+                          ).hexdigest()
+
+  def get(self, request: TransferRequest) -> Optional[TransferResult]:
+    key = self.key(request)
+    if key is None:
+      return None
+    with self._lock:
+      result = self._entries.get(key)
+      if result is not None:
+        self._entries.move_to_end(key)
+      return result
+
+  def workdir(self) -> pathlib.Path:
+    return new_workdir(self._root, "example")
+
+  def put(self, request: TransferRequest, result: TransferResult) -> None:
+    key = self.key(request)
+    if key is None:
+      return
+    with self._lock:
+      self._entries[key] = result
+      while len(self._entries) > self._max_entries:
+        _, dropped = self._entries.popitem(last=False)
+        shutil.rmtree(dropped.video.parent, ignore_errors=True)
+
+  def __len__(self) -> int:
+    with self._lock:
+      return len(self._entries)
+
+
+def settings_from_ui(num_frames: Any, stride: Any, start: Any,
+                     resolution: Any, fps: Any, reverse: Any, ping_pong: Any,
+                     motion_strength: Any) -> TransferSettings:
+  """UI widget values (possibly None or floats) -> validated settings."""
+  def as_int(value, name, default):
+    if value is None or value == "":
+      return default
+    try:
+      number = float(value)
+    except (TypeError, ValueError) as e:
+      raise InputError(f"{name} must be a whole number, got {value!r}") from e
+    if number != int(number):
+      raise InputError(f"{name} must be a whole number, got {value}")
+    return int(number)
+  res = None
+  if resolution not in (None, "", "native") and not str(resolution).startswith(
+      "native"):
+    res = as_int(resolution, "resolution", None)
+  try:
+    fps_value = float(fps if fps is not None else 12.0)
+    strength = float(motion_strength if motion_strength is not None else 1.0)
+  except (TypeError, ValueError) as e:
+    raise InputError(f"fps and motion strength must be numbers ({e})") from e
+  return TransferSettings(
+      num_frames=as_int(num_frames, "number of frames", 24),
+      stride=as_int(stride, "frame stride", 1),
+      start=as_int(start, "start frame", 0), resolution=res, fps=fps_value,
+      reverse=bool(reverse), ping_pong=bool(ping_pong),
+      motion_strength=strength)
+
+
+def motion_from_ui(source: str, preset: Any, video: Any, frames: Any,
+                   first: Any, second: Any, camera_path: Any) -> MotionRequest:
+  """UI widget values -> a :class:`MotionRequest` of the chosen source."""
+  key = {label.lower(): name for name, label in SOURCE_LABELS.items()}.get(
+      str(source or "").lower(), str(source or "").lower())
+  as_strings = lambda values: tuple(str(p) for p in inputs.file_paths(values))
+  if key == "preset":
+    return MotionRequest("preset", preset=preset or None)
+  if key == "video":
+    return MotionRequest("video", files=as_strings(video))
+  if key == "frames":
+    return MotionRequest("frames", files=as_strings(frames))
+  if key == "pair":
+    return MotionRequest("pair", files=as_strings([f for f in (first, second)
+                                                    if f is not None]))
+  if key == "path":
+    return MotionRequest("path", files=as_strings(camera_path))
+  raise InputError(f"unknown motion source {source!r}; choose one of "
+                   + ", ".join(SOURCE_LABELS.values()))
+
+
+def context_names(files: Sequence[str]) -> list[str]:
+  return [inputs.display_name(f) for f in files]
+
+
+def log_result(result: TransferResult) -> None:
+  logging.info("transfer: %s, %d frames at %d px in %.2f s (%s)",
+               result.model_label, result.num_frames, result.image_size,
+               result.seconds, result.request.motion.describe())

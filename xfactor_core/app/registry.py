@@ -1,0 +1,316 @@
+"""Models the app offers: discovery, descriptions and a bounded cache.
+
+Models come from two places: the shipped defaults (``DEFAULT_MODELS``, when
+their folders exist) and a folder of published or own checkpoints named by
+``--checkpoints DIR`` or ``XFACTOR_CHECKPOINTS``. Discovery reads no weights:
+kind, resolution and size come from ``model.json`` when there is one and from
+the loaded model otherwise. Weights load on first use and stay in a small LRU
+cache shared by every session (pipelines are read-only once loaded).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import os
+import pathlib
+import threading
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+from xfactor_core import checkpoints
+from xfactor_core.inference.pipeline import DEFAULT_MODELS, TransferPipeline
+
+PathLike = Union[str, os.PathLike]
+CHECKPOINTS_ENV = "XFACTOR_CHECKPOINTS"
+DEFAULT_LABELS = {"stereo-monocular": "XFactor stereo-monocular (shipped)",
+                  "multi-view": "XFactor multi-view (shipped)"}
+MAX_IMAGE_SIZE = 512
+CHECKPOINT_FILE_SUFFIXES = (".flax", ".msgpack")
+
+
+class RegistryError(ValueError):
+  """A model folder or model choice that cannot be used (with the fix)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What the app knows about a model before loading it.
+
+  Attributes:
+    model_id: unique key (absolute path of the checkpoint file).
+    label: the name shown in the model picker.
+    path: the checkpoint path given to ``TransferPipeline.from_checkpoint``.
+    kind: ``"stereo-monocular"``, ``"multi-view"`` or ``None`` (unknown until
+      loaded).
+    image_size: native resolution in pixels, or ``None`` until loaded.
+    num_context_views: context views the model takes, or ``None``.
+    num_parameters: parameter count, or ``None`` until loaded.
+    source: ``"shipped"`` or ``"folder"``.
+  """
+  model_id: str
+  label: str
+  path: pathlib.Path
+  kind: Optional[str] = None
+  image_size: Optional[int] = None
+  num_context_views: Optional[int] = None
+  num_parameters: Optional[int] = None
+  source: str = "folder"
+
+
+def _parameter_count_from_info(info: Mapping) -> Optional[int]:
+  """Parameter count from ``model.json`` (``num_parameters`` or ``config``)."""
+  if isinstance(info.get("num_parameters"), int):
+    return info["num_parameters"]
+  config = info.get("config")
+  if isinstance(config, Mapping):
+    try:
+      shapes = checkpoints.expected_shapes(checkpoints.ModelConfig(**config))
+    except (TypeError, ValueError):
+      return None
+    total = 0
+    for tree in shapes.values():
+      for shape in tree.values():
+        count = 1
+        for d in shape:
+          count *= d
+        total += count
+    return total
+  return None
+
+
+def describe_checkpoint(path: PathLike, source: str = "folder",
+                        label: Optional[str] = None) -> ModelSpec:
+  """A :class:`ModelSpec` from a checkpoint path, reading only ``model.json``.
+
+  Raises:
+    RegistryError: the path holds no checkpoint.
+  """
+  path = pathlib.Path(path)
+  if path.is_file() and path.suffix.lower() not in CHECKPOINT_FILE_SUFFIXES:
+    raise RegistryError(f"{path} is not a checkpoint (expected a folder or a "
+                        f"{' / '.join(CHECKPOINT_FILE_SUFFIXES)} file)")
+  try:
+    resolved = checkpoints.resolve_checkpoint(path)
+    info = checkpoints.read_model_info(path)
+  except checkpoints.CheckpointError as e:
+    raise RegistryError(str(e)) from e
+  except (OSError, ValueError) as e:
+    raise RegistryError(f"cannot read the model description beside {path} "
+                        f"({e}); fix or delete its model.json") from e
+  views = info.get("num_context_views")
+  kind = info.get("kind") or (None if views is None else
+                              ("multi-view" if int(views) > 1
+                               else "stereo-monocular"))
+  size = info.get("image_size")
+  return ModelSpec(
+      model_id=os.path.abspath(resolved),
+      label=label or str(info.get("name") or path.name),
+      path=path, kind=kind,
+      image_size=None if size is None else int(size),
+      num_context_views=None if views is None else int(views),
+      num_parameters=_parameter_count_from_info(info), source=source)
+
+
+def discover_models(checkpoints_dir: Optional[PathLike] = None,
+                    defaults: Mapping[str, pathlib.Path] = DEFAULT_MODELS
+                    ) -> list[ModelSpec]:
+  """Shipped defaults that exist, then every checkpoint in ``checkpoints_dir``.
+
+  ``checkpoints_dir`` may itself be one checkpoint (a clu directory, a folder
+  holding ``checkpoints-0``, or a msgpack file) or a folder whose entries are
+  checkpoints; entries that are not are skipped with a log line.
+
+  Raises:
+    RegistryError: ``checkpoints_dir`` does not exist or holds no checkpoint.
+  """
+  specs: list[ModelSpec] = []
+  for kind, path in defaults.items():
+    if pathlib.Path(path).exists():
+      try:
+        specs.append(describe_checkpoint(path, "shipped",
+                                         DEFAULT_LABELS.get(kind)))
+      except RegistryError as e:
+        logging.warning("shipped model %s unusable: %s", path, e)
+  if checkpoints_dir:
+    folder = pathlib.Path(checkpoints_dir).expanduser()
+    if not folder.exists():
+      raise RegistryError(f"checkpoint folder {folder} does not exist; pass "
+                          "--checkpoints with a folder of checkpoints")
+    found: list[ModelSpec] = []
+    try:
+      found.append(describe_checkpoint(folder))
+    except RegistryError:
+      if folder.is_dir():
+        for entry in sorted(folder.iterdir()):
+          if entry.name.startswith(".") or (
+              entry.is_file() and
+              entry.suffix.lower() not in CHECKPOINT_FILE_SUFFIXES):
+            continue
+          try:
+            found.append(describe_checkpoint(entry))
+          except RegistryError as e:
+            logging.info("skipping %s: %s", entry, e)
+    if not found:
+      raise RegistryError(
+          f"no checkpoint found in {folder}; it should hold checkpoint folders "
+          "(each with 'checkpoint' + 'ckpt-N.flax', or 'checkpoints-0/')")
+    specs.extend(found)
+  unique, seen = [], set()
+  for spec in specs:
+    if spec.model_id not in seen:
+      seen.add(spec.model_id)
+      unique.append(spec)
+  return unique
+
+
+def format_parameters(count: Optional[int]) -> str:
+  """``203456789`` -> ``"203.5 M"``."""
+  if count is None:
+    return "known after loading"
+  if count >= 1e9:
+    return f"{count / 1e9:.2f} B"
+  if count >= 1e6:
+    return f"{count / 1e6:.1f} M"
+  if count >= 1e3:
+    return f"{count / 1e3:.1f} K"
+  return str(count)
+
+
+class ModelRegistry:
+  """The models on offer and a bounded cache of loaded pipelines.
+
+  Thread-safe: a model is loaded once even when several sessions ask for it
+  at the same time; the least recently used one is dropped beyond
+  ``max_loaded``.
+  """
+
+  def __init__(self, specs: Sequence[ModelSpec], *, max_loaded: int = 2,
+               batch_size: int = 8,
+               loader: Callable[..., TransferPipeline] = None):
+    if max_loaded < 1:
+      raise RegistryError(f"max_loaded must be at least 1, got {max_loaded}")
+    self._specs = collections.OrderedDict((s.model_id, s) for s in specs)
+    self._max_loaded = max_loaded
+    self._batch_size = batch_size
+    self._loader = loader or TransferPipeline.from_checkpoint
+    self._loaded: collections.OrderedDict[str, TransferPipeline] = (
+        collections.OrderedDict())
+    self._lock = threading.Lock()
+    self._load_locks = {model_id: threading.Lock() for model_id in self._specs}
+
+  @property
+  def specs(self) -> list[ModelSpec]:
+    return list(self._specs.values())
+
+  @property
+  def default_id(self) -> Optional[str]:
+    return next(iter(self._specs), None)
+
+  def choices(self) -> list[tuple[str, str]]:
+    """``(label, model_id)`` pairs for a dropdown."""
+    return [(s.label, s.model_id) for s in self._specs.values()]
+
+  def spec(self, model_id: Optional[str]) -> ModelSpec:
+    """The spec of ``model_id``, updated with what loading revealed."""
+    if not self._specs:
+      raise RegistryError(
+          "no model is installed: the shipped models are not trained yet; "
+          f"start the app with --checkpoints DIR (or set {CHECKPOINTS_ENV})")
+    if model_id is None:
+      model_id = self.default_id
+    if model_id not in self._specs:
+      raise RegistryError(f"unknown model {model_id!r}; pick one of: "
+                          + ", ".join(s.label for s in self._specs.values()))
+    return self._specs[model_id]
+
+  def is_loaded(self, model_id: str) -> bool:
+    with self._lock:
+      return model_id in self._loaded
+
+  def get(self, model_id: Optional[str] = None) -> TransferPipeline:
+    """The loaded pipeline of ``model_id`` (loads it on first use)."""
+    spec = self.spec(model_id)
+    with self._lock:
+      if spec.model_id in self._loaded:
+        self._loaded.move_to_end(spec.model_id)
+        return self._loaded[spec.model_id]
+    with self._load_locks[spec.model_id]:
+      with self._lock:
+        if spec.model_id in self._loaded:
+          return self._loaded[spec.model_id]
+      logging.info("loading model %s from %s", spec.label, spec.path)
+      try:
+        pipe = self._loader(spec.path, batch_size=self._batch_size)
+      except checkpoints.CheckpointError as e:
+        raise RegistryError(f"model {spec.label} cannot be loaded: {e}") from e
+      pipe.name = spec.label
+      with self._lock:
+        self._specs[spec.model_id] = dataclasses.replace(
+            spec, kind=pipe.kind, image_size=pipe.image_size,
+            num_context_views=pipe.max_context_views,
+            num_parameters=pipe.num_parameters)
+        self._loaded[spec.model_id] = pipe
+        while len(self._loaded) > self._max_loaded:
+          dropped, _ = self._loaded.popitem(last=False)
+          logging.info("dropped model %s from the cache", dropped)
+      return pipe
+
+  def pipeline(self, model_id: Optional[str] = None, *,
+               image_size: Optional[int] = None,
+               batch_size: Optional[int] = None) -> TransferPipeline:
+    """The pipeline of a model at another resolution or chunk size.
+
+    The weights are shared; each (size, chunk) compiles once.
+    """
+    pipe = self.get(model_id)
+    size = image_size or pipe.image_size
+    if size > MAX_IMAGE_SIZE:
+      raise RegistryError(f"resolution {size} px is above the app's limit of "
+                          f"{MAX_IMAGE_SIZE} px; pick a smaller one")
+    patch = pipe.config.patch_size
+    if size % patch:
+      raise RegistryError(f"resolution {size} px is not a multiple of this "
+                          f"model's patch size {patch}; pick a multiple of "
+                          f"{patch} (e.g. {max(patch, size - size % patch)})")
+    if size == pipe.image_size and (batch_size in (None, pipe.batch_size)):
+      return pipe
+    return dataclasses.replace(pipe, image_size=size,
+                               batch_size=batch_size or pipe.batch_size)
+
+  def describe(self, model_id: Optional[str] = None) -> str:
+    """One markdown line: kind, resolution, views, parameters, load state."""
+    try:
+      spec = self.spec(model_id)
+    except RegistryError as e:
+      return f"**No model.** {e}"
+    views = spec.num_context_views
+    parts = [
+        f"**{spec.label}**",
+        spec.kind or "kind known after loading",
+        f"{spec.image_size} px" if spec.image_size else "resolution known "
+                                                          "after loading",
+        (f"{views} context view{'s' if views != 1 else ''}" if views
+         else "views known after loading"),
+        f"{format_parameters(spec.num_parameters)} parameters",
+        "loaded" if self.is_loaded(spec.model_id) else "loads on first use",
+    ]
+    return " · ".join(parts)
+
+
+def checkpoints_dir_from_env(cli_value: Optional[str]) -> Optional[str]:
+  """``--checkpoints`` wins over ``XFACTOR_CHECKPOINTS``."""
+  return cli_value or os.environ.get(CHECKPOINTS_ENV) or None
+
+
+def write_model_info(directory: PathLike, *, name: str, kind: str,
+                     image_size: int, num_context_views: int,
+                     **extra) -> pathlib.Path:
+  """Writes the ``model.json`` the app and pipeline read beside a checkpoint."""
+  path = pathlib.Path(directory) / checkpoints.MODEL_INFO
+  path.write_text(json.dumps({"name": name, "kind": kind,
+                              "image_size": image_size,
+                              "num_context_views": num_context_views,
+                              **extra}, indent=1))
+  return path

@@ -1,0 +1,125 @@
+"""Helpers for the app's tests and benchmark: small checkpoints, a live server.
+
+>>> folder = write_test_checkpoints(tmp / "ckpts", source_checkpoint)
+>>> with serve_app(folder) as url:
+...   client = gradio_client.Client(url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator, Mapping, Optional, Sequence, Union
+
+from xfactor_core import checkpoints
+from xfactor_core.app.registry import write_model_info
+
+PathLike = Union[str, os.PathLike]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:
+  try:
+    target.symlink_to(source.resolve(), target_is_directory=source.is_dir())
+  except OSError:
+    if source.is_dir():
+      shutil.copytree(source, target)
+    else:
+      shutil.copy2(source, target)
+
+
+def write_test_checkpoints(folder: PathLike, source_checkpoint: PathLike, *,
+                           image_size: int = 64, multi_view_views: int = 3
+                           ) -> pathlib.Path:
+  """A checkpoints folder with a stereo-monocular and a multi-view model.
+
+  Both use the weights of ``source_checkpoint`` (linked, not copied, where
+  the system allows) with a ``model.json`` each, so they load at
+  ``image_size`` and take 1 and ``multi_view_views`` context views.
+
+  Returns:
+    ``folder``, ready for ``--checkpoints``.
+  """
+  folder = pathlib.Path(folder)
+  flax_file = checkpoints.resolve_checkpoint(source_checkpoint)
+  for name, kind, views in (("tiny_sm", "stereo-monocular", 1),
+                            ("tiny_mv", "multi-view", multi_view_views)):
+    model_dir = folder / name / "checkpoints-0"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for part in flax_file.parent.iterdir():
+      if not (model_dir / part.name).exists():
+        _link_or_copy(part, model_dir / part.name)
+    write_model_info(folder / name, name=f"tiny {kind} (test weights)",
+                     kind=kind, image_size=image_size,
+                     num_context_views=views)
+  return folder
+
+
+def free_port() -> int:
+  """A TCP port nobody listens on right now (localhost)."""
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    sock.bind(("127.0.0.1", 0))
+    return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, timeout: float, process: subprocess.Popen = None
+                  ) -> None:
+  """Polls ``url`` until it answers (raises TimeoutError / RuntimeError)."""
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline:
+    if process is not None and process.poll() is not None:
+      raise RuntimeError(f"the app exited with code {process.returncode}")
+    try:
+      with urllib.request.urlopen(url, timeout=2):
+        return
+    except (urllib.error.URLError, ConnectionError, OSError):
+      time.sleep(0.3)
+  raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def serve_app(checkpoints_dir: Optional[PathLike] = None, *,
+              extra_args: Sequence[str] = (),
+              env: Optional[Mapping[str, str]] = None,
+              startup_timeout: float = 120.0,
+              log_file: Optional[PathLike] = None) -> Iterator[str]:
+  """Runs ``python app.py`` on a free localhost port; yields its URL.
+
+  The port is passed through ``GRADIO_SERVER_PORT`` (as on hosting services);
+  the app is stopped with SIGINT (a clean shutdown) when the block ends.
+  """
+  port = free_port()
+  full_env = dict(os.environ)
+  full_env.update({"GRADIO_SERVER_NAME": "127.0.0.1",
+                   "GRADIO_SERVER_PORT": str(port),
+                   "GRADIO_ANALYTICS_ENABLED": "False"})
+  full_env.update(env or {})
+  command = [sys.executable, str(REPO_ROOT / "app.py"), *extra_args]
+  if checkpoints_dir is not None:
+    command += ["--checkpoints", str(checkpoints_dir)]
+  log = open(log_file, "w") if log_file else subprocess.DEVNULL
+  process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env,
+                             stdout=log, stderr=subprocess.STDOUT)
+  url = f"http://127.0.0.1:{port}/"
+  try:
+    wait_for_http(url, startup_timeout, process)
+    yield url
+  finally:
+    if process.poll() is None:
+      process.send_signal(signal.SIGINT)
+      try:
+        process.wait(timeout=20)
+      except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if log_file:
+      log.close()
