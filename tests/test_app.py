@@ -1,0 +1,465 @@
+"""Tests of the app's logic as plain functions (no server, no browser)."""
+
+import json
+import pathlib
+import threading
+import time
+import zipfile
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from xfactor_core.app import (check, export, inputs, jobs, make_presets,
+                              presets, registry, testing, ui)
+from xfactor_core.inference import media
+from xfactor_core.inference.pipeline import interpolate_path
+
+REQUIRED_MOTIONS = ("orbit left", "orbit right", "zoom in", "zoom out",
+                    "move left", "move right", "move up", "move down",
+                    "pan left", "pan right", "tilt up", "tilt down", "spiral")
+
+
+@pytest.fixture(scope="module")
+def checkpoints_dir(reference_dir, tmp_path_factory):
+  return testing.write_test_checkpoints(
+      tmp_path_factory.mktemp("ckpts"),
+      reference_dir / "official_format_checkpoint")
+
+
+@pytest.fixture(scope="module")
+def library():
+  return presets.load_presets()
+
+
+@pytest.fixture(scope="module")
+def models(checkpoints_dir):
+  specs = registry.discover_models(checkpoints_dir, defaults={})
+  return registry.ModelRegistry(specs, batch_size=4)
+
+
+def _ids(models):
+  by_kind = {s.kind: s.model_id for s in models.specs}
+  return by_kind["stereo-monocular"], by_kind["multi-view"]
+
+
+@pytest.fixture(scope="module")
+def example_result(models, library, tmp_path_factory):
+  sm, _ = _ids(models)
+  request = jobs.TransferRequest(
+      sm, tuple(str(f) for f in library.context("photo: cat").files),
+      jobs.MotionRequest("preset", "orbit left"),
+      jobs.TransferSettings(num_frames=8))
+  return jobs.transfer(models, library, request,
+                       tmp_path_factory.mktemp("job"))
+
+
+# ---------------------------------------------------------------- presets --
+
+
+def test_presets_cover_the_usual_camera_motions(library):
+  names = library.motion_names
+  assert len(names) >= 14
+  for name in REQUIRED_MOTIONS:
+    assert name in names
+  assert any("+" in n for n in names)  # a combined path
+  total = sum(p.stat().st_size for p in library.root.rglob("*") if p.is_file())
+  assert total < 800 * 1024, f"presets are {total / 1024:.0f} KB"
+  clip = media.read_video(library.motion("orbit left").clip)
+  assert clip.shape[1:] == (128, 128, 3) and len(clip) >= 16
+  with pytest.raises(ValueError, match="unknown motion preset 'nope'"):
+    library.motion("nope")
+
+
+def test_preset_motions_match_their_names(library):
+  motion = lambda name: library.motion(name).info["motion"]
+  assert motion("orbit left")["right_m"] < 0 < motion("orbit left")[
+      "yaw_right_deg"]
+  assert motion("orbit right")["right_m"] > 0 > motion("orbit right")[
+      "yaw_right_deg"]
+  assert motion("zoom in")["forward_m"] > 0 > motion("zoom out")["forward_m"]
+  assert motion("move left")["right_m"] < 0 < motion("move right")["right_m"]
+  assert motion("move up")["down_m"] < 0 < motion("move down")["down_m"]
+  assert motion("pan left")["yaw_right_deg"] < 0 < motion("pan right")[
+      "yaw_right_deg"]
+  assert motion("tilt down")["pitch_up_deg"] < 0 < motion("tilt up")[
+      "pitch_up_deg"]
+
+
+def test_context_examples_record_source_and_licence(library):
+  assert len(library.contexts) >= 6
+  photos = [c for c in library.contexts if c.name.startswith("photo")]
+  assert {c.info["source"].split(" (")[0] for c in photos} >= {
+      "skimage.data.astronaut()", "skimage.data.chelsea()",
+      "skimage.data.coffee()", "skimage.data.rocket()"}
+  for example in library.contexts:
+    assert example.licence
+    for f in example.files:
+      assert Image.open(f).size == (256, 256)
+  for photo in photos:
+    assert "public domain" in photo.licence or "CC0" in photo.licence
+  assert any(c.num_views > 1 for c in library.contexts)
+
+
+def test_measure_motion_reads_opencv_directions():
+  def camera(centre, yaw_right_deg=0.0):
+    a = np.radians(yaw_right_deg)
+    # world x right, y down, z forward; rows of R are the camera axes.
+    rotation = np.array([[np.cos(a), 0, -np.sin(a)], [0, 1, 0],
+                         [np.sin(a), 0, np.cos(a)]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation
+    matrix[:3, 3] = -rotation @ np.asarray(centre, float)
+    return matrix
+  cams = np.stack([camera([0, 0, 0]), camera([0.5, -0.2, 1.0], 20.0)])
+  m = make_presets.measure_motion(cams)
+  assert m["right_m"] == pytest.approx(0.5)
+  assert m["down_m"] == pytest.approx(-0.2)
+  assert m["forward_m"] == pytest.approx(1.0)
+  assert m["yaw_right_deg"] == pytest.approx(20.0)
+  spiral = make_presets.custom_heading_path("spiral", 12, 1.0)
+  np.testing.assert_allclose(np.asarray(spiral.center[0]), 0.0, atol=1e-7)
+  assert float(spiral.center[-1, 2]) == pytest.approx(1.0)
+  with pytest.raises(ValueError, match="unknown custom path"):
+    make_presets.custom_heading_path("loop", 4, 1.0)
+
+
+# --------------------------------------------------------------- registry --
+
+
+def test_discovery_reads_model_json_only(checkpoints_dir, tmp_path):
+  (checkpoints_dir / "notes.txt").write_text("not a model")
+  specs = registry.discover_models(checkpoints_dir, defaults={})
+  assert sorted(s.kind for s in specs) == ["multi-view", "stereo-monocular"]
+  assert all(s.image_size == 64 and s.num_parameters is None for s in specs)
+  assert {s.num_context_views for s in specs} == {1, 3}
+  single = registry.discover_models(checkpoints_dir / "tiny_sm", defaults={})
+  assert len(single) == 1 and single[0].kind == "stereo-monocular"
+  with pytest.raises(registry.RegistryError, match="does not exist"):
+    registry.discover_models(tmp_path / "missing", defaults={})
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(registry.RegistryError, match="no checkpoint found"):
+    registry.discover_models(tmp_path / "empty", defaults={})
+  assert registry.discover_models(None, defaults={"x": tmp_path / "no"}) == []
+  with pytest.raises(registry.RegistryError, match="no model is installed"):
+    registry.ModelRegistry([]).get()
+
+
+def test_registry_loads_lazily_and_bounds_its_cache(checkpoints_dir):
+  specs = registry.discover_models(checkpoints_dir, defaults={})
+  loads = []
+
+  def loader(path, **kwargs):
+    loads.append(pathlib.Path(path).name)
+    time.sleep(0.05)
+    from xfactor_core.inference.pipeline import TransferPipeline
+    return TransferPipeline.from_checkpoint(path, **kwargs)
+
+  models = registry.ModelRegistry(specs, max_loaded=1, loader=loader)
+  first, second = specs[0].model_id, specs[1].model_id
+  assert "loads on first use" in models.describe(first) and not loads
+  threads = [threading.Thread(target=models.get, args=(first,))
+             for _ in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert len(loads) == 1  # concurrent sessions share one load
+  assert "476.7 K parameters" in models.describe(first)
+  models.get(second)
+  models.get(first)
+  assert len(loads) == 3 and not models.is_loaded(second)
+  with pytest.raises(registry.RegistryError, match="multiple of this model's "
+                     "patch size 8"):
+    models.pipeline(first, image_size=60)
+  with pytest.raises(registry.RegistryError, match="unknown model"):
+    models.get("elsewhere")
+
+
+# ----------------------------------------------------------------- inputs --
+
+
+def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
+  text = tmp_path / "notes.txt"
+  text.write_text("hello")
+  with pytest.raises(inputs.InputError, match="wrong type .*use png"):
+    inputs.read_context([str(text)], 1, "stereo-monocular")
+  image = tmp_path / "a.png"
+  Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
+  with pytest.raises(inputs.InputError, match="takes at most 1; remove 1 or "
+                     "pick a multi-view model"):
+    inputs.read_context([str(image), str(image)], 1, "stereo-monocular")
+  with pytest.raises(inputs.InputError, match="no context image"):
+    inputs.read_context(None, 1, "stereo-monocular")
+  small = inputs.Limits(max_image_pixels=1000)
+  with pytest.raises(inputs.InputError, match="30 x 40 pixels, above the limit of 0.001 megapixels; downscale"):
+    inputs.read_context([str(image)], 1, "stereo-monocular", small)
+  with pytest.raises(inputs.InputError, match="limit of 0 MB"):
+    inputs.check_file(image, inputs.IMAGE_SUFFIXES, "image",
+                      inputs.Limits(max_file_mb=1e-6))
+  broken = tmp_path / "broken.mp4"
+  broken.write_bytes(b"\x00not a video" * 50)
+  with pytest.raises(inputs.InputError, match="cannot be opened"):
+    inputs.read_target_video(broken, inputs.ClipSelection(count=4), 64)
+  clip = tmp_path / "clip.mp4"
+  media.write_video(clip, np.random.default_rng(0).integers(
+      0, 255, (5, 32, 48, 3), np.uint8))
+  with pytest.raises(inputs.InputError, match="only 1 frame .*lower the "
+                     "start frame or the stride"):
+    inputs.read_target_video(clip, inputs.ClipSelection(4, 1, 8), 64)
+  frames = inputs.read_target_video(clip, inputs.ClipSelection(1, 2, 8), 16)
+  assert frames.shape == (2, 16, 16, 3)
+  with pytest.raises(inputs.InputError, match="above the limit of 120"):
+    inputs.ClipSelection(count=500).validate()
+  npy = tmp_path / "path.npy"
+  np.save(npy, np.zeros((5, 7), np.float32))
+  with pytest.raises(inputs.InputError, match=r"needs N x 32 latents"):
+    inputs.read_camera_path(str(npy), 32)
+  with pytest.raises(inputs.InputError, match="whole number"):
+    jobs.settings_from_ui(2.5, 1, 0, "native", 12, False, False, 1.0)
+  with pytest.raises(inputs.InputError, match="motion strength 2.0"):
+    jobs.TransferSettings(motion_strength=2.0).validate()
+
+
+def test_frames_are_taken_in_natural_name_order(tmp_path):
+  files = []
+  for index in (10, 2, 1):
+    path = tmp_path / f"f{index}.png"
+    Image.fromarray(np.full((8, 8, 3), index * 20, np.uint8)).save(path)
+    files.append(str(path))
+  frames = inputs.read_target_images(files, inputs.ClipSelection(count=3), 8)
+  assert [int(f[0, 0, 0]) for f in frames] == [20, 40, 200]
+
+
+# ------------------------------------------------------------------- jobs --
+
+
+def test_transfer_streams_chunks_and_returns_a_result(models, library,
+                                                      tmp_path):
+  sm, _ = _ids(models)
+  request = jobs.TransferRequest(
+      sm, (str(library.context("synthetic room 1").files[0]),),
+      jobs.MotionRequest("preset", "zoom in"),
+      jobs.TransferSettings(num_frames=6))
+  updates = list(jobs.run_transfer(models, library, request, tmp_path))
+  fractions = [u.fraction for u in updates]
+  assert fractions == sorted(fractions) and fractions[-1] == 1.0
+  streamed = [len(u.frames) for u in updates[:-1] if u.frames]
+  assert streamed == [4, 6]  # chunks of the batch size (4)
+  result = updates[-1].result
+  assert result.generated.shape == (6, 64, 64, 3)
+  assert result.path.shape == (6, 32) and not result.path[0].any()
+  assert len(media.read_video(result.video)) == 6
+
+
+def test_options_reverse_ping_pong_and_strength(models, library, tmp_path):
+  sm, _ = _ids(models)
+  context = (str(library.context("photo: coffee cup").files[0]),)
+  run = lambda **kw: jobs.transfer(models, library, jobs.TransferRequest(
+      sm, context, jobs.MotionRequest("preset", "pan left"),
+      jobs.TransferSettings(num_frames=5, **kw)), tmp_path)
+  forward = run()
+  backward = run(reverse=True)
+  np.testing.assert_array_equal(backward.target, forward.target[::-1])
+  looped = run(ping_pong=True)
+  assert looped.num_frames == 8 and looped.motion_frames == 5
+  np.testing.assert_array_equal(looped.generated[5:], forward.generated[3:0:-1])
+  still = run(motion_strength=0.0)
+  assert np.abs(still.generated.astype(int) - still.generated[0]).max() <= 1
+  assert np.abs(forward.generated.astype(int) - forward.generated[0]).max() > 8
+
+
+def test_saved_camera_path_replays_the_transfer(models, library,
+                                                example_result, tmp_path):
+  archive = export.export_result(example_result, tmp_path)
+  with zipfile.ZipFile(archive) as z:
+    z.extract("camera_path.npy", tmp_path)
+  replay = jobs.transfer(models, library, jobs.TransferRequest(
+      example_result.model_id, example_result.request.context_files,
+      jobs.MotionRequest("path", files=(str(tmp_path / "camera_path.npy"),)),
+      jobs.TransferSettings(num_frames=8)), tmp_path / "replay")
+  assert replay.target is None
+  assert np.abs(replay.generated.astype(int) -
+                example_result.generated).max() <= 1
+
+
+def test_multi_view_context_and_view_limits(models, library, tmp_path):
+  sm, mv = _ids(models)
+  views = tuple(str(f) for f in library.context(
+      "synthetic room, 3 views (multi-view)").files)
+  request = jobs.TransferRequest(mv, views,
+                                 jobs.MotionRequest("preset", "orbit right"),
+                                 jobs.TransferSettings(num_frames=4))
+  assert jobs.transfer(models, library, request, tmp_path).context.shape == (
+      3, 64, 64, 3)
+  with pytest.raises(inputs.InputError, match="takes at most 1"):
+    jobs.transfer(models, library, jobs.TransferRequest(
+        sm, views, request.motion, request.settings), tmp_path)
+
+
+def test_scrub_renders_the_blend_of_neighbouring_latents(models,
+                                                         example_result):
+  target, frame = jobs.scrub(models, example_result, 3)
+  np.testing.assert_array_equal(frame, example_result.generated[3])
+  np.testing.assert_array_equal(target, example_result.target[3])
+  start = time.perf_counter()
+  target, frame = jobs.scrub(models, example_result, 2.6)
+  np.testing.assert_array_equal(target, example_result.target[3])
+  pipe = models.pipeline(example_result.model_id, batch_size=1)
+  expected = pipe.render(example_result.context,
+                         interpolate_path(example_result.path, 2.6)[None])
+  from xfactor_core.inference.frames import to_uint8
+  np.testing.assert_array_equal(frame, to_uint8(expected[0]))
+  assert not np.array_equal(frame, example_result.generated[2])
+  start = time.perf_counter()
+  jobs.scrub(models, example_result, 4.25)
+  assert time.perf_counter() - start < 0.5  # live once compiled
+
+
+def test_example_cache_only_keeps_shipped_inputs(library, example_result,
+                                                 tmp_path):
+  cache = jobs.ExampleCache(library, tmp_path, max_entries=1)
+  request = example_result.request
+  assert cache.key(request) is not None and cache.get(request) is None
+  cache.put(request, example_result)
+  assert cache.get(request) is example_result
+  upload = tmp_path / "upload.png"
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(upload)
+  own = jobs.TransferRequest(request.model_id, (str(upload),), request.motion)
+  assert cache.key(own) is None
+  other = jobs.TransferRequest(request.model_id, request.context_files,
+                               jobs.MotionRequest("preset", "zoom out"))
+  assert cache.key(other) != cache.key(request)
+
+
+def test_workdirs_are_swept_by_age(tmp_path):
+  old = jobs.new_workdir(tmp_path)
+  new = jobs.new_workdir(tmp_path)
+  assert jobs.sweep_workdirs(tmp_path, 60, now=time.time() + 3600) == 2
+  assert not old.exists() and not new.exists()
+
+
+# ----------------------------------------------------------------- export --
+
+
+def test_export_zip_holds_every_format(example_result, tmp_path):
+  archive = export.export_result(example_result, tmp_path)
+  with zipfile.ZipFile(archive) as z:
+    names = set(z.namelist())
+    z.extractall(tmp_path / "x")
+  assert {"transfer.mp4", "side_by_side.mp4", "transfer.gif",
+          "camera_path.npy", "settings.json"} <= names
+  assert sum(n.startswith("frames/") for n in names) == 8
+  out = tmp_path / "x"
+  np.testing.assert_array_equal(np.load(out / "camera_path.npy"),
+                                example_result.path)
+  assert media.read_video(out / "side_by_side.mp4").shape == (8, 64, 132, 3)
+  assert len(media.read_frames(out / "transfer.gif")) == 8
+  settings = json.loads((out / "settings.json").read_text())
+  assert settings["model"]["kind"] == "stereo-monocular"
+  assert settings["motion"]["preset"] == "orbit left"
+  assert settings["settings"]["num_frames"] == 8
+  assert settings["model"]["num_parameters"] == 476704
+
+
+def test_batch_export_packs_one_clip_per_combination(models, library,
+                                                     tmp_path):
+  sm, _ = _ids(models)
+  contexts = [[str(library.context(n).files[0])]
+              for n in ("photo: cat", "synthetic room 2")]
+  motions = [jobs.MotionRequest("preset", "zoom in"),
+             jobs.MotionRequest("preset", "spiral")]
+  archive, sheet = export.batch_export(
+      models, library, sm, contexts, motions,
+      jobs.TransferSettings(num_frames=4), tmp_path)
+  with zipfile.ZipFile(archive) as z:
+    names = z.namelist()
+  assert sum(n.endswith(".mp4") for n in names) == 4
+  assert "contact_sheet.png" in names and "batch.json" in names
+  assert "01_chelsea__zoom_in.mp4" in names
+  assert sheet.shape[0] == 4 * 64 + 3 * 4  # one row per combination
+  with pytest.raises(inputs.InputError, match="above the batch limit of 12"):
+    export.batch_export(models, library, sm, contexts * 4, motions * 2,
+                        jobs.TransferSettings(num_frames=4), tmp_path)
+
+
+# ------------------------------------------------------------------ check --
+
+
+class _KnownPoses:
+  """A pose oracle returning a fixed sideways path (as if COLMAP worked)."""
+
+  def estimate(self, frames):
+    from xfactor_core.metrics import OracleResult
+    n = len(frames)
+    poses = np.repeat(np.eye(4)[None], n, axis=0)
+    poses[:, 0, 3] = -0.1 * np.arange(n)
+    return OracleResult(poses, np.ones(n, bool), "known")
+
+
+def test_check_reports_tps_and_a_plot(example_result):
+  report = check.check_transfer(example_result, oracle=_KnownPoses())
+  table = dict(report.table)
+  assert table["Rac_10"] == 1.0 and table["SE3_Auc_30"] == 1.0
+  assert report.figure.ndim == 3 and report.figure.dtype == np.uint8
+  assert "8 of 8 frames" in report.summary
+  replayed = jobs.TransferResult(**{**example_result.__dict__, "target": None})
+  with pytest.raises(inputs.InputError, match="replayed a saved camera path"):
+    check.check_transfer(replayed)
+
+
+# --------------------------------------------------------------- handlers --
+
+
+@pytest.fixture()
+def studio(models, library, tmp_path):
+  return ui.Studio(models, library, work_root=tmp_path / "work")
+
+
+def test_handlers_turn_bad_input_into_gradio_errors(studio, models, tmp_path):
+  sm, _ = _ids(models)
+  options = (6, 1, 0, "native", 12, False, False, 1.0)
+  with pytest.raises(gr.Error, match="no context image given"):
+    list(studio.run_transfer(sm, None, "Preset", "zoom in", None, None, None,
+                             None, None, *options))
+  with pytest.raises(gr.Error, match="no target video given"):
+    list(studio.run_transfer(sm, [str(studio.presets.contexts[0].files[0])],
+                             "Video", None, None, None, None, None, None,
+                             *options))
+  with pytest.raises(gr.Error, match="give a target video or a preset"):
+    studio.api_transfer([str(studio.presets.contexts[0].files[0])], None,
+                        None, 6)
+  with pytest.raises(gr.Error, match="run a transfer first"):
+    studio.export(None)
+  assert studio.scrub(None, 1.0) == (None, None)
+
+
+def test_transfer_handler_streams_then_caches_examples(studio, models):
+  sm, _ = _ids(models)
+  context = [str(f) for f in studio.presets.context("photo: rocket launch")
+             .files]
+  args = (sm, context, "Preset", "move up", None, None, None, None, None, 6,
+          1, 0, "native", 12, False, False, 1.0)
+  first = list(studio.run_transfer(*args))
+  # The preview is cleared, two chunks stream in, then the result arrives.
+  assert [len(y[0]) for y in first] == [0, 4, 6, 6]
+  preview, video, slider, target, generated, status, state, info = first[-1]
+  assert status.startswith("Done: 6 frames at 64 px")
+  assert isinstance(state, jobs.TransferResult) and pathlib.Path(video).is_file()
+  assert slider["maximum"] == 5 and len(preview) == 6
+  assert "476.7 K parameters" in info
+  again = list(studio.run_transfer(*args))
+  assert len(again) == 1 and again[0][5].startswith("Example (cached)")
+  assert again[0][6] is state
+  studio.discard(state)  # example results live in the cache, not the session
+  assert pathlib.Path(video).is_file()
+
+
+def test_build_app_wires_the_transfer_endpoint(studio):
+  demo = ui.build_app(studio)
+  names = {d.api_name for d in demo.fns.values()}
+  assert {"transfer", "transfer_ui"} <= names
+  api = next(d for d in demo.fns.values() if d.api_name == "transfer")
+  assert [c.label for c in api.inputs] == ["context", "target", "preset",
+                                           "num_frames"]
