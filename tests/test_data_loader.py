@@ -233,7 +233,7 @@ def test_image_modes_become_rgb_uint8(tmp_path):
   rgba[0, :, 3] = 255
   out = decoding.to_rgb_uint8(Image.fromarray(rgba))
   np.testing.assert_array_equal(out[0, 0], [200, 100, 50])
-  np.testing.assert_array_equal(out[1, 0], [0, 0, 0])  # Transparent: black.
+  np.testing.assert_array_equal(out[1, 0], [255, 255, 255])  # Over white.
 
   gray = Image.fromarray(np.full((3, 3), 77, np.uint8))
   np.testing.assert_array_equal(decoding.to_rgb_uint8(gray)[1, 1], [77] * 3)

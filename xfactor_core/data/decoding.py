@@ -8,6 +8,7 @@ which the sources turn into a counted warning and a resampled clip.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import cv2
@@ -42,6 +43,12 @@ class UnreadableFrameError(Exception):
     self.path = path
 
 
+def natural_sort_key(name: str) -> tuple:
+  """Sort key that orders embedded numbers by value (2 before 10)."""
+  parts = re.split(r"(\d+)", name)
+  return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
+
+
 def is_image_file(name: str) -> bool:
   return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
@@ -55,7 +62,8 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
 
   16-bit (and 32-bit integer) grayscale is scaled from [0, 65535] to [0, 255]
   (value / 257, rounded), never clipped. Float images in [0, 1] are scaled by
-  255. Images with an alpha channel are composited over black. Palette, 1-bit,
+  255. Images with an alpha channel are composited over white (as
+  `xfactor_core.inference.frames.to_float_rgb` does for arrays). Palette, 1-bit,
   grayscale, CMYK and YCbCr images go through PIL's own RGB conversion.
 
   Args:
@@ -78,7 +86,8 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
   if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
     rgba = np.asarray(image.convert("RGBA"), dtype=np.uint32)
     alpha = rgba[..., 3:]
-    return ((rgba[..., :3] * alpha + 127) // 255).astype(np.uint8)
+    return ((rgba[..., :3] * alpha + 255 * (255 - alpha) + 127) // 255
+            ).astype(np.uint8)
   if mode != "RGB":
     image = image.convert("RGB")
   return np.asarray(image, dtype=np.uint8)

@@ -133,16 +133,10 @@ def canonical_layout(name: str) -> str:
   return key
 
 
-def natural_sort_key(name: str) -> tuple:
-  """Sort key that orders embedded numbers by value (2 before 10)."""
-  parts = re.split(r"(\d+)", name)
-  return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts))
-
-
 def _visible_entries(path: str) -> list[os.DirEntry]:
   with os.scandir(path) as entries:
     return sorted((e for e in entries if not e.name.startswith(".")),
-                  key=lambda e: natural_sort_key(e.name))
+                  key=lambda e: decoding.natural_sort_key(e.name))
 
 
 def _subdirs(path: str) -> list[str]:
@@ -227,7 +221,7 @@ def _dl3dv_candidates(root: str, split: str,
     candidates = [c for v, c in found.items() if v in test_ids]
   if keep_all or split == "test":
     # Benchmark videos that are not among the training folders.
-    for video in sorted(test_ids - set(found), key=natural_sort_key):
+    for video in sorted(test_ids - set(found), key=decoding.natural_sort_key):
       nested = f"test_256/benchmark_960p/{video}/images_8"
       flat = f"test_256/benchmark_960p/{video}"
       rel = nested if os.path.isdir(os.path.join(root, nested)) else flat
@@ -287,7 +281,7 @@ def _generic_candidates(root: str, split: str,
     raise FileNotFoundError(f"generic dataset root {root} is not a folder")
   candidates = []
   _generic_folder(root, "", _GENERIC_MAX_DEPTH, candidates)
-  candidates.sort(key=lambda c: natural_sort_key(c.video_id))
+  candidates.sort(key=lambda c: decoding.natural_sort_key(c.video_id))
   if not by_split_file:
     candidates = _train_test(candidates, split)
   return candidates

@@ -9,30 +9,27 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 import warnings
 from typing import Iterable, Optional, Sequence, Union
 
 import imageio.v2 as imageio
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
+from xfactor_core.data import decoding
 from xfactor_core.inference.frames import FrameError, to_float_rgb
 
 PathLike = Union[str, os.PathLike]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif")
+IMAGE_SUFFIXES = tuple(sorted(decoding.IMAGE_EXTENSIONS))
+VIDEO_SUFFIXES = tuple(sorted(decoding.VIDEO_EXTENSIONS | {".gif"}))
 
 
 class MediaError(ValueError):
   """A file cannot be read or written as an image or video."""
 
 
-def natural_key(name: str) -> list:
-  """Sort key for '2.png' < '10.png'."""
-  return [int(t) if t.isdigit() else t.lower()
-          for t in re.split(r"(\d+)", str(name))]
+natural_key = decoding.natural_sort_key
 
 
 def _as_uint8_rgb(image: np.ndarray, name: str) -> np.ndarray:
@@ -42,33 +39,23 @@ def _as_uint8_rgb(image: np.ndarray, name: str) -> np.ndarray:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-  """An image file -> ``H x W x 3`` uint8 RGB (16-bit scaled, alpha over white)."""
+  """An image file -> ``H x W x 3`` uint8 RGB.
+
+  Any PIL mode is accepted (16-bit scaled, alpha over white, palette, CMYK) and
+  the EXIF orientation is applied, with the data loader's conversion.
+  """
   path = pathlib.Path(path)
   if not path.is_file():
     raise MediaError(f"image not found: {path}")
   try:
     with Image.open(path) as im:
       im.load()
-      if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(im, dtype=np.uint16 if im.mode.startswith("I;16")
-                           else np.int32)
-        if array.dtype == np.int32:
-          array = np.clip(array, 0, 65535).astype(np.uint16)
-      elif im.mode in ("RGB", "RGBA", "L"):
-        array = np.asarray(im)
-      elif im.mode == "LA":
-        array = np.asarray(im.convert("RGBA"))
-      elif im.mode == "P":
-        array = np.asarray(im.convert("RGBA"))
-      else:
-        array = np.asarray(im.convert("RGB"))
-  except (OSError, SyntaxError, ValueError) as e:
+      if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation
+        im = ImageOps.exif_transpose(im)
+      return decoding.to_rgb_uint8(im)
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise MediaError(f"cannot read image {path} ({e}); is it a PNG/JPEG/WebP "
                      "image and not truncated?") from e
-  try:
-    return _as_uint8_rgb(array, str(path))
-  except FrameError as e:
-    raise MediaError(str(e)) from e
 
 
 def list_frame_files(directory: PathLike) -> list[pathlib.Path]:
