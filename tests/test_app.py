@@ -183,7 +183,8 @@ def test_registry_loads_lazily_and_bounds_its_cache(checkpoints_dir):
 def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
   text = tmp_path / "notes.txt"
   text.write_text("hello")
-  with pytest.raises(inputs.InputError, match="wrong type .*use png"):
+  with pytest.raises(inputs.InputError,
+                     match=r"wrong type \(\.txt\); use .*png"):
     inputs.read_context([str(text)], 1, "stereo-monocular")
   image = tmp_path / "a.png"
   Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
@@ -193,7 +194,8 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
   with pytest.raises(inputs.InputError, match="no context image"):
     inputs.read_context(None, 1, "stereo-monocular")
   small = inputs.Limits(max_image_pixels=1000)
-  with pytest.raises(inputs.InputError, match="30 x 40 pixels, above the limit of 0.001 megapixels; downscale"):
+  with pytest.raises(inputs.InputError, match="30 x 40 pixels, above the "
+                     "limit of 0.001 megapixels; downscale"):
     inputs.read_context([str(image)], 1, "stereo-monocular", small)
   with pytest.raises(inputs.InputError, match="limit of 0 MB"):
     inputs.check_file(image, inputs.IMAGE_SUFFIXES, "image",
@@ -446,7 +448,8 @@ def test_transfer_handler_streams_then_caches_examples(studio, models):
   assert [len(y[0]) for y in first] == [0, 4, 6, 6]
   preview, video, slider, target, generated, status, state, info = first[-1]
   assert status.startswith("Done: 6 frames at 64 px")
-  assert isinstance(state, jobs.TransferResult) and pathlib.Path(video).is_file()
+  assert isinstance(state, jobs.TransferResult)
+  assert pathlib.Path(video).is_file()
   assert slider["maximum"] == 5 and len(preview) == 6
   assert "476.7 K parameters" in info
   again = list(studio.run_transfer(*args))

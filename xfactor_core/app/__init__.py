@@ -1,0 +1,20 @@
+"""XFactor Studio app: the Gradio UI's logic as plain, browser-free functions.
+
+Modules:
+  registry      ModelSpec, discover_models (shipped defaults + --checkpoints
+                DIR), ModelRegistry (lazy loading, bounded LRU cache).
+  inputs        InputError, Limits, file/context/video/frames/.npy readers that
+                validate type, size, pixels and frame counts.
+  jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
+                (streamed, cancellable), transfer, scrub (fractional frames),
+                ExampleCache (lazy cache of the shipped examples).
+  export        export_result (one zip: MP4, side by side, GIF, PNGs, camera
+                path, settings) and batch_export (grid + contact sheet).
+  check         check_transfer: TPS with a pose oracle (COLMAP) and a plot.
+  presets       PresetLibrary of the shipped motion clips and contexts.
+  make_presets  CLI that renders presets/ with the synthetic world.
+  ui            Studio (event handlers) and build_app (the Blocks UI).
+  testing       test checkpoints and a live-server context manager.
+
+Run the app with ``python app.py``.
+"""

@@ -47,7 +47,8 @@ def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
       "context": jobs.context_names(request.context_files),
       "motion": {"source": request.motion.source,
                  "preset": request.motion.preset,
-                 "files": [inputs.display_name(f) for f in request.motion.files],
+                 "files": [inputs.display_name(f)
+                           for f in request.motion.files],
                  "description": request.motion.describe()},
       "settings": request.settings.to_dict(),
       "image_size": result.image_size,

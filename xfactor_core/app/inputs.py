@@ -204,16 +204,17 @@ def probe_video(path: pathlib.Path,
   import imageio.v2 as imageio
   try:
     with warnings.catch_warnings():
-      warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+      warnings.filterwarnings("ignore", message="os.fork",
+                              category=RuntimeWarning)
       reader = imageio.get_reader(path, format="FFMPEG")
     try:
       meta = reader.get_meta_data()
     finally:
       reader.close()
   except Exception as e:  # imageio/ffmpeg raise many unrelated types
-    raise InputError(f"target video {name} cannot be opened ({type(e).__name__})"
-                     "; use an MP4 (H.264), MOV, WebM or GIF that plays in a "
-                     "browser") from e
+    raise InputError(f"target video {name} cannot be opened "
+                     f"({type(e).__name__}); use an MP4 (H.264), MOV, WebM "
+                     "or GIF that plays in a browser") from e
   width, height = meta.get("size") or (0, 0)
   if not width or not height:
     raise InputError(f"target video {name} has no video stream; upload a "
@@ -234,7 +235,8 @@ def _iter_video_frames(path: pathlib.Path) -> Iterator[np.ndarray]:
     return
   import imageio.v2 as imageio
   with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+    warnings.filterwarnings("ignore", message="os.fork",
+                            category=RuntimeWarning)
     reader = imageio.get_reader(path, format="FFMPEG")
   try:
     for frame in reader:

@@ -40,6 +40,7 @@ MOTION_SOURCES = ("preset", "video", "frames", "pair", "path")
 SOURCE_LABELS = {"preset": "Preset", "video": "Video", "frames": "Frames",
                  "pair": "Image pair", "path": "Camera path (.npy)"}
 MAX_STRENGTH = 1.5
+DEFAULT_FRAMES = 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ class TransferSettings:
     ping_pong: append the motion backwards, for a seamless loop.
     motion_strength: scales the latent path (0 = still, 1 = as the target).
   """
-  num_frames: int = 24
+  num_frames: int = DEFAULT_FRAMES
   stride: int = 1
   start: int = 0
   resolution: Optional[int] = None
@@ -82,7 +83,8 @@ class TransferSettings:
     return self
 
   def selection(self) -> ClipSelection:
-    return ClipSelection(int(self.start), int(self.stride), int(self.num_frames))
+    return ClipSelection(int(self.start), int(self.stride),
+                         int(self.num_frames))
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -187,7 +189,8 @@ class TransferUpdate:
 def new_workdir(root: pathlib.Path, prefix: str = "job") -> pathlib.Path:
   """A fresh folder under ``root`` for one job's files."""
   root.mkdir(parents=True, exist_ok=True)
-  path = root / f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:8]}"
+  stamp = time.strftime("%Y%m%d_%H%M%S")
+  path = root / f"{prefix}_{stamp}_{uuid.uuid4().hex[:8]}"
   path.mkdir()
   return path
 
@@ -476,7 +479,7 @@ def settings_from_ui(num_frames: Any, stride: Any, start: Any,
   except (TypeError, ValueError) as e:
     raise InputError(f"fps and motion strength must be numbers ({e})") from e
   return TransferSettings(
-      num_frames=as_int(num_frames, "number of frames", 24),
+      num_frames=as_int(num_frames, "number of frames", DEFAULT_FRAMES),
       stride=as_int(stride, "frame stride", 1),
       start=as_int(start, "start frame", 0), resolution=res, fps=fps_value,
       reverse=bool(reverse), ping_pong=bool(ping_pong),

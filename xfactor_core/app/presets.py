@@ -75,7 +75,8 @@ class PresetLibrary:
       if example.name.lower() == str(name).strip().lower():
         return example
     known = ", ".join(c.name for c in self.contexts) or "none installed"
-    raise ValueError(f"unknown context example {name!r}; choose one of: {known}")
+    raise ValueError(f"unknown context example {name!r}; choose one of: "
+                     f"{known}")
 
   def is_shipped(self, path: Any) -> bool:
     """Whether ``path`` is one of the shipped preset files."""

@@ -293,7 +293,8 @@ class ModelRegistry:
                                                           "after loading",
         (f"{views} context view{'s' if views != 1 else ''}" if views
          else "views known after loading"),
-        f"{format_parameters(spec.num_parameters)} parameters",
+        (f"{format_parameters(spec.num_parameters)} parameters"
+         if spec.num_parameters else "size known after loading"),
         "loaded" if self.is_loaded(spec.model_id) else "loads on first use",
     ]
     return " · ".join(parts)

@@ -11,11 +11,10 @@ session's result lives in its own ``gr.State``.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import pathlib
 import shutil
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional
 
 import gradio as gr
 import numpy as np
@@ -35,6 +34,8 @@ RESOLUTIONS = ("native", "64", "128", "192", "256", "320", "384", "512")
 SESSION_TTL_SECONDS = 2 * 3600
 WORKDIR_MAX_AGE_SECONDS = 2 * 3600
 VIDEO_TYPES = [".mp4", ".mov", ".webm", ".gif"]
+DISPLAY_SIDE = 256
+DEFAULT_FRAMES = jobs.DEFAULT_FRAMES
 EXAMPLE_PAIRS = (
     ("photo: astronaut", "zoom in"), ("synthetic room 1", "orbit left"),
     ("photo: cat", "pan right"), ("photo: coffee cup", "spiral"),
@@ -47,6 +48,15 @@ Transfer the **camera motion** of a video onto **another scene**.
 XFactor learns latent camera poses from plain videos (no 3D, no calibration):
 the motion of the target clip is encoded as a latent path and re-rendered
 from your context image. Click an example below to try it in one step."""
+
+
+def for_display(frame: Optional[np.ndarray], min_side: int = DISPLAY_SIDE
+                ) -> Optional[np.ndarray]:
+  """Small frames enlarged (nearest neighbour) so the scrub view is legible."""
+  if frame is None or frame.shape[0] >= min_side:
+    return frame
+  factor = -(-min_side // frame.shape[0])
+  return np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1)
 
 
 def _user_error(error: Exception) -> gr.Error:
@@ -133,7 +143,7 @@ class Studio:
     return (list(result.generated), str(result.video),
             gr.update(minimum=0, maximum=max(n - 1, 1), value=0, step=0.05,
                       interactive=True),
-            target, generated, status, result,
+            for_display(target), for_display(generated), status, result,
             self.model_markdown(result.model_id))
 
   def run_transfer(self, model_id, context_files, source, preset, video, frames,
@@ -191,17 +201,33 @@ class Studio:
     except Exception as e:  # keep the server up, tell the user
       raise _unexpected(e)
 
+  @staticmethod
+  def cancelled() -> tuple:
+    """Cancel button: keeps every output as it is, except the status."""
+    skip = gr.skip()
+    return (skip,) * 5 + ("Cancelled.", skip, skip)
+
   def scrub(self, result: Optional[jobs.TransferResult], position: Any
             ) -> tuple[Any, Any]:
     """Scrub slider: (target frame, generated view) at a fractional frame."""
     if result is None or position is None:
       return None, None
     try:
-      return jobs.scrub(self.registry, result, float(position))
+      target, generated = jobs.scrub(self.registry, result, float(position))
+      return for_display(target), for_display(generated)
     except USER_ERRORS as e:
       raise _user_error(e)
     except Exception as e:
       raise _unexpected(e)
+
+  def warm_scrub(self, result: Optional[jobs.TransferResult]) -> None:
+    """Compiles the one-frame render of the scrub slider ahead of use."""
+    if result is None or result.num_frames < 2:
+      return
+    try:
+      jobs.scrub(self.registry, result, 0.5)
+    except Exception:  # a warm-up failure only costs speed
+      logging.exception("scrub warm-up failed")
 
   # -------------------------------------------------------------- export --
 
@@ -368,7 +394,14 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
                   "the model's view count for multi-view models")
         context_preview = gr.Gallery(label="Context", columns=5, height=130,
                                      object_fit="contain", interactive=False,
-                                     show_label=False)
+                                     allow_preview=False, show_label=False)
+        if presets.contexts:
+          gr.Examples([[[str(f) for f in c.files]] for c in presets.contexts],
+                      inputs=[context_files], label="Example contexts",
+                      example_labels=[c.name for c in presets.contexts],
+                      cache_examples=False, examples_per_page=10,
+                      api_name="load_context_example",
+                      api_visibility="private")
       with gr.Column(scale=1):
         gr.Markdown("### 2 · Motion (the camera move to copy)")
         source = gr.Radio(labels, value="Preset", label="Motion from",
@@ -398,13 +431,16 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
                                 label="Camera path (.npy from an export)")
         with gr.Accordion("Options", open=False):
           with gr.Row():
-            num_frames = gr.Slider(2, limits.max_frames, value=24, step=1,
-                                   label="Frames")
+            num_frames = gr.Slider(2, limits.max_frames, value=DEFAULT_FRAMES,
+                                   step=1, label="Frames")
             stride = gr.Slider(1, 10, value=1, step=1, label="Frame stride")
             start = gr.Number(0, precision=0, minimum=0, label="Start frame")
           with gr.Row():
-            resolution = gr.Dropdown(list(RESOLUTIONS), value="native",
-                                     label="Output resolution (px)")
+            resolution = gr.Dropdown(
+                list(RESOLUTIONS), value="native",
+                label="Output resolution (px)",
+                info="the model renders at this size (a multiple of its "
+                     "patch size); native = the size it was trained at")
             fps = gr.Slider(4, 30, value=12, step=1, label="fps")
             strength = gr.Slider(0.0, jobs.MAX_STRENGTH, value=1.0, step=0.05,
                                  label="Motion strength")
@@ -477,7 +513,8 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
       api_target = gr.File(label="target")
       api_preset = gr.Dropdown(presets.motion_names, value=None,
                                label="preset", allow_custom_value=True)
-      api_num_frames = gr.Number(24, precision=0, label="num_frames")
+      api_num_frames = gr.Number(DEFAULT_FRAMES, precision=0,
+                                 label="num_frames")
       api_video = gr.File(label="video")
       api_path = gr.File(label="camera_path")
       api_button = gr.Button("api")
@@ -514,7 +551,14 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
       cancel_events.append(examples.load_input_event.then(
           studio.run_transfer, transfer_inputs, transfer_outputs,
           api_name="example_transfer", api_visibility="private", **heavy))
-    cancel.click(None, None, None, cancels=cancel_events,
+    for event in cancel_events:
+      event.success(studio.warm_scrub, result_state, None,
+                    show_progress="hidden", concurrency_limit=2,
+                    concurrency_id="scrub", api_visibility="private")
+    # The cancel event writes to the same outputs, so their status becomes
+    # "done" (not the "error" a cancelled event leaves) and the status says so.
+    cancel.click(studio.cancelled, None, transfer_outputs,
+                 cancels=cancel_events, queue=False, show_progress="hidden",
                  api_visibility="private")
     scrub.input(studio.scrub, [result_state, scrub],
                 [scrub_target, scrub_generated], trigger_mode="always_last",

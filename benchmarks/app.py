@@ -1,0 +1,172 @@
+"""App latency: seconds from a transfer request to the finished video.
+
+    python benchmarks/app.py [--checkpoint DIR] [--frames 30] [--repeats 3]
+        [--mode in-process server] [--random-config published|small]
+        [--image-size S] [--json OUT] [--compare OLD.json]
+
+Times a transfer of a preset motion onto an example context, as the app runs
+it: "first" is the first request after start (model loading and compilation
+included), "warm" the median of the following ones. Two ways are measured:
+
+* ``in-process``: the app's job function (``xfactor_core.app.jobs``), without
+  the persistent compilation cache, so "first" pays the full compilation;
+* ``server``: ``python app.py`` on a local port, driven by ``gradio_client``
+  through the ``/transfer`` endpoint (queue, upload and download included;
+  the app's persistent compilation cache is left as configured).
+
+The model is the shipped stereo-monocular default, or ``--checkpoint``, or,
+with ``--random-config``, random weights of that size written to a temporary
+checkpoint (speed does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from xfactor_core import benchmarking, checkpoints, models
+from xfactor_core.app import jobs, presets, registry, testing
+from xfactor_core.inference.pipeline import DEFAULT_MODELS
+
+CONTEXT = "photo: cat"
+MOTION = "orbit left"
+RANDOM_CONFIGS = {
+    "published": (checkpoints.PUBLISHED_CONFIG, 256),
+    "small": (checkpoints.ModelConfig(features=256, num_heads=4, patch_size=16,
+                                      pose_layers=4, render_layers=4,
+                                      pose_dim=64), 128),
+}
+
+
+def write_random_checkpoint(folder: pathlib.Path, name: str) -> pathlib.Path:
+  """Random weights of a named config, saved as a checkpoint + model.json."""
+  config, size = RANDOM_CONFIGS[name]
+  pose_enc = models.PoseEnc(**config.pose_enc_kwargs())
+  render = models.Render(**config.render_kwargs())
+  key = jax.random.key(0)
+  pair = np.zeros((1, 2, size, size, 3), np.float32)
+  params = {
+      "PoseEnc": jax.jit(pose_enc.init)(key, pair)["params"],
+      "Render": jax.jit(render.init)(key, pair[:, :1], np.zeros(
+          (1, 2, config.pose_dim), np.float32))["params"],
+  }
+  checkpoints.save_params(folder / "checkpoints-0", params)
+  registry.write_model_info(folder, name=f"random {name}",
+                            kind="stereo-monocular", image_size=size,
+                            num_context_views=1)
+  return folder
+
+
+def _library() -> presets.PresetLibrary:
+  library = presets.load_presets()
+  library.motion(MOTION)
+  library.context(CONTEXT)
+  return library
+
+
+def time_in_process(checkpoint: pathlib.Path, frames: int, repeats: int,
+                    image_size: Optional[int]) -> dict:
+  library = _library()
+  specs = registry.discover_models(checkpoint, defaults={})
+  models_ = registry.ModelRegistry(specs)
+  request = jobs.TransferRequest(
+      specs[0].model_id,
+      tuple(str(f) for f in library.context(CONTEXT).files),
+      jobs.MotionRequest("preset", MOTION),
+      jobs.TransferSettings(num_frames=frames, resolution=image_size))
+  times = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for index in range(repeats + 1):
+      start = time.perf_counter()
+      result = jobs.transfer(models_, library, request,
+                             jobs.new_workdir(pathlib.Path(tmp)))
+      times.append(time.perf_counter() - start)
+      logging.info("in-process run %d: %.2f s", index, times[-1])
+  spec = models_.spec(specs[0].model_id)
+  return {"mode": "in-process", "model": spec.label,
+          "parameters": spec.num_parameters, "image_size": result.image_size,
+          "frames": result.num_frames, "first_s": times[0],
+          "warm_s": statistics.median(times[1:]),
+          "warm_ms_per_frame": 1e3 * statistics.median(times[1:]) / frames}
+
+
+def time_server(checkpoint: pathlib.Path, frames: int, repeats: int) -> dict:
+  from gradio_client import Client, handle_file
+  library = _library()
+  context = [handle_file(str(f)) for f in library.context(CONTEXT).files]
+  folder = checkpoint if checkpoint.is_dir() else checkpoint.parent
+  times = []
+  with testing.serve_app(folder, startup_timeout=300) as url:
+    client = Client(url, verbose=False)
+    for index in range(repeats + 1):
+      start = time.perf_counter()
+      video, _ = client.predict(context=context, target=None, preset=MOTION,
+                                num_frames=frames, api_name="/transfer")
+      times.append(time.perf_counter() - start)
+      logging.info("server run %d: %.2f s (%s)", index, times[-1], video)
+  return {"mode": "server (gradio_client)", "model": folder.name,
+          "frames": frames, "first_s": times[0],
+          "warm_s": statistics.median(times[1:]),
+          "warm_ms_per_frame": 1e3 * statistics.median(times[1:]) / frames}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--checkpoint", default=None,
+                      help="checkpoint folder (default: the shipped model)")
+  parser.add_argument("--random-config", choices=sorted(RANDOM_CONFIGS),
+                      default=None, help="time random weights of this size")
+  parser.add_argument("--frames", type=int, default=30)
+  parser.add_argument("--repeats", type=int, default=3,
+                      help="warm requests after the first")
+  parser.add_argument("--image-size", type=int, default=None,
+                      help="working resolution (in-process mode only)")
+  parser.add_argument("--mode", nargs="+", default=["in-process", "server"],
+                      choices=["in-process", "server"])
+  parser.add_argument("--json", default=None, help="write the rows here")
+  parser.add_argument("--compare", default=None,
+                      help="a --json file of an earlier run")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  if args.repeats < 1 or args.frames < 2:
+    parser.error("--repeats must be >= 1 and --frames >= 2")
+  with tempfile.TemporaryDirectory() as tmp:
+    if args.random_config:
+      checkpoint = write_random_checkpoint(pathlib.Path(tmp) / "model",
+                                           args.random_config)
+    elif args.checkpoint:
+      checkpoint = pathlib.Path(args.checkpoint)
+    elif DEFAULT_MODELS["stereo-monocular"].exists():
+      checkpoint = DEFAULT_MODELS["stereo-monocular"]
+    else:
+      parser.error("the shipped default model is not trained yet: pass "
+                   "--checkpoint DIR or --random-config published")
+    rows = []
+    if "in-process" in args.mode:
+      rows.append(time_in_process(checkpoint, args.frames, args.repeats,
+                                  args.image_size))
+    if "server" in args.mode:
+      rows.append(time_server(checkpoint, args.frames, args.repeats))
+  columns = ["mode", "model", "parameters", "image_size", "frames", "first_s",
+             "warm_s", "warm_ms_per_frame"]
+  benchmarking.print_table(rows, columns, title=(
+      f"Request -> finished video, {args.frames}-frame transfer "
+      f"({jax.default_backend()}, {jax.device_count()} device(s))"))
+  benchmarking.write_json(args.json, {"rows": rows})
+  if args.compare:
+    benchmarking.compare_rows(args.compare, rows, ["mode", "frames"],
+                              "warm_s", higher_is_better=False)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

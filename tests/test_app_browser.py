@@ -1,0 +1,127 @@
+"""Browser test: Chromium (Playwright) loads the app, runs an example, scrubs.
+
+Needs the ``playwright`` package and Debian's Chromium at /usr/bin/chromium
+(``apt-get install -y chromium``); skipped with the reason when either is
+missing. Set XFACTOR_SCREENSHOT_DIR to keep the screenshots.
+"""
+
+import os
+import pathlib
+import shutil
+import time
+
+import pytest
+
+from xfactor_core.app import testing
+
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
+STATUS_DONE = ("() => { const s = document.querySelector('#status');"
+               " return s && s.innerText.includes('%s'); }")
+
+try:
+  from playwright.sync_api import sync_playwright
+except ImportError:
+  sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="playwright is not "
+                       "installed: pip install playwright"),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is missing at "
+                       "/usr/bin/chromium: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def app_url(reference_dir, tmp_path_factory):
+  folder = testing.write_test_checkpoints(
+      tmp_path_factory.mktemp("ckpts"),
+      reference_dir / "official_format_checkpoint")
+  with testing.serve_app(folder) as url:
+    yield url
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+  with sync_playwright() as playwright:
+    browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                         args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    external = []
+    page.on("request", lambda r: external.append(r.url)
+            if not r.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+            else None)
+    page.goto(app_url, wait_until="load")
+    page.wait_for_selector("#run", timeout=60_000)
+    page.external_requests = external
+    yield page
+    browser.close()
+
+
+def _screenshot(page, tmp_path, name):
+  path = tmp_path / name
+  page.screenshot(path=str(path), full_page=True)
+  keep = os.environ.get("XFACTOR_SCREENSHOT_DIR")
+  if keep:
+    pathlib.Path(keep).mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, pathlib.Path(keep) / name)
+  return path
+
+
+def test_example_click_runs_a_transfer(page, tmp_path):
+  assert "XFactor Studio" in page.inner_text("body")
+  assert page.external_requests == []  # nothing fetched from the web
+  page.get_by_text("cat · pan right").first.click()
+  page.wait_for_function(STATUS_DONE % "Done", timeout=90_000)
+  assert "30 frames at 64 px" in page.inner_text("#status")
+  source = page.locator("#result-video video").get_attribute("src")
+  assert source and ".mp4" in source
+  assert page.locator("#preview img").count() == 30
+  shot = _screenshot(page, tmp_path, "app_after_example.png")
+  assert shot.stat().st_size > 20_000
+
+
+def test_scrub_and_cached_example(page, tmp_path):
+  generated = page.locator("#scrub-generated img")
+  before = generated.get_attribute("src")
+  number = page.locator("#scrub input[type=number]")
+  number.fill("7.5")
+  number.press("Enter")
+  page.wait_for_function(
+      "(before) => { const i = document.querySelector('#scrub-generated img');"
+      " return i && i.src !== before; }", arg=before, timeout=30_000)
+  start = time.monotonic()
+  page.get_by_text("cat · pan right").first.click()
+  page.wait_for_function(STATUS_DONE % "cached", timeout=30_000)
+  assert time.monotonic() - start < 15
+  page.wait_for_timeout(1000)
+  _screenshot(page, tmp_path, "app_scrubbed.png")
+
+
+def test_cancel_stops_a_running_transfer(page, tmp_path):
+  page.get_by_text("Options").first.click()
+  resolution = page.get_by_label("Output resolution (px)")
+  resolution.click()
+  page.get_by_role("option", name="192").click()
+  page.get_by_text("synthetic room 1 · orbit left").first.click()
+  # Wait for the first streamed chunk, then cancel.
+  page.wait_for_function(
+      "() => document.querySelectorAll('#preview img').length > 0 && "
+      "document.querySelector('#status').innerText.includes('rendered')",
+      timeout=90_000)
+  page.click("#cancel")
+  page.wait_for_function(STATUS_DONE % "Cancelled", timeout=5_000)
+  page.wait_for_timeout(6000)  # longer than the rest of the job would take
+  assert page.inner_text("#status").startswith("Cancelled")
+  assert 0 < page.locator("#preview img").count() < 30
+  for output in ("#result-video", "#preview", "#scrub-generated"):
+    assert "Error" not in page.inner_text(output)
+  _screenshot(page, tmp_path, "app_cancelled.png")
+  # The job slot is free again: a cached example comes back at once.
+  resolution.click()
+  page.get_by_role("option", name="native").click()
+  page.get_by_text("cat · pan right").first.click()
+  page.wait_for_function(STATUS_DONE % "cached", timeout=30_000)

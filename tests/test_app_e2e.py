@@ -1,0 +1,107 @@
+"""End to end: ``python app.py`` on a free port, driven by gradio_client."""
+
+import pathlib
+import time
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from xfactor_core.app import presets, testing
+from xfactor_core.inference import media
+
+LIBRARY = presets.load_presets()
+CAT = str(LIBRARY.context("photo: cat").files[0])
+ROOM = str(LIBRARY.context("synthetic room 1").files[0])
+
+
+@pytest.fixture(scope="module")
+def server(reference_dir, tmp_path_factory):
+  folder = testing.write_test_checkpoints(
+      tmp_path_factory.mktemp("ckpts"),
+      reference_dir / "official_format_checkpoint")
+  temp = tmp_path_factory.mktemp("apptmp")
+  log = tmp_path_factory.mktemp("log") / "app.log"
+  with testing.serve_app(folder, env={"TMPDIR": str(temp)},
+                         log_file=log) as url:
+    yield url, temp, log
+  # SIGINT shut the app down cleanly: its own work folder is gone.
+  assert not list(temp.glob("xfactor_studio_*")), log.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+  return Client(server[0], verbose=False)
+
+
+def test_transfer_endpoint_signature(client):
+  api = client.view_api(return_format="dict", print_info=False)
+  endpoint = api["named_endpoints"]["/transfer"]
+  assert [p["parameter_name"] for p in endpoint["parameters"]] == [
+      "context", "target", "preset", "num_frames"]
+  assert [r["label"] for r in endpoint["returns"]] == ["video", "camera_path"]
+
+
+def test_transfer_with_a_preset_returns_the_mp4_first(client):
+  video, path = client.predict(context=[handle_file(CAT)], target=None,
+                               preset="orbit left", num_frames=6,
+                               api_name="/transfer")
+  assert video.endswith(".mp4")
+  assert media.read_video(video).shape == (6, 64, 64, 3)
+  assert np.load(path).shape == (6, 32)
+
+
+def test_transfer_with_an_uploaded_video(client, tmp_path):
+  clip = media.write_video(tmp_path / "walk.mp4",
+                           media.read_video(LIBRARY.motion("zoom in").clip))
+  video, path = client.predict(context=[handle_file(ROOM)],
+                               target=handle_file(str(clip)), preset=None,
+                               num_frames=5, api_name="/transfer")
+  assert media.read_video(video).shape == (5, 64, 64, 3)
+  # A saved camera path replays through the same endpoint.
+  replay, _ = client.predict(context=[handle_file(ROOM)],
+                             target=handle_file(path), preset=None,
+                             num_frames=5, api_name="/transfer")
+  difference = np.abs(media.read_video(replay).astype(int) -
+                      media.read_video(video).astype(int))
+  assert difference.mean() < 2.0
+
+
+def test_bad_input_is_reported_and_the_server_stays_up(client, tmp_path):
+  broken = tmp_path / "broken.mp4"
+  broken.write_bytes(b"\x00garbage" * 100)
+  cases = [
+      (dict(context=[], target=None, preset="zoom in"),
+       "no context image given"),
+      (dict(context=[handle_file(CAT)], target=handle_file(str(broken)),
+            preset=None), "cannot be opened"),
+      (dict(context=[handle_file(CAT)] * 4, target=None, preset="zoom in"),
+       "4 context images given but this multi-view model takes at most 3"),
+      (dict(context=[handle_file(CAT)], target=None, preset="barrel roll"),
+       "unknown motion preset"),
+      (dict(context=[handle_file(str(broken))], target=None,
+            preset="zoom in"), "wrong type"),
+  ]
+  for kwargs, message in cases:
+    with pytest.raises(AppError, match=message):
+      client.predict(num_frames=4, api_name="/transfer", **kwargs)
+  video, _ = client.predict(context=[handle_file(CAT)], target=None,
+                            preset="pan left", num_frames=3,
+                            api_name="/transfer")
+  assert pathlib.Path(video).is_file()
+
+
+def test_sessions_get_their_own_results(server):
+  first, second = Client(server[0], verbose=False), Client(server[0],
+                                                           verbose=False)
+  jobs = [first.submit(context=[handle_file(CAT)], target=None,
+                       preset="zoom in", num_frames=4, api_name="/transfer"),
+          second.submit(context=[handle_file(ROOM)], target=None,
+                        preset="tilt up", num_frames=6, api_name="/transfer")]
+  start = time.monotonic()
+  (video_a, _), (video_b, _) = [job.result(timeout=60) for job in jobs]
+  assert time.monotonic() - start < 60
+  assert video_a != video_b
+  assert len(media.read_video(video_a)) == 4
+  assert len(media.read_video(video_b)) == 6
