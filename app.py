@@ -33,6 +33,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="transfers running at once (others queue)")
   parser.add_argument("--max-models", type=int, default=2,
                       help="models kept loaded in memory")
+  parser.add_argument("--max-file-mb", type=float, default=200.0,
+                      help="largest upload accepted, in MB")
   return parser.parse_args(argv)
 
 
@@ -41,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   from xfactor_core import runtime
-  from xfactor_core.app import presets, registry, ui
+  from xfactor_core.app import inputs, presets, registry, ui
 
   runtime.enable_compilation_cache()
   try:
@@ -56,12 +58,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     registry.CHECKPOINTS_ENV)
   studio = ui.Studio(registry.ModelRegistry(specs, max_loaded=args.max_models),
                      presets.load_presets(),
-                     work_root=tempfile.mkdtemp(prefix="xfactor_studio_"))
+                     work_root=tempfile.mkdtemp(prefix="xfactor_studio_"),
+                     limits=inputs.Limits(max_file_mb=args.max_file_mb))
   demo = ui.build_app(studio, max_jobs=args.max_jobs)
   try:
     demo.launch(server_name=args.server_name, server_port=args.port,
                 share=args.share,
-                max_file_size=f"{int(studio.limits.max_file_mb)}mb",
+                max_file_size=int(studio.limits.max_file_mb * 2 ** 20),
                 allowed_paths=[str(studio.presets.root)], theme=ui.theme(),
                 footer_links=["api", "settings"])
   finally:

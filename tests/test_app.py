@@ -411,6 +411,17 @@ def test_check_reports_tps_and_a_plot(example_result):
     check.check_transfer(replayed)
 
 
+@pytest.mark.slow
+def test_check_with_colmap_scores_a_perfect_transfer_high(example_result):
+  clip = media.read_video(presets.load_presets().motion("orbit left").clip)
+  perfect = jobs.TransferResult(**{**example_result.__dict__,
+                                   "target": clip, "generated": clip.copy()})
+  report = check.check_transfer(perfect)
+  assert report.metrics["num_frames"] >= 20, report.summary
+  assert report.metrics["Rac_10"] > 0.95 and report.metrics["Tac_30"] > 0.9
+  assert report.figure is not None
+
+
 # --------------------------------------------------------------- handlers --
 
 

@@ -84,6 +84,15 @@ def test_example_click_runs_a_transfer(page, tmp_path):
   assert shot.stat().st_size > 20_000
 
 
+def test_export_button_offers_a_zip(page):
+  page.get_by_text("Export", exact=True).first.click()
+  page.click("#export-button")
+  link = page.locator("#export-file a").first
+  link.wait_for(timeout=30_000)
+  text = page.inner_text("#export-file").replace("\n", "")
+  assert "xfactor_pan_right.zip" in text and "KB" in text
+
+
 def test_scrub_and_cached_example(page, tmp_path):
   generated = page.locator("#scrub-generated img")
   before = generated.get_attribute("src")

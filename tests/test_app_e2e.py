@@ -24,6 +24,7 @@ def server(reference_dir, tmp_path_factory):
   temp = tmp_path_factory.mktemp("apptmp")
   log = tmp_path_factory.mktemp("log") / "app.log"
   with testing.serve_app(folder, env={"TMPDIR": str(temp)},
+                         extra_args=["--max-file-mb", "1"],
                          log_file=log) as url:
     yield url, temp, log
   # SIGINT shut the app down cleanly: its own work folder is gone.
@@ -90,6 +91,17 @@ def test_bad_input_is_reported_and_the_server_stays_up(client, tmp_path):
                             preset="pan left", num_frames=3,
                             api_name="/transfer")
   assert pathlib.Path(video).is_file()
+
+
+def test_uploads_above_the_size_limit_are_refused(client, tmp_path):
+  huge = tmp_path / "huge.mp4"
+  huge.write_bytes(b"\x00" * (2 * 2 ** 20))
+  # The limit (--max-file-mb) reaches clients, which refuse before uploading;
+  # the server refuses larger uploads too.
+  with pytest.raises(ValueError, match="exceeds the maximum file size of "
+                     "1048576 bytes"):
+    client.predict(context=[handle_file(CAT)], target=handle_file(str(huge)),
+                   preset=None, num_frames=4, api_name="/transfer")
 
 
 def test_sessions_get_their_own_results(server):

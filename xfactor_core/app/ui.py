@@ -394,7 +394,8 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
                   "the model's view count for multi-view models")
         context_preview = gr.Gallery(label="Context", columns=5, height=130,
                                      object_fit="contain", interactive=False,
-                                     allow_preview=False, show_label=False)
+                                     allow_preview=False, fit_columns=False,
+                                     show_label=False)
         if presets.contexts:
           gr.Examples([[[str(f) for f in c.files]] for c in presets.contexts],
                       inputs=[context_files], label="Example contexts",
@@ -482,8 +483,10 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
 
     with gr.Accordion("Export", open=False):
       export_button = gr.Button("Export zip (MP4, side-by-side, GIF, PNG "
-                                "frames, camera path, settings)")
-      export_file = gr.File(label="Export", interactive=False)
+                                "frames, camera path, settings)",
+                                elem_id="export-button")
+      export_file = gr.File(label="Export", interactive=False,
+                            elem_id="export-file")
     with gr.Accordion("Batch export", open=False):
       gr.Markdown("Every motion onto every context: one MP4 each plus a "
                   "contact sheet, in one zip. Empty fields use the current "
