@@ -224,6 +224,22 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
     jobs.TransferSettings(motion_strength=2.0).validate()
 
 
+def test_ui_values_map_to_motion_requests():
+  assert jobs.motion_from_ui("Preset", "spiral", "v.mp4", None, None, None,
+                             None) == jobs.MotionRequest("preset", "spiral")
+  assert jobs.motion_from_ui("Video", None, "v.mp4", None, None, None,
+                             None).files == ("v.mp4",)
+  assert jobs.motion_from_ui("Frames", None, None, ["b.png", "a.png"], None,
+                             None, None).files == ("b.png", "a.png")
+  pair = jobs.motion_from_ui("Image pair", None, None, None, "1.png", None,
+                             None)
+  assert pair.source == "pair" and pair.files == ("1.png",)
+  assert jobs.motion_from_ui("Camera path (.npy)", None, None, None, None,
+                             None, {"path": "p.npy"}).files == ("p.npy",)
+  with pytest.raises(inputs.InputError, match="unknown motion source"):
+    jobs.motion_from_ui("Webcam", None, None, None, None, None, None)
+
+
 def test_frames_are_taken_in_natural_name_order(tmp_path):
   files = []
   for index in (10, 2, 1):
@@ -440,6 +456,10 @@ def test_handlers_turn_bad_input_into_gradio_errors(studio, models, tmp_path):
     list(studio.run_transfer(sm, [str(studio.presets.contexts[0].files[0])],
                              "Video", None, None, None, None, None, None,
                              *options))
+  context = [str(studio.presets.contexts[0].files[0])]
+  with pytest.raises(gr.Error, match="the target pair needs two images"):
+    list(studio.run_transfer(sm, context, "Image pair", None, None, None,
+                             context[0], None, None, *options))
   with pytest.raises(gr.Error, match="give a target video or a preset"):
     studio.api_transfer([str(studio.presets.contexts[0].files[0])], None,
                         None, 6)
