@@ -14,6 +14,7 @@ import optax
 import pytest
 from flax import serialization
 from flax import traverse_util
+from PIL import Image
 
 from xfactor_core import checkpoints
 from xfactor_core.configs import (published_mv, published_sm, synthetic_mv,
@@ -476,6 +477,44 @@ def test_multi_view_pose_encoder_starts_from_a_stereo_checkpoint(resumed_runs,
       root / "whole"), **{"model.features": 32})
   with pytest.raises(trainer.ConfigError, match="PoseEnc/.* must match"):
     trainer.train_and_evaluate(bigger, tmp_path / "other")
+
+
+def _write_video_folders(root: pathlib.Path, videos: int, frames: int):
+  """root/vidNN/frames/NNNNN.png: a texture sliding sideways (64 x 64)."""
+  rng = np.random.default_rng(0)
+  for v in range(videos):
+    texture = rng.integers(0, 256, (64, 64 + 4 * frames, 3), dtype=np.uint8)
+    folder = root / f"vid{v:02d}" / "frames"
+    folder.mkdir(parents=True)
+    for f in range(frames):
+      Image.fromarray(texture[:, 4 * f:4 * f + 64]).save(
+          folder / f"{f:05d}.png")
+
+
+def test_training_on_video_folders_resumes_in_step(tmp_path):
+  """data.source='datasets': the grain loader feeds the trainer, and a resumed
+  run continues the loader at its step (same losses as without a break)."""
+  _write_video_folders(tmp_path / "videos", videos=4, frames=8)
+  dataset = {"name": "generic", "root": str(tmp_path / "videos"),
+             "split": "all", "image_size": 64, "num_views": 2,
+             "window_start": 2, "window_end": 5, "window_warmup_steps": 4,
+             "cache_dir": str(tmp_path / "cache")}
+  def run(workdir, steps):
+    config = _tiny_config(total_steps=steps, **{
+        "eval.num_batches": 0, "data.source": "datasets",
+        "data.read_threads": 1})
+    config.data.datasets = (dataset,)
+    trainer.train_and_evaluate(config, workdir)
+    return {r["step"]: r["train/loss"] for r in read_metrics(workdir)
+            if "train/loss" in r}
+  whole = run(tmp_path / "whole", 3)
+  run(tmp_path / "resumed", 2)
+  resumed = run(tmp_path / "resumed", 3)
+  assert sorted(whole) == [1, 2, 3] and all(np.isfinite(list(whole.values())))
+  assert resumed == whole
+  state, _ = checkpoints.load_state(tmp_path / "resumed")
+  assert trainer.decode_text(state["data"]["source"]) == "datasets"
+  assert int(state["data"]["next_step"]) == 3
 
 
 def _learning_run(workdir, steps):

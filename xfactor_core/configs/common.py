@@ -47,8 +47,9 @@ def base_config() -> ml_collections.ConfigDict:
       settings; data.device_prefetch: batches in flight on the devices.
     data.supersample: synthetic-world samples per pixel side.
     eval.batch_size: clips per evaluation batch (0: the micro-batch size);
-      eval.num_batches: batches per evaluation (0: no evaluation); eval.seed: the held-out
-      synthetic world (a different seed from training); eval.num_images:
+      eval.num_batches: batches per evaluation (0: no evaluation); eval.seed:
+      the held-out synthetic world (a seed other than training's);
+      eval.num_images:
       rows of the PNG written to ``<workdir>/eval/``; eval.transfer_pairs:
       synthetic scene pairs with the same camera motion, for a transfer PSNR
       (0: off).

@@ -68,7 +68,7 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
   if x.is_fully_replicated:
     return np.asarray(x.addressable_data(0))
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top,line-too-long
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
@@ -141,7 +141,7 @@ class DatasetInputs:
   """Real video clips from the grain loader, prefetched onto the devices.
 
   Args:
-    dataset_configs: dataset ConfigDicts (see ``loader.default_dataset_config``).
+    dataset_configs: dataset ConfigDicts (``loader.default_dataset_config``).
     mesh: the device mesh.
     batch_size: global clips per micro-batch (split over processes).
     seed: data seed.

@@ -27,8 +27,8 @@ objective, per example:
 How the pose encoder is batched for several context views
 ---------------------------------------------------------
 ARCHITECTURE.md defines every latent as a pair latent: context view i gets
-``PoseEnc((ref, view_i))[:, 1]`` and the target ``PoseEnc((ref, target))[:, 1]``,
-and the inference pipeline (``TransferPipeline``) computes them exactly so. The
+``PoseEnc((ref, view_i))[:, 1]`` and the target
+``PoseEnc((ref, target))[:, 1]``, and the inference pipeline (``TransferPipeline``) computes them exactly so. The
 default ``pose_encoding="pairs"`` trains the same function: the V - 1 pairs
 ``(ref, view_i)`` of an example run as a batch of ``B * (V-1)`` two-view calls
 (every pair with the example's mask), so what is trained is what inference
@@ -336,7 +336,8 @@ def order_views(key: jax.Array, views: jax.Array,
 
 def self_decode(key: jax.Array, views: jax.Array,
                 prob: float) -> tuple[jax.Array, jax.Array]:
-  """With probability ``prob`` replaces the target (last view) by a context view.
+  """With probability ``prob`` replaces the target (last view) by a context
+  view.
 
   Args:
     key: PRNG key.

@@ -95,7 +95,7 @@ def learning_rate_schedule(settings: OptimizerSettings) -> optax.Schedule:
 
 
 def decays(path: tuple[str, ...]) -> bool:
-  """Whether the parameter at ``path`` gets weight decay: weight matrices only."""
+  """Whether the parameter at ``path`` gets weight decay (weight matrices)."""
   return path[-1] == "kernel"
 
 

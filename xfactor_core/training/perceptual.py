@@ -229,8 +229,9 @@ def load_lpips_weights(path: PathLike) -> dict[str, Any]:
     entry = conv.get(str(index), {})
     weight, bias = entry.get("weight"), entry.get("bias")
     if weight is None or bias is None:
-      raise PerceptualError(f"{path}: VGG16 convolution {index} (weight and "
-                            "bias) is missing; is this an LPIPS-VGG state dict?")
+      raise PerceptualError(
+          f"{path}: VGG16 convolution {index} (weight and bias) is missing; "
+          "is this an LPIPS-VGG state dict?")
     if weight.shape != (c_out, c_in, 3, 3) or bias.shape != (c_out,):
       raise PerceptualError(
           f"{path}: VGG16 convolution {index} has shapes {weight.shape}, "
@@ -277,7 +278,8 @@ def make_perceptual(kind: str = "auto",
     logging.info("perceptual loss: LPIPS-VGG with weights from %s", weights)
     return Perceptual(LPIPS_NAME, params, lpips_distance)
   logging.warning(
-      "perceptual loss: SSIM stand-in (1 - SSIM), not the published LPIPS-VGG%s",
+      "perceptual loss: SSIM stand-in (1 - SSIM), not the published "
+      "LPIPS-VGG%s",
       "" if kind == "ssim" else ": no config.perceptual.weights given (see "
       "xfactor_core/training/perceptual.py for how to provide them)")
   return Perceptual(SSIM_NAME, {}, ssim_distance)

@@ -11,7 +11,7 @@ one CPU or many GPUs (several hosts: see :func:`initialize_distributed`).
 
 Work directory layout::
 
-    <workdir>/checkpoints-0/     clu-format checkpoints (xfactor_core.checkpoints)
+    <workdir>/checkpoints-0/     clu-format checkpoints (see checkpoints.py)
     <workdir>/model.json         name, kind, image_size, num_context_views,
                                  config (ModelConfig), perceptual
     <workdir>/metrics.jsonl      one JSON object per log/eval line
@@ -135,8 +135,9 @@ def model_config(config: ml_collections.ConfigDict) -> checkpoints.ModelConfig:
     return checkpoints.ModelConfig(**{k: int(v) for k, v in
                                       config.model.items()})
   except TypeError as e:
-    raise ConfigError(f"config.model has unexpected fields ({e}); the fields "
-                      "are those of xfactor_core.checkpoints.ModelConfig") from e
+    raise ConfigError(
+        f"config.model has unexpected fields ({e}); the fields are those of "
+        "xfactor_core.checkpoints.ModelConfig") from e
 
 
 def batch_layout(config: ml_collections.ConfigDict,
@@ -167,7 +168,8 @@ def make_step_spec(config: ml_collections.ConfigDict,
     raise ConfigError(
         f"image_size={size} must be an even multiple of the patch size "
         f"{patch} (the quadrant masks split the patch grid in halves)")
-  if model.features % model.num_heads or (model.features // model.num_heads) % 4:
+  head_dim, remainder = divmod(model.features, model.num_heads)
+  if remainder or head_dim % 4:
     raise ConfigError(
         f"features={model.features} / num_heads={model.num_heads} must give a "
         "head size divisible by 4 (2-D rotary embedding)")
@@ -614,7 +616,8 @@ class _Evaluator:
     source = inputs.SyntheticInputs(mesh, batch_size, spec.num_views,
                                     spec.image_size, seed=int(config.eval.seed),
                                     supersample=int(config.data.supersample))
-    self._batches = [source.batch(i) for i in range(int(config.eval.num_batches))]
+    self._batches = [source.batch(i)
+                     for i in range(int(config.eval.num_batches))]
     self._key = jax.random.fold_in(jax.random.key(int(config.eval.seed)),
                                    _EVAL_TAG)
     self._pairs = None
@@ -625,7 +628,7 @@ class _Evaluator:
   def _transfer_pairs(self):
     """Scene B (targets) and scene A (motion) clips with equal camera motion."""
     if self._pairs is None and self._num_pairs > 0:
-      from xfactor_core.data import synthetic  # pylint: disable=g-import-not-at-top
+      from xfactor_core.data import synthetic  # pylint: disable=g-import-not-at-top,line-too-long
       seed, views, size, mesh = self._pair_args
       count = self._num_pairs
       shards = mesh.shape[inputs.DATA_AXIS]
