@@ -9,7 +9,7 @@
 The default (CPU) model: features 192, 4 + 4 layers, patch 16, pose_dim 64,
 8 global tokens, about 6.5M parameters; batch 16; learns in hours on a CPU.
 The ``gpu`` variant: features 384, 6 + 6 layers, patch 8 (256 tokens a view),
-pose_dim 128, batch 64, bfloat16, about 29M parameters.
+pose_dim 128, 16 global tokens, batch 64, bfloat16, about 33M parameters.
 The objective, optimiser and evaluation are the published ones, except the
 schedule, which is shortened to the run length.
 """
