@@ -7,7 +7,8 @@
         --config xfactor_core/configs/synthetic_sm.py:gpu --workdir runs/sm_gpu
 
 The default (CPU) model: features 192, 4 + 4 layers, patch 16, pose_dim 64,
-8 global tokens, about 6.5M parameters; batch 16; learns in hours on a CPU.
+8 global tokens, about 6.8M parameters; batch 16 (about 1 step/s on 2 CPU
+cores, so the 20k-step run takes some 6 hours).
 The ``gpu`` variant: features 384, 6 + 6 layers, patch 8 (256 tokens a view),
 pose_dim 128, 16 global tokens, batch 64, bfloat16, about 33M parameters.
 The objective, optimiser and evaluation are the published ones, except the
