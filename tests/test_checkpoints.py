@@ -57,6 +57,9 @@ def test_save_round_trip_and_retention(reference_dir, tmp_path):
   assert 'model_checkpoint_path: "ckpt-7"' in (directory / "checkpoint").read_text()
   state, file = checkpoints.load_state(tmp_path / "work")
   assert file.name == "ckpt-7.flax" and state["step"] == 7
+  checkpoints.save_params(directory, params, step=8, extra={"perceptual": "ssim"})
+  assert checkpoints.load_state(directory)[0]["perceptual"] == "ssim"
+  (directory / "ckpt-8.flax").unlink()
   again = checkpoints.load_params(tmp_path / "work")
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params)):
     np.testing.assert_array_equal(a, b)

@@ -248,7 +248,10 @@ def check_params(params: Params, config: ModelConfig,
 
 
 def _to_numpy(tree: Any) -> Any:
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+  """Arrays to host numpy; strings and bytes stay as they are (msgpack native)."""
+  return jax.tree.map(
+      lambda x: x if isinstance(x, (str, bytes)) else np.asarray(jax.device_get(x)),
+      tree)
 
 
 def save_checkpoint(directory: PathLike, state: Mapping[str, Any], *,
