@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def psnr(a: jax.Array, b: jax.Array, data_range: float = 2.0) -> jax.Array:
@@ -18,25 +19,31 @@ def psnr(a: jax.Array, b: jax.Array, data_range: float = 2.0) -> jax.Array:
   return 10.0 * jnp.log10(data_range ** 2 / jnp.maximum(mse, 1e-12))
 
 
-def _gaussian_kernel(size: int, sigma: float) -> jax.Array:
-  x = jnp.arange(size, dtype=jnp.float32) - (size - 1) / 2.0
-  k = jnp.exp(-0.5 * jnp.square(x / sigma))
-  return k / jnp.sum(k)
+def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+  x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+  w = np.exp(-0.5 * np.square(x / sigma))
+  return (w / w.sum()).astype(np.float32)
 
 
-def _blur(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """Separable 'valid' Gaussian filter over H and W of ``N x H x W x C``."""
-  k = kernel.shape[0]
-  c = x.shape[-1]
-  kh = jnp.tile(kernel.reshape(k, 1, 1, 1), (1, 1, 1, c))
-  kw = jnp.tile(kernel.reshape(1, k, 1, 1), (1, 1, 1, c))
-  dims = ("NHWC", "HWIO", "NHWC")
-  x = jax.lax.conv_general_dilated(x, kh, (1, 1), "VALID",
-                                   dimension_numbers=dims,
-                                   feature_group_count=c)
-  return jax.lax.conv_general_dilated(x, kw, (1, 1), "VALID",
-                                      dimension_numbers=dims,
-                                      feature_group_count=c)
+def _band_matrix(size: int, window: np.ndarray) -> np.ndarray:
+  """``(size - taps + 1) x size`` matrix whose rows hold the shifted window."""
+  taps = len(window)
+  out = np.zeros((size - taps + 1, size), np.float32)
+  for row in range(size - taps + 1):
+    out[row, row:row + taps] = window
+  return out
+
+
+def _filter_valid(x: jax.Array, window: np.ndarray) -> jax.Array:
+  """Separable 'valid' filtering of ``N x H x W x C`` over H and W.
+
+  Written as two small matrix products, which (with their gradients) run far
+  faster than shifted sums or depthwise convolutions on CPUs and GPUs.
+  """
+  rows = jnp.asarray(_band_matrix(x.shape[1], window))
+  cols = jnp.asarray(_band_matrix(x.shape[2], window))
+  x = jnp.einsum("ph,nhwc->npwc", rows, x)
+  return jnp.einsum("qw,npwc->npqc", cols, x)
 
 
 def ssim_map(a: jax.Array, b: jax.Array, data_range: float = 2.0,
@@ -50,16 +57,15 @@ def ssim_map(a: jax.Array, b: jax.Array, data_range: float = 2.0,
   b = jnp.asarray(b, jnp.float32)
   lead = a.shape[:-3]
   h, w, c = a.shape[-3:]
-  window = min(window, h, w)
-  kernel = _gaussian_kernel(window, sigma)
+  kernel = _gaussian_window(min(window, h, w), sigma)
   a = a.reshape((-1, h, w, c))
   b = b.reshape((-1, h, w, c))
   c1 = (0.01 * data_range) ** 2
   c2 = (0.03 * data_range) ** 2
-  mu_a, mu_b = _blur(a, kernel), _blur(b, kernel)
-  var_a = _blur(a * a, kernel) - mu_a ** 2
-  var_b = _blur(b * b, kernel) - mu_b ** 2
-  cov = _blur(a * b, kernel) - mu_a * mu_b
+  mu_a, mu_b = _filter_valid(a, kernel), _filter_valid(b, kernel)
+  var_a = _filter_valid(a * a, kernel) - mu_a ** 2
+  var_b = _filter_valid(b * b, kernel) - mu_b ** 2
+  cov = _filter_valid(a * b, kernel) - mu_a * mu_b
   num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
   den = (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)
   out = num / den

@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xfactor_core.metrics import image as image_metrics
+
 Params = Any
 POSE_ENCODINGS = ("pairs", "joint")
 # The six ways to pick two of the four quadrants.
@@ -396,10 +398,7 @@ def to_float_images(frames: jax.Array) -> jax.Array:
   return frames.astype(jnp.float32)
 
 
-def psnr(prediction: jax.Array, target: jax.Array) -> jax.Array:
-  """Per-image PSNR in dB of ``B x H x W x 3`` images in [-1, 1]: ``B``."""
-  mse = jnp.mean(jnp.square((prediction - target) * 0.5), axis=(1, 2, 3))
-  return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+psnr = image_metrics.psnr  # per image, ``B x H x W x 3`` in [-1, 1] -> ``B``
 
 
 def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
