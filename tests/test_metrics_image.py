@@ -20,7 +20,9 @@ def test_ssim_matches_scikit_image():
   a = rng.uniform(-1, 1, (32, 32, 3)).astype(np.float32)
   b = np.clip(a + rng.normal(0, 0.3, a.shape), -1, 1).astype(np.float32)
   ours = float(image.ssim(a, b))
-  ref = structural_similarity(a, b, data_range=2.0, channel_axis=-1,
+  # SSIM of the intensities in [0, 1] (the luminance term is not offset-free).
+  ref = structural_similarity((a + 1) / 2, (b + 1) / 2, data_range=1.0,
+                              channel_axis=-1,
                               gaussian_weights=True, sigma=1.5,
                               use_sample_covariance=False)
   np.testing.assert_allclose(ours, ref, atol=2e-3)

@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR and SSIM for images in [-1, 1] (or any range).
+"""Image quality metrics: PSNR and SSIM for images in [-1, 1] (the model range).
 
 Both are pure JAX functions over ``... x H x W x C`` arrays, usable in jitted
 training steps (SSIM also serves as the perceptual stand-in loss) and on numpy
@@ -46,22 +46,25 @@ def _filter_valid(x: jax.Array, window: np.ndarray) -> jax.Array:
   return jnp.einsum("qw,npwc->npqc", cols, x)
 
 
-def ssim_map(a: jax.Array, b: jax.Array, data_range: float = 2.0,
+def ssim_map(a: jax.Array, b: jax.Array, value_range: tuple[float, float] = (-1.0, 1.0),
              window: int = 11, sigma: float = 1.5) -> jax.Array:
   """Per-pixel SSIM (Wang et al. 2004, Gaussian window) of ``... x H x W x C``.
 
-  Returns ``... x (H-window+1) x (W-window+1) x C``. Images smaller than the
-  window use a window of their size.
+  The images are mapped from ``value_range`` to intensities in [0, 1] first:
+  SSIM's luminance term is not invariant to an offset, so it is computed on
+  non-negative intensities as everywhere else. Returns
+  ``... x (H-window+1) x (W-window+1) x C``; images smaller than the window use
+  a window of their size.
   """
-  a = jnp.asarray(a, jnp.float32)
-  b = jnp.asarray(b, jnp.float32)
+  lo, hi = value_range
+  a = (jnp.asarray(a, jnp.float32) - lo) / (hi - lo)
+  b = (jnp.asarray(b, jnp.float32) - lo) / (hi - lo)
   lead = a.shape[:-3]
   h, w, c = a.shape[-3:]
   kernel = _gaussian_window(min(window, h, w), sigma)
   a = a.reshape((-1, h, w, c))
   b = b.reshape((-1, h, w, c))
-  c1 = (0.01 * data_range) ** 2
-  c2 = (0.03 * data_range) ** 2
+  c1, c2 = 0.01 ** 2, 0.03 ** 2
   mu_a, mu_b = _filter_valid(a, kernel), _filter_valid(b, kernel)
   var_a = _filter_valid(a * a, kernel) - mu_a ** 2
   var_b = _filter_valid(b * b, kernel) - mu_b ** 2
@@ -72,7 +75,8 @@ def ssim_map(a: jax.Array, b: jax.Array, data_range: float = 2.0,
   return out.reshape(lead + out.shape[1:])
 
 
-def ssim(a: jax.Array, b: jax.Array, data_range: float = 2.0,
-         window: int = 11, sigma: float = 1.5) -> jax.Array:
+def ssim(a: jax.Array, b: jax.Array,
+         value_range: tuple[float, float] = (-1.0, 1.0), window: int = 11,
+         sigma: float = 1.5) -> jax.Array:
   """Mean SSIM per image of ``... x H x W x C`` arrays; returns ``...``."""
-  return jnp.mean(ssim_map(a, b, data_range, window, sigma), axis=(-3, -2, -1))
+  return jnp.mean(ssim_map(a, b, value_range, window, sigma), axis=(-3, -2, -1))

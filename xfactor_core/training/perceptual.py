@@ -97,7 +97,7 @@ def ssim(prediction: jax.Array, target: jax.Array) -> jax.Array:
   if min(prediction.shape[1:3]) < 11:
     raise ValueError(f"SSIM needs images of at least 11 x 11 pixels, got "
                      f"{prediction.shape[1:3]}")
-  return image_metrics.ssim(prediction, target, data_range=2.0)
+  return image_metrics.ssim(prediction, target)
 
 
 def ssim_distance(params: Any, prediction: jax.Array,
