@@ -280,6 +280,7 @@ def save_checkpoint(directory: PathLike, state: Mapping[str, Any], *,
   with tempfile.NamedTemporaryFile(dir=directory, delete=False,
                                    suffix=".tmp") as f:
     f.write(data)
+  os.chmod(f.name, 0o644)  # NamedTemporaryFile creates it private
   os.replace(f.name, target)
   kept = (existing + [number])[-max_to_keep:]
   for old in existing:

@@ -1,0 +1,39 @@
+"""Tests of xfactor_core.training.release (shipping a run as a model folder)."""
+
+import json
+
+import jax
+import numpy as np
+from PIL import Image
+
+from xfactor_core import checkpoints
+from xfactor_core.inference.pipeline import TransferPipeline
+from xfactor_core.training import release
+
+
+def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
+  params = checkpoints.load_params(reference_dir / "official_format_checkpoint")
+  workdir = tmp_path / "run"
+  checkpoints.save_checkpoint(workdir / "checkpoints-0",
+                              {"step": 40, "params": params,
+                               "opt_state": {"mu": np.zeros(3)}})
+  (workdir / "model.json").write_text(json.dumps(
+      {"name": "tiny", "kind": "stereo-monocular", "image_size": 64,
+       "num_context_views": 1}))
+  (workdir / "metrics.jsonl").write_text(
+      json.dumps({"step": 20, "time": 0.0, "train/loss": 0.9, "train/psnr": 11.0})
+      + "\n" + json.dumps({"step": 40, "time": 1800.0, "train/loss": 0.7,
+                           "train/psnr": 14.0}) + "\n")
+  out = release.release(workdir, tmp_path / "model", "python -m xfactor_core.train X",
+                        strip_seed=1)
+  state, _ = checkpoints.load_state(out)
+  assert set(state) == {"step", "params"} and int(state["step"]) == 40
+  info = json.loads((out / "model.json").read_text())
+  assert info["trained_steps"] == 40 and info["wall_time_hours"] == 0.5
+  assert info["num_parameters"] == sum(np.size(x) for x in jax.tree.leaves(params))
+  pipe = TransferPipeline.from_checkpoint(out)
+  assert pipe.image_size == 64 and pipe.kind == "stereo-monocular"
+  strip = np.asarray(Image.open(out / "transfers.png"))
+  assert strip.shape[1] == 8 * 64 and strip.shape[0] > 3 * 64
+  card = (out / "README.md").read_text()
+  assert "python -m xfactor_core.train X" in card and "| training steps | 40 |" in card
