@@ -65,6 +65,7 @@ class EvalSettings:
   num_frames: int = 12
   seed: int = 1_000_003
   oracle: str = "colmap"
+  tps_pairs: int = -1  # TPS on the first this many pairs (-1: all)
   probe_train: int = 96
   probe_test: int = 32
   batch_size: int = 8
@@ -193,7 +194,8 @@ def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
       entry["transfer_psnr"], entry["transfer_ssim"] = _image_scores(
           trans, b["frames"], r.pipe, r.eval_idx)
       generated = frame_utils.to_uint8(trans)
-      entry.update(_tps_scores(oracle, generated, gt))
+      if settings.tps_pairs < 0 or i < settings.tps_pairs:
+        entry.update(_tps_scores(oracle, generated, gt))
       per_pair[method].append(entry)
   return _mean_rows(per_pair)
 
@@ -282,9 +284,11 @@ def to_markdown(result: dict[str, Any],
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   s = result.get("settings", {})
   lines.append("")
+  tps_pairs = s.get("tps_pairs", -1)
   lines.append(f"{s.get('num_pairs', '?')} held-out synthetic pairs, "
                f"{s.get('num_frames', '?')} frames, world seed {s.get('seed')}, "
-               f"oracle {s.get('oracle')}.")
+               f"oracle {s.get('oracle')}"
+               + (f" on the first {tps_pairs} pairs." if tps_pairs >= 0 else "."))
   return "\n".join(lines)
 
 
@@ -324,6 +328,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--oracle", default=EvalSettings.oracle,
                       help="pose oracle for TPS: colmap (default), another "
                            "registered oracle, or none (image scores only)")
+  parser.add_argument("--tps-pairs", type=int, default=EvalSettings.tps_pairs,
+                      help="run the oracle on the first N pairs only (-1: all)")
   parser.add_argument("--probe-train", type=int, default=EvalSettings.probe_train)
   parser.add_argument("--probe-test", type=int, default=EvalSettings.probe_test)
   parser.add_argument("--image-size", type=int, default=None)
@@ -346,7 +352,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
       settings = EvalSettings(num_pairs=args.num_pairs,
                               num_frames=args.num_frames, seed=args.seed,
-                              oracle=args.oracle, probe_train=args.probe_train,
+                              oracle=args.oracle, tps_pairs=args.tps_pairs,
+                              probe_train=args.probe_train,
                               probe_test=args.probe_test)
       bars: dict[str, tqdm] = {}
       def progress(stage, done, total):
