@@ -33,6 +33,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                       help="transfers running at once (others queue)")
   parser.add_argument("--max-models", type=int, default=2,
                       help="models kept loaded in memory")
+  parser.add_argument("--no-default-models", action="store_true",
+                      help="list only the models of --checkpoints, not the "
+                           "shipped defaults")
   parser.add_argument("--max-file-mb", type=float, default=200.0,
                       help="largest upload accepted, in MB")
   return parser.parse_args(argv)
@@ -48,7 +51,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   runtime.enable_compilation_cache()
   try:
     specs = registry.discover_models(
-        registry.checkpoints_dir_from_env(args.checkpoints))
+        registry.checkpoints_dir_from_env(args.checkpoints),
+        defaults={} if args.no_default_models else registry.DEFAULT_MODELS)
   except registry.RegistryError as e:
     logging.error("%s", e)
     return 2

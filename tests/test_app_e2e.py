@@ -24,7 +24,7 @@ def server(reference_dir, tmp_path_factory):
   temp = tmp_path_factory.mktemp("apptmp")
   log = tmp_path_factory.mktemp("log") / "app.log"
   with testing.serve_app(folder, env={"TMPDIR": str(temp)},
-                         extra_args=["--max-file-mb", "1"],
+                         extra_args=["--max-file-mb", "1", "--no-default-models"],
                          log_file=log) as url:
     yield url, temp, log
   # SIGINT shut the app down cleanly: its own work folder is gone.
@@ -117,3 +117,16 @@ def test_sessions_get_their_own_results(server):
   assert video_a != video_b
   assert len(media.read_video(video_a)) == 4
   assert len(media.read_video(video_b)) == 6
+
+
+def test_shipped_default_model_serves_the_endpoint(tmp_path):
+  """Without --checkpoints the app serves the shipped stereo-monocular model."""
+  from xfactor_core.inference.pipeline import DEFAULT_CHECKPOINT, TransferPipeline
+  pipe = TransferPipeline.from_checkpoint(DEFAULT_CHECKPOINT)
+  with testing.serve_app(env={"TMPDIR": str(tmp_path)}) as url:
+    video, path = Client(url, verbose=False).predict(
+        context=[handle_file(CAT)], target=None, preset="zoom in", num_frames=4,
+        api_name="/transfer")
+  size = pipe.image_size
+  assert media.read_video(video).shape == (4, size, size, 3)
+  assert np.load(path).shape == (4, pipe.config.pose_dim)
