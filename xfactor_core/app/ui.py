@@ -10,6 +10,7 @@ session's result lives in its own ``gr.State``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import pathlib
@@ -62,6 +63,20 @@ def for_display(frame: Optional[np.ndarray], min_side: int = DISPLAY_SIDE
 def _user_error(error: Exception) -> gr.Error:
   return gr.Error(str(error), title=type(error).__name__.replace(
       "Error", " problem").strip())
+
+
+@contextlib.contextmanager
+def _as_gradio_errors() -> Iterator[None]:
+  """Inside a handler: a user problem becomes a named ``gr.Error``; anything
+  else is logged and reported as unexpected, and the server keeps running."""
+  try:
+    yield
+  except gr.Error:
+    raise
+  except USER_ERRORS as e:
+    raise _user_error(e) from e
+  except Exception as e:  # keep the server up, tell the user
+    raise _unexpected(e) from e
 
 
 def _unexpected(error: Exception) -> gr.Error:
@@ -156,7 +171,7 @@ class Studio:
     scrub generated, status, result state, model info).
     """
     skip = gr.skip()
-    try:
+    with _as_gradio_errors():
       request = jobs.TransferRequest(
           model_id=model_id,
           context_files=tuple(str(p) for p in inputs.file_paths(context_files)),
@@ -194,12 +209,6 @@ class Studio:
         elif update.frames is not None:
           yield (update.frames, skip, skip, skip, skip,
                  f"{update.stage} ...", skip, skip)
-    except USER_ERRORS as e:
-      raise _user_error(e)
-    except gr.Error:
-      raise
-    except Exception as e:  # keep the server up, tell the user
-      raise _unexpected(e)
 
   @staticmethod
   def cancelled() -> tuple:
@@ -212,13 +221,9 @@ class Studio:
     """Scrub slider: (target frame, generated view) at a fractional frame."""
     if result is None or position is None:
       return None, None
-    try:
+    with _as_gradio_errors():
       target, generated = jobs.scrub(self.registry, result, float(position))
       return for_display(target), for_display(generated)
-    except USER_ERRORS as e:
-      raise _user_error(e)
-    except Exception as e:
-      raise _unexpected(e)
 
   def warm_scrub(self, result: Optional[jobs.TransferResult]) -> None:
     """Compiles the one-frame render of the scrub slider ahead of use."""
@@ -233,16 +238,10 @@ class Studio:
 
   def export(self, result: Optional[jobs.TransferResult]) -> str:
     """Export button: one zip with every format of the current result."""
-    try:
+    with _as_gradio_errors():
       if result is None:
         raise InputError("nothing to export yet; run a transfer first")
       return str(export.export_result(result, self._session_workdir()))
-    except USER_ERRORS as e:
-      raise _user_error(e)
-    except gr.Error:
-      raise
-    except Exception as e:
-      raise _unexpected(e)
 
   def batch(self, model_id, batch_contexts, context_files, batch_presets,
             batch_videos, source, preset, video, frames, first, second,
@@ -254,7 +253,7 @@ class Studio:
     Motions: the picked presets and uploaded videos (default: the current
     motion).
     """
-    try:
+    with _as_gradio_errors():
       settings = jobs.settings_from_ui(num_frames, stride, start, resolution,
                                        fps, reverse, ping_pong, strength
                                        ).validate(self.limits)
@@ -276,12 +275,6 @@ class Studio:
               done / total, desc=f"{done}/{total}: {name}"),
           limits=self.limits)
       return str(archive), sheet
-    except USER_ERRORS as e:
-      raise _user_error(e)
-    except gr.Error:
-      raise
-    except Exception as e:
-      raise _unexpected(e)
 
   # --------------------------------------------------------------- check --
 
@@ -289,18 +282,12 @@ class Studio:
             progress=gr.Progress()) -> tuple[Any, Any, str]:
     """TPS check: the COLMAP oracle on target and generated clip."""
     from xfactor_core.app import check  # pycolmap is heavy: import on use
-    try:
+    with _as_gradio_errors():
       if result is None:
         raise InputError("nothing to check yet; run a transfer first")
       progress(0.1, desc="estimating camera poses with COLMAP")
       report = check.check_transfer(result)
       return report.table, report.figure, report.summary
-    except USER_ERRORS as e:
-      raise _user_error(e)
-    except gr.Error:
-      raise
-    except Exception as e:
-      raise _unexpected(e)
 
   # ----------------------------------------------------------------- API --
 
@@ -315,7 +302,7 @@ class Studio:
       preset: a preset name (see the app's preset list), or None.
       num_frames: number of target frames to use.
     """
-    try:
+    with _as_gradio_errors():
       target_path = inputs.file_path(target)
       if target_path is not None:
         suffix = target_path.suffix.lower()
@@ -346,12 +333,6 @@ class Studio:
       path_file = workdir / "camera_path.npy"
       np.save(path_file, result.path)
       return str(result.video), str(path_file)
-    except USER_ERRORS as e:
-      raise _user_error(e)
-    except gr.Error:
-      raise
-    except Exception as e:
-      raise _unexpected(e)
 
 
 def _example_rows(presets: PresetLibrary) -> tuple[list[list[Any]], list[str]]:
