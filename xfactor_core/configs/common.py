@@ -7,8 +7,25 @@ Every field can be overridden on the command line, e.g.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, TypeVar
+
 import ml_collections
 from ml_collections import config_dict
+
+_Settings = TypeVar("_Settings")
+
+
+def settings_from_config(cls: type[_Settings], config: Any,
+                         what: str) -> _Settings:
+  """A settings dataclass from a ConfigDict/mapping; unknown fields are errors."""
+  values = dict(config)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise ValueError(f"unknown {what} settings {unknown}; the settings are "
+                     f"{sorted(names)}")
+  return cls(**values)
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xfactor_core.configs import common
 from xfactor_core.metrics import image as image_metrics
 
 Params = Any
@@ -119,13 +120,7 @@ class ObjectiveSettings:
   @classmethod
   def from_config(cls, config: Any) -> "ObjectiveSettings":
     """Reads the fields of a ConfigDict/mapping (unknown fields are errors)."""
-    values = dict(config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"unknown objective settings {unknown}; the settings "
-                       f"are {sorted(names)}")
-    return cls(**values)
+    return common.settings_from_config(cls, config, "objective")
 
 
 # ------------------------------------------------------------------ masks --

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from xfactor_core.configs import common
+
 Params = Any
 
 
@@ -63,13 +65,8 @@ class OptimizerSettings:
 
   @classmethod
   def from_config(cls, config: Any) -> "OptimizerSettings":
-    values = dict(config)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-      raise ValueError(f"unknown optimizer settings {unknown}; the settings "
-                       f"are {sorted(names)}")
-    return cls(**values)
+    """Reads the fields of a ConfigDict/mapping (unknown fields are errors)."""
+    return common.settings_from_config(cls, config, "optimizer")
 
 
 def learning_rate_schedule(settings: OptimizerSettings) -> optax.Schedule:
