@@ -49,7 +49,8 @@ from xfactor_core.inference import frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferPipeline,
                                              reference_order)
-from xfactor_core.metrics import camera, image, oracles
+import xfactor_core.metrics as metrics_lib
+from xfactor_core.metrics import image, oracles
 
 METHODS = ("model", "copy_context", "shuffled_latents", "random_model")
 TPS_KEYS = ("Rac_3", "Rac_5", "Rac_10", "Rac_30", "Tac_3", "Tac_5", "Tac_10",
@@ -128,18 +129,21 @@ def _image_scores(pred: np.ndarray, clip: np.ndarray, pipe: TransferPipeline,
 
 def _tps_scores(oracle: Optional[oracles.PoseOracle], generated: np.ndarray,
                 gt_camera_from_world: np.ndarray) -> dict[str, float]:
-  """Camera metrics of the oracle's poses of ``generated`` against ground truth."""
+  """Camera metrics of the oracle's poses of ``generated`` against ground truth.
+
+  A clip the oracle cannot reconstruct (fewer than 3 frames) scores 0.
+  """
   if oracle is None:
     return {}
-  result = oracle.estimate(generated)
-  if not result.ok:
+  report = metrics_lib.evaluate_tps(
+      generated, generated, oracles.GroundTruthOracle(gt_camera_from_world),
+      transfer_oracle=oracle)
+  registered = float(report.transfer.num_registered)
+  if report.common.sum() < oracles.MIN_REGISTERED_FRAMES:
     return {**{k: 0.0 for k in TPS_KEYS}, "tps_ok_fraction": 0.0,
-            "tps_registered": float(result.num_registered)}
-  keep = result.registered
-  metrics = camera.camera_metrics(gt_camera_from_world[keep],
-                                  result.camera_from_world[keep])
-  return {**{k: float(metrics[k]) for k in TPS_KEYS}, "tps_ok_fraction": 1.0,
-          "tps_registered": float(result.num_registered)}
+            "tps_registered": registered}
+  return {**{k: float(report.metrics[k]) for k in TPS_KEYS},
+          "tps_ok_fraction": 1.0, "tps_registered": registered}
 
 
 def _mean_rows(per_pair: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
@@ -284,11 +288,15 @@ def to_markdown(result: dict[str, Any],
     lines.append(f"| {method} | " + " | ".join(cells) + " |")
   s = result.get("settings", {})
   lines.append("")
-  tps_pairs = s.get("tps_pairs", -1)
-  lines.append(f"{s.get('num_pairs', '?')} held-out synthetic pairs, "
-               f"{s.get('num_frames', '?')} frames, world seed {s.get('seed')}, "
-               f"oracle {s.get('oracle')}"
-               + (f" on the first {tps_pairs} pairs." if tps_pairs >= 0 else "."))
+  if "num_pairs" in s:
+    tps_pairs = s.get("tps_pairs", -1)
+    lines.append(f"{s['num_pairs']} held-out synthetic pairs, "
+                 f"{s.get('num_frames', '?')} frames, world seed {s.get('seed')}, "
+                 f"oracle {s.get('oracle')}"
+                 + (f" on the first {tps_pairs} pairs." if tps_pairs >= 0 else "."))
+  else:
+    lines.append(f"{s.get('target')}: {s.get('num_frames')} frames, oracle "
+                 f"{s.get('oracle')}.")
   return "\n".join(lines)
 
 
@@ -301,17 +309,14 @@ def real_clip_tps(checkpoint: Any, target: str, context: Sequence[str],
   target_x = pipe.prepare(clip)
   ctx = pipe.prepare([media.read_image(p) for p in context])
   generated = frame_utils.to_uint8(pipe.render(ctx, pipe.camera_path(target_x)))
-  oracle = oracles.get_oracle(oracle_name)
-  res_t = oracle.estimate(frame_utils.to_uint8(target_x))
-  res_g = oracle.estimate(generated)
-  both = res_t.registered & res_g.registered
-  row: dict[str, float] = {"registered_target": float(res_t.num_registered),
-                           "registered_transfer": float(res_g.num_registered),
-                           "registered_both": float(both.sum())}
-  if both.sum() >= oracles.MIN_REGISTERED_FRAMES:
-    m = camera.camera_metrics(res_t.camera_from_world[both],
-                              res_g.camera_from_world[both])
-    row.update({k: float(m[k]) for k in TPS_KEYS})
+  report = metrics_lib.evaluate_tps(frame_utils.to_uint8(target_x), generated,
+                                    oracle_name)
+  row: dict[str, float] = {
+      "registered_target": float(report.target.num_registered),
+      "registered_transfer": float(report.transfer.num_registered),
+      "registered_both": float(report.common.sum())}
+  if report.common.sum() >= oracles.MIN_REGISTERED_FRAMES:
+    row.update({k: float(report.metrics[k]) for k in TPS_KEYS})
   return {"rows": {"model": row}, "settings": {
       "checkpoint": str(checkpoint), "target": str(target),
       "context": list(context), "oracle": oracle_name,

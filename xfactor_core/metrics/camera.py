@@ -85,6 +85,18 @@ def validate_poses(poses: np.ndarray, name: str = "poses") -> np.ndarray:
   return poses
 
 
+def _validate_pose_pair(gt: np.ndarray, pred: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """Both trajectories validated, with one pose per frame in each."""
+  gt = validate_poses(gt, "gt_camera_from_world")
+  pred = validate_poses(pred, "pred_camera_from_world")
+  if gt.shape[0] != pred.shape[0]:
+    raise ValueError(
+        f"gt has {gt.shape[0]} poses but pred has {pred.shape[0]}; pass one "
+        "pose per frame for the same frames in both.")
+  return gt, pred
+
+
 def invert_poses(poses: np.ndarray) -> np.ndarray:
   """Inverts rigid 4x4 transforms in closed form.
 
@@ -212,12 +224,7 @@ def pairwise_pose_errors(
     (P,) rotation errors and (P,) translation errors in degrees, P = N (N-1)/2,
     pairs ordered as `frame_pairs(N)`.
   """
-  gt = validate_poses(gt_camera_from_world, "gt_camera_from_world")
-  pred = validate_poses(pred_camera_from_world, "pred_camera_from_world")
-  if gt.shape[0] != pred.shape[0]:
-    raise ValueError(
-        f"gt has {gt.shape[0]} poses but pred has {pred.shape[0]}; pass one "
-        "pose per frame for the same frames in both.")
+  gt, pred = _validate_pose_pair(gt_camera_from_world, pred_camera_from_world)
   first, second = frame_pairs(gt.shape[0])
   relative_gt = gt[first] @ invert_poses(gt[second])
   relative_pred = pred[first] @ invert_poses(pred[second])
@@ -349,12 +356,7 @@ def camera_metrics(
     traj_err_unscaled, traj_err_scale_invariant, traj_scale, num_frames,
     num_pairs, mean_rot_err_deg, mean_trans_err_deg.
   """
-  gt = validate_poses(gt_camera_from_world, "gt_camera_from_world")
-  pred = validate_poses(pred_camera_from_world, "pred_camera_from_world")
-  if gt.shape[0] != pred.shape[0]:
-    raise ValueError(
-        f"gt has {gt.shape[0]} poses but pred has {pred.shape[0]}; pass one "
-        "pose per frame for the same frames in both.")
+  gt, pred = _validate_pose_pair(gt_camera_from_world, pred_camera_from_world)
   if gt.shape[0] < 2:
     raise ValueError(
         f"camera metrics need at least 2 frames (one pair), got {gt.shape[0]}.")
