@@ -107,11 +107,7 @@ class _ClipRenderer:
 
   def path(self, clip: np.ndarray) -> np.ndarray:
     """Latents of every frame relative to the reference frame: F x D."""
-    x = self.pipe.prepare(clip)
-    ref = np.broadcast_to(x[self.ref], x.shape)
-    path = self.pipe.encode_pairs(ref, x)
-    path[self.ref] = 0.0
-    return path
+    return self.pipe.camera_path(self.pipe.prepare(clip), reference=self.ref)
 
   def render(self, scene_clip: np.ndarray, path: np.ndarray) -> np.ndarray:
     """Renders ``path`` onto the context views of ``scene_clip``: F x S x S x 3."""

@@ -209,14 +209,14 @@ class TransferPipeline:
       out.append(np.asarray(lat)[:n])
     return np.concatenate(out)
 
-  def camera_path(self, target: np.ndarray) -> np.ndarray:
-    """Target clip ``N x S x S x 3`` -> latent path ``N x pose_dim`` (frame i
-    relative to frame 0; a pair gives N = 2)."""
+  def camera_path(self, target: np.ndarray, reference: int = 0) -> np.ndarray:
+    """Target clip ``N x S x S x 3`` -> latent path ``N x pose_dim``: frame i
+    relative to frame ``reference`` (0: the first; a pair gives N = 2)."""
     target = np.asarray(target, np.float32)
     self._check_frames(target, "target clip", min_count=2)
-    first = np.broadcast_to(target[:1], target.shape)
+    first = np.broadcast_to(target[reference], target.shape)
     path = self.encode_pairs(first, target)
-    path[0] = 0.0  # exact: the reference relative to itself
+    path[reference] = 0.0  # exact: the reference relative to itself
     return path
 
   def context_poses(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
