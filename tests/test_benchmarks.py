@@ -1,0 +1,57 @@
+"""The benchmark scripts run and report what they measured (no timing asserts)."""
+
+import importlib.util
+import json
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _load(name: str):
+  spec = importlib.util.spec_from_file_location(
+      f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_inference_benchmark_writes_rows_and_compares(tmp_path):
+  out = tmp_path / "run.json"
+  command = [sys.executable, str(BENCHMARKS / "inference.py"), "--configs",
+             "default", "--batches", "1", "--repeats", "1", "--json", str(out)]
+  first = subprocess.run(command, capture_output=True, text=True, check=True)
+  assert "fraction_of_peak" in first.stdout
+  rows = json.loads(out.read_text())["rows"]
+  assert [(r["config"], r["batch"]) for r in rows] == [("default", 1)]
+  assert rows[0]["ms_per_frame"] > 0 and rows[0]["achieved_flops_per_s"] > 0
+  second = subprocess.run(command + ["--compare", str(out)],
+                          capture_output=True, text=True, check=True)
+  assert "speed-up" in second.stdout and "default" in second.stdout
+
+
+def test_cpu_flags_sweep_reports_unknown_flags_on_their_own_row(monkeypatch):
+  cpu_flags = _load("cpu_flags")
+  monkeypatch.setitem(cpu_flags.SETTINGS, "bogus",
+                      ("--xla_cpu_no_such_flag_for_tests=true", {}))
+  table = cpu_flags.sweep(["baseline", "bogus"], ["default"], [1], rounds=1,
+                          repeats=1)
+  baseline = [r for r in table if r["setting"] == "baseline"]
+  assert len(baseline) == 1
+  assert baseline[0]["ms_per_frame"] > 0
+  assert math.isclose(baseline[0]["speed_up_vs_baseline"], 1.0)
+  bogus = [r for r in table if r["setting"] == "bogus"]
+  assert len(bogus) == 1 and "ms_per_frame" not in bogus[0]
+  assert bogus[0]["error"]
+
+
+def test_cpu_flags_settings_start_with_the_baseline():
+  cpu_flags = _load("cpu_flags")
+  assert next(iter(cpu_flags.SETTINGS)) == "baseline"
+  assert cpu_flags.SETTINGS["baseline"] == ("", {})
+  with pytest.raises(KeyError):
+    cpu_flags.run_setting("no_such_setting", ["default"], [1], 1)
