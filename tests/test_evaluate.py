@@ -58,3 +58,22 @@ def test_tps_scores_with_a_perfect_and_a_failing_oracle():
                                   "no model")
   failed = evaluate._tps_scores(Nothing(), frames, gt)
   assert failed["tps_ok_fraction"] == 0.0 and failed["Rac_10"] == 0.0
+
+
+def test_cli_writes_json_and_markdown_with_one_bar_per_stage(
+    reference_dir, tmp_path, capsys):
+  out_json, out_md = tmp_path / "eval.json", tmp_path / "eval.md"
+  code = evaluate.main([
+      "--checkpoint", str(reference_dir / "official_format_checkpoint"),
+      "--num-pairs", "2", "--num-frames", "4", "--oracle", "none",
+      "--probe-train", "6", "--probe-test", "3", "--image-size", "64",
+      "--json", str(out_json), "--markdown", str(out_md)])
+  assert code == 0
+  captured = capsys.readouterr()
+  assert "| shuffled_latents |" in captured.out
+  document = json.loads(out_json.read_text())
+  assert set(document["rows"]) == set(evaluate.METHODS)
+  assert "| model |" in out_md.read_text()
+  # Each stage opens one progress bar (it used to open one per update).
+  for stage in ("rendering pairs", "transferring"):
+    assert captured.err.count(f"{stage}:   0%") == 1, captured.err

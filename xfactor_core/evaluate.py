@@ -358,12 +358,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               probe_test=args.probe_test)
       bars: dict[str, tqdm] = {}
       def progress(stage, done, total):
-        bar = bars.setdefault(stage, tqdm(total=total, desc=stage))
-        bar.update(done + 1 - bar.n)
-      result = evaluate_checkpoint(args.checkpoint, settings, progress,
-                                   args.image_size)
-      for bar in bars.values():
-        bar.close()
+        if stage not in bars:
+          for finished in bars.values():  # one bar at a time: stages run in turn
+            finished.close()
+          bars[stage] = tqdm(total=total, desc=stage)
+        bars[stage].update(done + 1 - bars[stage].n)
+      try:
+        result = evaluate_checkpoint(args.checkpoint, settings, progress,
+                                     args.image_size)
+      finally:
+        for bar in bars.values():
+          bar.close()
   except (checkpoints.CheckpointError, ValueError) as e:
     logging.error("%s", e)
     return 2
