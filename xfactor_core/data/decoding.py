@@ -93,6 +93,15 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
   return np.asarray(image, dtype=np.uint8)
 
 
+def center_square(frame: np.ndarray) -> np.ndarray:
+  """The largest centred square of an H x W (x C) frame (a view, no copy)."""
+  height, width = frame.shape[:2]
+  side = min(height, width)
+  top = (height - side) // 2
+  left = (width - side) // 2
+  return frame[top:top + side, left:left + side]
+
+
 def center_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
   """Centre-crops an H x W x 3 uint8 frame to a square and resizes it.
 
@@ -103,12 +112,8 @@ def center_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
   Returns:
     size x size x 3 uint8 (bicubic, antialiased when shrinking).
   """
-  height, width = frame.shape[:2]
-  side = min(height, width)
-  top = (height - side) // 2
-  left = (width - side) // 2
-  square = frame[top:top + side, left:left + side]
-  if side == size:
+  square = center_square(frame)
+  if square.shape[0] == size:
     return np.ascontiguousarray(square)
   resized = Image.fromarray(np.ascontiguousarray(square)).resize(
       (size, size), Image.Resampling.BICUBIC)

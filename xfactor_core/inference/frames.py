@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from xfactor_core.data import decoding
+
 
 class FrameError(ValueError):
   """An image or video frame cannot be used as model input."""
@@ -62,10 +64,8 @@ def to_float_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
 
 def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   """Largest centred square of ``H x W x C`` float image, resized to size x size."""
-  h, w = image.shape[:2]
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  square = image[top:top + side, left:left + side]
+  square = decoding.center_square(image)
+  side = square.shape[0]
   if side == size:
     return square
   interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
