@@ -37,3 +37,21 @@ def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
   assert strip.shape[1] == 8 * 64 and strip.shape[0] > 3 * 64
   card = (out / "README.md").read_text()
   assert "python -m xfactor_core.train X" in card and "| training steps | 40 |" in card
+
+
+def test_training_time_leaves_out_the_pause_before_a_resume():
+  hour = 3600.0
+  records = [
+      {"step": 50, "time": 0.0, "steps_per_second": 0.5},
+      {"step": 100, "time": 100.0, "steps_per_second": 0.5},
+      # Stopped at step 100, resumed two hours later from the step-100
+      # checkpoint; the first 50 steps after the resume took 100 s.
+      {"step": 150, "time": 100.0 + 2 * hour + 100.0, "steps_per_second": 0.5},
+      {"step": 200, "time": 100.0 + 2 * hour + 200.0, "steps_per_second": 0.5},
+  ]
+  assert release.training_seconds(records) == 300.0
+  # Without rates, every interval counts as it was logged.
+  plain = [{k: v for k, v in r.items() if k != "steps_per_second"}
+           for r in records]
+  assert release.training_seconds(plain) == 2 * hour + 300.0
+  assert release.training_seconds(records[:1]) is None

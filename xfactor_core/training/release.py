@@ -31,16 +31,38 @@ from xfactor_core.inference.pipeline import TransferPipeline
 from xfactor_core.training.writer import read_metrics
 
 
+def training_seconds(records: list[dict[str, Any]]) -> Optional[float]:
+  """Wall time spent training, from the logged training records.
+
+  Sums the time between consecutive records; where a record also logs its
+  ``steps_per_second``, an interval counts at most ``steps / rate`` seconds, so
+  the time a run stood still between an interruption and its resumption is not
+  counted (the steps in between are, at the rate measured after resuming).
+  """
+  timed = [r for r in records if "time" in r and "step" in r]
+  if len(timed) < 2:
+    return None
+  total = 0.0
+  for previous, current in zip(timed, timed[1:]):
+    seconds = current["time"] - previous["time"]
+    steps = current["step"] - previous["step"]
+    rate = current.get("steps_per_second")
+    if rate and steps > 0:
+      seconds = min(seconds, steps / rate)
+    total += max(seconds, 0.0)
+  return total
+
+
 def run_summary(workdir: pathlib.Path) -> dict[str, Any]:
   """Steps, wall time and final training metrics of a run."""
   records = [r for r in read_metrics(workdir) if "train/loss" in r]
   if not records:
     return {}
-  times = [r["time"] for r in records if "time" in r]
+  seconds = training_seconds(records)
   last = records[-1]
   return {"trained_steps": int(last["step"]),
-          "wall_time_hours": round((max(times) - min(times)) / 3600, 2)
-          if len(times) > 1 else None,
+          "wall_time_hours": round(seconds / 3600, 2)
+          if seconds is not None else None,
           "final_train_loss": round(float(last["train/loss"]), 4),
           "final_train_psnr": round(float(last.get("train/psnr", float("nan"))), 2)}
 
