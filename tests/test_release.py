@@ -25,7 +25,7 @@ def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
       + "\n" + json.dumps({"step": 40, "time": 1800.0, "train/loss": 0.7,
                            "train/psnr": 14.0}) + "\n")
   out = release.release(workdir, tmp_path / "model", "python -m xfactor_core.train X",
-                        strip_seed=1)
+                        strip_seed=1, notes="Still blurry at 40 steps.")
   state, _ = checkpoints.load_state(out)
   assert set(state) == {"step", "params"} and int(state["step"]) == 40
   info = json.loads((out / "model.json").read_text())
@@ -37,6 +37,7 @@ def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
   assert strip.shape[1] == 8 * 64 and strip.shape[0] > 3 * 64
   card = (out / "README.md").read_text()
   assert "python -m xfactor_core.train X" in card and "| training steps | 40 |" in card
+  assert "## Notes\n\nStill blurry at 40 steps." in card
 
 
 def test_training_time_leaves_out_the_pause_before_a_resume():

@@ -84,7 +84,7 @@ def transfer_strip(pipe: TransferPipeline, seed: int, num_pairs: int = 3,
 
 
 def _model_card(info: dict[str, Any], eval_markdown: Optional[str],
-                command: str) -> str:
+                command: str, notes: Optional[str] = None) -> str:
   config = info.get("config", {})
   lines = [
       f"# {info.get('name', 'model')}: {info.get('kind', '')} XFactor model",
@@ -114,6 +114,8 @@ def _model_card(info: dict[str, Any], eval_markdown: Optional[str],
     lines += ["## Transfer benchmark", "",
               "`python -m xfactor_core.evaluate` on held-out synthetic pairs "
               "(world seed not used in training):", "", eval_markdown, ""]
+  if notes:
+    lines += ["## Notes", "", notes.strip(), ""]
   lines += ["## Transfers", "",
             "![transfers](transfers.png)", "",
             "Each group of three rows: the target clip (scene A), its camera motion "
@@ -123,8 +125,8 @@ def _model_card(info: dict[str, Any], eval_markdown: Optional[str],
 
 
 def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
-            eval_json: Optional[pathlib.Path] = None, strip_seed: int = 4242
-            ) -> pathlib.Path:
+            eval_json: Optional[pathlib.Path] = None, strip_seed: int = 4242,
+            notes: Optional[str] = None) -> pathlib.Path:
   """Writes the model folder ``out`` from the run in ``workdir``."""
   params = checkpoints.load_params(workdir)
   state, _ = checkpoints.load_state(workdir)
@@ -144,7 +146,7 @@ def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
   eval_md = None
   if eval_json is not None:
     eval_md = evaluate.to_markdown(json.loads(eval_json.read_text()))
-  (out / "README.md").write_text(_model_card(info, eval_md, command))
+  (out / "README.md").write_text(_model_card(info, eval_md, command, notes))
   return out
 
 
@@ -156,8 +158,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--command", required=True,
                       help="the exact training command, for the model card")
   parser.add_argument("--eval-json", type=pathlib.Path, default=None)
+  parser.add_argument("--notes", type=pathlib.Path, default=None,
+                      help="a Markdown file for the card's Notes section "
+                           "(what the numbers mean, what is still missing)")
   args = parser.parse_args(argv)
-  release(args.workdir, args.out, args.command, args.eval_json)
+  notes = args.notes.read_text() if args.notes else None
+  release(args.workdir, args.out, args.command, args.eval_json, notes=notes)
   return 0
 
 
