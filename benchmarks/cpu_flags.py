@@ -23,42 +23,53 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import NamedTuple, Optional
 
 from xfactor_core import benchmarking
 
 INFERENCE_SCRIPT = pathlib.Path(__file__).with_name("inference.py")
 
-# name -> (XLA_FLAGS, extra environment variables). "baseline" must be first.
-SETTINGS: dict[str, tuple[str, dict[str, str]]] = {
-    "baseline": ("", {}),
-    "single_thread_eigen": ("--xla_cpu_multi_thread_eigen=false", {}),
-    "fast_math": ("--xla_cpu_enable_fast_math=true", {}),
-    "onednn": ("--xla_cpu_use_onednn=true", {}),
-    "xnnpack": ("--xla_cpu_use_xnnpack=true", {}),
-    "xnn_graph_fusion": (
+
+class Setting(NamedTuple):
+  """How one process runs: its XLA_FLAGS and the cores it may use."""
+  xla_flags: str = ""
+  cpus: Optional[str] = None  # a taskset core list such as "0"; None: all
+
+  def describe(self) -> str:
+    if self.cpus is not None:
+      return f"taskset -c {self.cpus}"
+    return self.xla_flags or "-"
+
+
+# "baseline" (no flags, every core) must come first.
+SETTINGS: dict[str, Setting] = {
+    "baseline": Setting(),
+    "single_thread_eigen": Setting("--xla_cpu_multi_thread_eigen=false"),
+    "fast_math": Setting("--xla_cpu_enable_fast_math=true"),
+    "onednn": Setting("--xla_cpu_use_onednn=true"),
+    "xnnpack": Setting("--xla_cpu_use_xnnpack=true"),
+    "xnn_graph_fusion": Setting(
         "--xla_cpu_experimental_xnn_graph_fusion_mode="
-        "XNN_GRAPH_FUSION_MODE_GREEDY", {}),
-    "vector_width_512": ("--xla_cpu_prefer_vector_width=512", {}),
-    "opt_fast_runtime": ("--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME",
-                         {}),
-    "one_core": ("", {"XFACTOR_BENCH_CPUS": "0"}),
+        "XNN_GRAPH_FUSION_MODE_GREEDY"),
+    "vector_width_512": Setting("--xla_cpu_prefer_vector_width=512"),
+    "opt_fast_runtime": Setting(
+        "--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME"),
+    "one_core": Setting(cpus="0"),
 }
 
 
-def _command(settings_name: str, configs: list[str], batches: list[int],
+def _command(setting: Setting, configs: list[str], batches: list[int],
              repeats: int, json_path: str) -> tuple[list[str], dict[str, str]]:
-  flags, extra_env = SETTINGS[settings_name]
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)
-  if flags:
-    env["XLA_FLAGS"] = flags
-  cpus = extra_env.get("XFACTOR_BENCH_CPUS")
+  if setting.xla_flags:
+    env["XLA_FLAGS"] = setting.xla_flags
   command = [sys.executable, str(INFERENCE_SCRIPT), "--configs", *configs,
              "--batches", *map(str, batches), "--repeats", str(repeats),
              "--json", json_path]
-  if cpus is not None:
+  if setting.cpus is not None:
     # Pin the process to the listed cores: what a smaller machine would give.
-    command = ["taskset", "-c", cpus, *command]
+    command = ["taskset", "-c", setting.cpus, *command]
   return command, env
 
 
@@ -67,7 +78,7 @@ def run_setting(name: str, configs: list[str], batches: list[int],
   """One process of inference.py under setting ``name``: (rows, error)."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "rows.json")
-    command, env = _command(name, configs, batches, repeats, out)
+    command, env = _command(SETTINGS[name], configs, batches, repeats, out)
     result = subprocess.run(command, env=env, capture_output=True, text=True,
                             check=False)
     if result.returncode != 0 or not os.path.exists(out):
@@ -106,7 +117,7 @@ def sweep(names: list[str], configs: list[str], batches: list[int],
   table = []
   for name in names:
     if name in errors:
-      table.append({"setting": name, "flags": SETTINGS[name][0] or "-",
+      table.append({"setting": name, "flags": SETTINGS[name].describe(),
                     "config": "-", "batch": "-", "error": errors[name]})
       continue
     for config in configs:
@@ -115,9 +126,7 @@ def sweep(names: list[str], configs: list[str], batches: list[int],
         base = times.get(("baseline", config, batch))
         ms = statistics.median(times[key])
         table.append({
-            "setting": name, "flags": SETTINGS[name][0] or
-            ("taskset -c " + SETTINGS[name][1]["XFACTOR_BENCH_CPUS"]
-             if SETTINGS[name][1] else "-"),
+            "setting": name, "flags": SETTINGS[name].describe(),
             "config": config, "batch": batch, "ms_per_frame": ms,
             "fraction_of_peak": statistics.median(fractions[key]),
             "speed_up_vs_baseline": (statistics.median(base) / ms

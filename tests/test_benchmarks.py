@@ -37,7 +37,7 @@ def test_inference_benchmark_writes_rows_and_compares(tmp_path):
 def test_cpu_flags_sweep_reports_unknown_flags_on_their_own_row(monkeypatch):
   cpu_flags = _load("cpu_flags")
   monkeypatch.setitem(cpu_flags.SETTINGS, "bogus",
-                      ("--xla_cpu_no_such_flag_for_tests=true", {}))
+                      cpu_flags.Setting("--xla_cpu_no_such_flag_for_tests=true"))
   table = cpu_flags.sweep(["baseline", "bogus"], ["default"], [1], rounds=1,
                           repeats=1)
   baseline = [r for r in table if r["setting"] == "baseline"]
@@ -52,6 +52,7 @@ def test_cpu_flags_sweep_reports_unknown_flags_on_their_own_row(monkeypatch):
 def test_cpu_flags_settings_start_with_the_baseline():
   cpu_flags = _load("cpu_flags")
   assert next(iter(cpu_flags.SETTINGS)) == "baseline"
-  assert cpu_flags.SETTINGS["baseline"] == ("", {})
+  assert cpu_flags.SETTINGS["baseline"] == cpu_flags.Setting()
+  assert cpu_flags.SETTINGS["one_core"].describe() == "taskset -c 0"
   with pytest.raises(KeyError):
     cpu_flags.run_setting("no_such_setting", ["default"], [1], 1)
