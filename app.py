@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 from typing import Optional, Sequence
@@ -41,8 +42,17 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+def _stop_like_ctrl_c(signum, frame) -> None:
+  """SIGTERM (``docker stop``, a Space restarting) stops the app as Ctrl-C
+  does, so the clean-up below runs; Python's default would skip it. Also the
+  way to stop an app started in the background, where SIGINT is ignored."""
+  del signum, frame
+  raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parse_args(argv)
+  signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   from xfactor_core import runtime

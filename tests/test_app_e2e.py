@@ -27,7 +27,7 @@ def server(reference_dir, tmp_path_factory):
                          extra_args=["--max-file-mb", "1", "--no-default-models"],
                          log_file=log) as url:
     yield url, temp, log
-  # SIGINT shut the app down cleanly: its own work folder is gone.
+  # SIGTERM shut the app down cleanly: its own work folder is gone.
   assert not list(temp.glob("xfactor_studio_*")), log.read_text()[-2000:]
 
 

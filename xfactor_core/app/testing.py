@@ -96,7 +96,9 @@ def serve_app(checkpoints_dir: Optional[PathLike] = None, *,
   """Runs ``python app.py`` on a free localhost port; yields its URL.
 
   The port is passed through ``GRADIO_SERVER_PORT`` (as on hosting services);
-  the app is stopped with SIGINT (a clean shutdown) when the block ends.
+  the app is stopped with SIGTERM (a clean shutdown: app.py handles it like
+  Ctrl-C) when the block ends. Not SIGINT: a process started in the background
+  by a non-interactive shell inherits SIGINT ignored, and would never stop.
   """
   port = free_port()
   full_env = dict(os.environ)
@@ -116,21 +118,20 @@ def serve_app(checkpoints_dir: Optional[PathLike] = None, *,
     yield url
   finally:
     if process.poll() is None:
-      process.send_signal(signal.SIGINT)
+      process.send_signal(signal.SIGTERM)
       stopping = time.monotonic()
       outcome = "stopped cleanly"
       try:
-        # Gradio drains its queue and joins its server threads before the
-        # app's own clean-up runs: about 6 s when idle, far more on a loaded
-        # 2-core CI machine (20 s was once not enough). Only a hung app waits
-        # this long, and killing it skips that clean-up, which tests check.
+        # Gradio closes its server before the app's own clean-up runs (about
+        # 6 s when idle). Only a hung app waits this long; killing it skips
+        # that clean-up, which the tests check.
         process.wait(timeout=shutdown_timeout)
       except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
         outcome = "killed: no clean shutdown"
       if log_file:
-        log.write(f"\n[serve_app] SIGINT: {outcome} after "
+        log.write(f"\n[serve_app] SIGTERM: {outcome} after "
                   f"{time.monotonic() - stopping:.1f} s\n")
     if log_file:
       log.close()
