@@ -165,7 +165,13 @@ def load_params(path: PathLike,
     CheckpointError: naming the path and, for a mismatch, the first offending
       parameter with both shapes.
   """
-  state, file = load_state(path)
+  return params_from_state(*load_state(path), config=config)
+
+
+def params_from_state(state: Mapping[str, Any], file: PathLike,
+                      config: Optional[ModelConfig] = None) -> Params:
+  """``{"PoseEnc": ..., "Render": ...}`` of a state already read with
+  ``load_state`` (from ``file``), checked as ``load_params`` checks them."""
   params = _extract_params(state, file)
   check_params(params, config or infer_config(params, source=file), source=file)
   return params

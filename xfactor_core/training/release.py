@@ -128,8 +128,8 @@ def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
             eval_json: Optional[pathlib.Path] = None, strip_seed: int = 4242,
             notes: Optional[str] = None) -> pathlib.Path:
   """Writes the model folder ``out`` from the run in ``workdir``."""
-  params = checkpoints.load_params(workdir)
-  state, _ = checkpoints.load_state(workdir)
+  state, file = checkpoints.load_state(workdir)
+  params = checkpoints.params_from_state(state, file)
   info = dict(checkpoints.read_model_info(workdir))
   info.update(run_summary(workdir))
   info["num_parameters"] = int(sum(np.size(x) for x in jax.tree.leaves(params)))
