@@ -84,10 +84,7 @@ def run_setting(name: str, configs: list[str], batches: list[int],
     if result.returncode != 0 or not os.path.exists(out):
       lines = (result.stderr or result.stdout).strip().splitlines()
       return None, lines[-1] if lines else f"exit code {result.returncode}"
-    payload = json.loads(pathlib.Path(out).read_text())
-  for row in payload["rows"]:
-    row["peak"] = payload["matmul_peak_flops_per_s"]
-  return payload["rows"], ""
+    return json.loads(pathlib.Path(out).read_text())["rows"], ""
 
 
 def sweep(names: list[str], configs: list[str], batches: list[int],
@@ -109,8 +106,7 @@ def sweep(names: list[str], configs: list[str], batches: list[int],
       for row in rows:
         key = (name, row["config"], row["batch"])
         times.setdefault(key, []).append(row["ms_per_frame"])
-        fractions.setdefault(key, []).append(
-            row["achieved_flops_per_s"] / row["peak"])
+        fractions.setdefault(key, []).append(row["fraction_of_peak"])
       logging.info("round %d, %s: %s", round_index + 1, name,
                    ", ".join(f"{r['config']} b{r['batch']} "
                              f"{r['ms_per_frame']:.1f} ms" for r in rows))
