@@ -271,6 +271,47 @@ def test_transfer_streams_chunks_and_returns_a_result(models, library,
   assert len(media.read_video(result.video)) == 6
 
 
+def test_a_stopped_transfer_ends_with_the_frames_it_had(models, library,
+                                                      tmp_path):
+  sm, _ = _ids(models)
+  request = jobs.TransferRequest(
+      sm, (str(library.context("synthetic room 1").files[0]),),
+      jobs.MotionRequest("preset", "zoom in"),
+      jobs.TransferSettings(num_frames=10))
+  chunks = []
+  should_stop = lambda: len(chunks) == 1  # stop after the first chunk
+  updates = []
+  for update in jobs.run_transfer(models, library, request, tmp_path,
+                                  should_stop=should_stop):
+    updates.append(update)
+    if update.frames:
+      chunks.append(len(update.frames))
+  last = updates[-1]
+  assert last.cancelled and last.result is None
+  assert last.stage == "cancelled after 8 of 10 frames"
+  assert len(last.frames) == 8 and not any(u.cancelled for u in updates[:-1])
+  assert not (tmp_path / "transfer.mp4").exists()
+  before = list(jobs.run_transfer(models, library, request, tmp_path,
+                                  should_stop=lambda: True))
+  assert [u.stage for u in before] == ["loading the model",
+                                       "cancelled before rendering"]
+  assert before[-1].frames is None
+
+
+def test_job_board_cancels_only_open_jobs():
+  board = jobs.JobBoard(ttl_seconds=3600)
+  first, second = board.open(), board.open()
+  assert first != second and len(board) == 2
+  assert board.cancel(first) and board.cancelled(first)
+  assert not board.cancelled(second)
+  board.close(first)
+  assert not board.cancelled(first) and not board.cancel(first)
+  assert not board.cancel(None) and not board.cancel("no such job")
+  board.ttl_seconds = -1  # every open job has expired: the next open forgets
+  board.open()
+  assert len(board) == 1 and not board.cancel(second)
+
+
 def test_options_reverse_ping_pong_and_strength(models, library, tmp_path):
   sm, _ = _ids(models)
   context = (str(library.context("photo: coffee cup").files[0]),)
@@ -488,6 +529,31 @@ def test_transfer_handler_streams_then_caches_examples(studio, models):
   assert again[0][6] is state
   studio.discard(state)  # example results live in the cache, not the session
   assert pathlib.Path(video).is_file()
+
+
+def test_cancel_button_stops_the_sessions_job_between_chunks(studio, models):
+  sm, _ = _ids(models)
+  context = [str(studio.presets.contexts[0].files[0])]
+  args = (sm, context, "Preset", "zoom in", None, None, None, None, None, 10,
+          1, 0, "native", 12, False, False, 1.0)
+  assert isinstance(studio.cancel_job(None), type(gr.skip()))
+  job = studio.open_job()
+  outputs = []
+  for out in studio.run_transfer(*args, job_id=job):
+    outputs.append(out)
+    if len(out[0]) > 0:  # the first chunk is on screen: the user cancels
+      assert studio.cancel_job(job).startswith("Cancelling")
+  preview, *_, status, state, _ = outputs[-1]
+  assert len(preview) == 8 and state is not None
+  assert status == "Cancelled after 8 of 10 frames; the result above is " \
+      "unchanged."
+  assert not isinstance(state, jobs.TransferResult)  # the state is kept
+  assert len(studio.job_board) == 0  # the job was closed
+  queued = studio.open_job()
+  studio.cancel_job(queued)  # cancelled while it waited in the queue
+  outputs = list(studio.run_transfer(*args, job_id=queued))
+  assert len(outputs) == 1 and outputs[0][5] == "Cancelled before it started."
+  assert len(studio.job_board) == 0
 
 
 def test_build_app_wires_the_transfer_endpoint(studio):

@@ -6,9 +6,14 @@
 >>> result = update.result          # the last update carries the result
 
 A job reads the context and the motion, computes the latent camera path,
-renders it chunk by chunk (each chunk is one update, so a UI can stream frames
-and cancel between chunks) and writes the MP4. The result keeps what the scrub
-slider, the export and the TPS check need.
+renders it chunk by chunk (each chunk is one update, so a UI can stream frames)
+and writes the MP4. The result keeps what the scrub slider, the export and the
+TPS check need.
+
+Cancelling is cooperative: ``run_transfer`` asks its ``should_stop`` callback
+between stages and rendered chunks, and a stopped job ends with a last update
+marked ``cancelled`` that holds the frames rendered so far. A
+:class:`JobBoard` records which jobs their users asked to stop.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import tempfile
 import threading
 import time
 import uuid
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -175,12 +180,70 @@ class TransferUpdate:
     stage: human-readable step.
     fraction: 0..1 of the whole job.
     frames: uint8 frames rendered so far (rendering stage), else None.
-    result: set on the last update only.
+    result: set on the last update of a finished job only.
+    cancelled: set on the last update of a job that was asked to stop.
   """
   stage: str
   fraction: float
   frames: Optional[list[np.ndarray]] = None
   result: Optional[TransferResult] = None
+  cancelled: bool = False
+
+
+class JobBoard:
+  """The transfer jobs that are queued or running, and which were cancelled.
+
+  A UI opens a job when its button is clicked (before the job waits in a
+  queue), asks for it to be cancelled from another event, and passes
+  ``lambda: board.cancelled(job_id)`` to :func:`run_transfer` as
+  ``should_stop``. A cancelled job then ends like any other run, with the
+  frames it had, instead of being killed mid-event. Thread-safe. Jobs that
+  never closed (a client that left while queued) expire after
+  ``ttl_seconds``.
+  """
+
+  def __init__(self, ttl_seconds: float = 6 * 3600):
+    self.ttl_seconds = ttl_seconds
+    self._opened: dict[str, float] = {}
+    self._cancelled: set[str] = set()
+    self._lock = threading.Lock()
+
+  def open(self) -> str:
+    """Registers a new job; returns its id."""
+    job_id = uuid.uuid4().hex
+    now = time.monotonic()
+    with self._lock:
+      for old, opened in list(self._opened.items()):
+        if now - opened > self.ttl_seconds:
+          self._forget(old)
+      self._opened[job_id] = now
+    return job_id
+
+  def cancel(self, job_id: Optional[str]) -> bool:
+    """Asks an open job to stop; False when it is not open (finished,
+    expired or never started)."""
+    with self._lock:
+      if job_id not in self._opened:
+        return False
+      self._cancelled.add(job_id)
+      return True
+
+  def cancelled(self, job_id: Optional[str]) -> bool:
+    with self._lock:
+      return job_id in self._cancelled
+
+  def close(self, job_id: Optional[str]) -> None:
+    """The job ended (finished, failed or stopped)."""
+    with self._lock:
+      self._forget(job_id)
+
+  def _forget(self, job_id: Optional[str]) -> None:
+    self._opened.pop(job_id, None)
+    self._cancelled.discard(job_id)
+
+  def __len__(self) -> int:
+    with self._lock:
+      return len(self._opened)
 
 
 # ------------------------------------------------------------- workdirs --
@@ -289,9 +352,14 @@ def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
 
 def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
                  request: TransferRequest, workdir: pathlib.Path,
-                 limits: Limits = inputs.DEFAULT_LIMITS
+                 limits: Limits = inputs.DEFAULT_LIMITS,
+                 should_stop: Callable[[], bool] = lambda: False
                  ) -> Iterator[TransferUpdate]:
   """Runs one transfer, yielding progress; the last update holds the result.
+
+  ``should_stop`` is asked between stages and after each rendered chunk; once
+  it says True the job writes nothing more and its last update is marked
+  ``cancelled`` (with the frames rendered so far, if rendering had begun).
 
   Raises:
     InputError, RegistryError, TransferError: bad input (messages name the
@@ -299,7 +367,22 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
   """
   started = time.perf_counter()
   settings = request.settings.validate(limits)
+  rendered: Optional[list[np.ndarray]] = None
+
+  def stopped(fraction: float, total: int = 0) -> Optional[TransferUpdate]:
+    if not should_stop():
+      return None
+    if rendered is None:
+      return TransferUpdate("cancelled before rendering", fraction,
+                            cancelled=True)
+    return TransferUpdate(
+        f"cancelled after {len(rendered)} of {total} frames", fraction,
+        frames=list(rendered), cancelled=True)
+
   yield TransferUpdate("loading the model", 0.02)
+  if (update := stopped(0.02)) is not None:
+    yield update
+    return
   model_id = registry.spec(request.model_id).model_id
   pipe = registry.pipeline(model_id, image_size=settings.resolution)
   spec = registry.spec(model_id)
@@ -307,6 +390,9 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
                                pipe.max_context_views, pipe.kind, limits)
   context = pipe.prepare(images, "context")
   yield TransferUpdate("reading the motion", 0.06)
+  if (update := stopped(0.06)) is not None:
+    yield update
+    return
   target, saved_path = _read_motion(pipe, presets, request.motion, settings,
                                     limits)
   if target is not None:
@@ -316,14 +402,22 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     path = pipe.camera_path(pipe.prepare(target, "target"))
   else:
     path = saved_path[::-1].copy() if settings.reverse else saved_path
+  if (update := stopped(0.2)) is not None:
+    yield update
+    return
+  rendered = []
   yield TransferUpdate("rendering", 0.2, frames=[])
-  rendered: list[np.ndarray] = []
   for start, chunk in pipe.render_chunks(
       context, path, motion_strength=float(settings.motion_strength)):
     rendered.extend(frame_utils.to_uint8(chunk))
     done = start + len(chunk)
-    yield TransferUpdate(f"rendered {done}/{len(path)} frames",
-                         0.2 + 0.7 * done / len(path), frames=list(rendered))
+    fraction = 0.2 + 0.7 * done / len(path)
+    if done < len(path) and (
+        update := stopped(fraction, len(path))) is not None:
+      yield update
+      return
+    yield TransferUpdate(f"rendered {done}/{len(path)} frames", fraction,
+                         frames=list(rendered))
   generated = np.stack(rendered)
   motion_frames = len(generated)
   if settings.ping_pong:

@@ -96,12 +96,14 @@ class Studio:
     work_root: parent of every job folder (swept by age).
     limits: input bounds.
     example_cache: lazily cached results of the shipped examples.
+    job_board: open transfer jobs and which of them were cancelled.
   """
   registry: ModelRegistry
   presets: PresetLibrary
   work_root: pathlib.Path
   limits: Limits = inputs.DEFAULT_LIMITS
   example_cache: Optional[jobs.ExampleCache] = None
+  job_board: jobs.JobBoard = dataclasses.field(default_factory=jobs.JobBoard)
 
   def __post_init__(self):
     self.work_root = pathlib.Path(self.work_root)
@@ -163,14 +165,34 @@ class Studio:
 
   def run_transfer(self, model_id, context_files, source, preset, video, frames,
                first, second, camera_path, num_frames, stride, start,
-               resolution, fps, reverse, ping_pong, strength,
+               resolution, fps, reverse, ping_pong, strength, job_id=None,
                progress=gr.Progress()) -> Iterator[tuple]:
     """Transfer event: streams rendered frames, then the finished result.
+
+    ``job_id`` comes from :meth:`open_job`; the Cancel button stops that job
+    between chunks (see :meth:`cancel_job`), and the event then ends normally
+    with the frames rendered so far in the preview.
 
     Yields tuples for (preview gallery, video, scrub slider, scrub target,
     scrub generated, status, result state, model info).
     """
+    try:
+      yield from self._run_transfer(
+          model_id, context_files, source, preset, video, frames, first,
+          second, camera_path, num_frames, stride, start, resolution, fps,
+          reverse, ping_pong, strength, progress,
+          should_stop=lambda: self.job_board.cancelled(job_id))
+    finally:
+      self.job_board.close(job_id)
+
+  def _run_transfer(self, model_id, context_files, source, preset, video,
+                    frames, first, second, camera_path, num_frames, stride,
+                    start, resolution, fps, reverse, ping_pong, strength,
+                    progress, should_stop) -> Iterator[tuple]:
     skip = gr.skip()
+    if should_stop():
+      yield (skip,) * 5 + ("Cancelled before it started.", skip, skip)
+      return
     with _as_gradio_errors():
       request = jobs.TransferRequest(
           model_id=model_id,
@@ -191,8 +213,15 @@ class Studio:
       workdir = (self.example_cache.workdir() if cacheable
                  else self._session_workdir())
       for update in jobs.run_transfer(self.registry, self.presets, request,
-                                      workdir, self.limits):
+                                      workdir, self.limits,
+                                      should_stop=should_stop):
         progress(update.fraction, desc=update.stage)
+        if update.cancelled:
+          preview = skip if update.frames is None else update.frames
+          yield (preview, skip, skip, skip, skip,
+                 f"{update.stage[:1].upper()}{update.stage[1:]}; the result "
+                 "above is unchanged.", skip, skip)
+          return
         if update.result is not None:
           result = update.result
           jobs.log_result(result)
@@ -210,11 +239,17 @@ class Studio:
           yield (update.frames, skip, skip, skip, skip,
                  f"{update.stage} ...", skip, skip)
 
-  @staticmethod
-  def cancelled() -> tuple:
-    """Cancel button: keeps every output as it is, except the status."""
-    skip = gr.skip()
-    return (skip,) * 5 + ("Cancelled.", skip, skip)
+  def open_job(self) -> str:
+    """Transfer click, before the queue: the id of the new job (kept in the
+    session's state so that Cancel can name it)."""
+    return self.job_board.open()
+
+  def cancel_job(self, job_id: Optional[str]) -> Any:
+    """Cancel button: the session's queued or running job stops after the
+    chunk it is rendering; the status says so at once."""
+    if self.job_board.cancel(job_id):
+      return "Cancelling: the job stops after the frames it is rendering."
+    return gr.skip()  # nothing running: leave the last status alone
 
   def scrub(self, result: Optional[jobs.TransferResult], position: Any
             ) -> tuple[Any, Any]:
@@ -359,6 +394,7 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
                  delete_cache=(1800, WORKDIR_MAX_AGE_SECONDS)) as demo:
     result_state = gr.State(None, time_to_live=SESSION_TTL_SECONDS,
                             delete_callback=studio.discard)
+    job_state = gr.State(None)  # id of the session's latest transfer job
     gr.Markdown(INTRO)
     with gr.Row():
       model = gr.Dropdown(registry.choices(), value=registry.default_id,
@@ -526,24 +562,29 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
     demo.load(studio.preset_preview, preset, [preset_preview, preset_note],
               api_visibility="private", show_progress="hidden")
 
-    run_event = run.click(studio.run_transfer, transfer_inputs,
-                          transfer_outputs,
-                          api_name="transfer_ui", api_visibility="undocumented",
-                          **heavy)
-    cancel_events = [run_event]
+    # Each transfer first opens a job (not queued, so Cancel can name the job
+    # while it waits in the queue); Cancel asks that job to stop, and the job
+    # ends its event normally with the frames it had. Gradio's own
+    # ``cancels=`` kills the event instead, and the "error" status the killed
+    # event leaves on its outputs can land after the Cancel handler's text.
+    job_inputs = transfer_inputs + [job_state]
+    transfer_events = [
+        run.click(studio.open_job, None, job_state, queue=False,
+                  show_progress="hidden", api_visibility="private").then(
+            studio.run_transfer, job_inputs, transfer_outputs,
+            api_name="transfer_ui", api_visibility="undocumented", **heavy)]
     if examples is not None:
-      cancel_events.append(examples.load_input_event.then(
-          studio.run_transfer, transfer_inputs, transfer_outputs,
-          api_name="example_transfer", api_visibility="private", **heavy))
-    for event in cancel_events:
+      transfer_events.append(examples.load_input_event.then(
+          studio.open_job, None, job_state, queue=False,
+          show_progress="hidden", api_visibility="private").then(
+              studio.run_transfer, job_inputs, transfer_outputs,
+              api_name="example_transfer", api_visibility="private", **heavy))
+    for event in transfer_events:
       event.success(studio.warm_scrub, result_state, None,
                     show_progress="hidden", concurrency_limit=2,
                     concurrency_id="scrub", api_visibility="private")
-    # The cancel event writes to the same outputs, so their status becomes
-    # "done" (not the "error" a cancelled event leaves) and the status says so.
-    cancel.click(studio.cancelled, None, transfer_outputs,
-                 cancels=cancel_events, queue=False, show_progress="hidden",
-                 api_visibility="private")
+    cancel.click(studio.cancel_job, job_state, status, queue=False,
+                 show_progress="hidden", api_visibility="private")
     scrub.input(studio.scrub, [result_state, scrub],
                 [scrub_target, scrub_generated], trigger_mode="always_last",
                 show_progress="hidden", concurrency_limit=2,
