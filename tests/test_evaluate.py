@@ -17,6 +17,21 @@ def test_context_indices():
   assert evaluate.context_indices(6, 5) == [0, 1, 2, 3, 4]
 
 
+def test_clip_renderer_splits_context_and_scored_frames(reference_dir):
+  ckpt = reference_dir / "official_format_checkpoint"
+  pipe = TransferPipeline.from_checkpoint(ckpt, image_size=64)
+  renderer = evaluate.ClipRenderer(pipe, num_frames=4)
+  assert renderer.ctx_idx == [0] and renderer.ref == 0
+  assert renderer.eval_idx == [1, 2, 3]
+  a, b = synthetic.make_transfer_pair(0, 0, 4, 64)
+  path = renderer.path(a["frames"])
+  assert path.shape == (4, pipe.config.pose_dim)
+  assert not path[renderer.ref].any()
+  frames = renderer.render(b["frames"], path)
+  assert frames.shape == (4, 64, 64, 3)
+  assert -1 <= frames.min() and frames.max() <= 1  # the models' range
+
+
 def test_benchmark_rows_and_baselines(reference_dir, tmp_path):
   settings = evaluate.EvalSettings(num_pairs=2, num_frames=4, oracle="none",
                                    probe_train=6, probe_test=3, batch_size=4)

@@ -95,8 +95,18 @@ def random_pipeline(pipe: TransferPipeline, seed: int) -> TransferPipeline:
   return dataclasses.replace(pipe, params=params, name="random", info={})
 
 
-class _ClipRenderer:
-  """Renders a motion clip onto context views with one pipeline."""
+class ClipRenderer:
+  """Re-renders the camera motion of one clip in another, as the benchmark does.
+
+  For clips of ``num_frames`` frames, the context views are the frames at
+  ``ctx_idx`` (as many as the model takes, at most ``num_frames - 1``), the
+  reference of the latent path is the context frame ``ref``, and the frames
+  at ``eval_idx`` (every other frame) are the ones scored.
+
+  >>> renderer = ClipRenderer(pipe, num_frames=8)
+  >>> path = renderer.path(target_clip)        # F x D latents, ref at zero
+  >>> frames = renderer.render(scene_clip, path)  # F x S x S x 3 in [-1, 1]
+  """
 
   def __init__(self, pipe: TransferPipeline, num_frames: int):
     self.pipe = pipe
@@ -161,8 +171,8 @@ def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
     progress("rendering pairs", i, settings.num_pairs)
     pairs.append(synthetic.make_transfer_pair(settings.seed, i,
                                               settings.num_frames, size))
-  renderers = {"model": _ClipRenderer(pipe, settings.num_frames),
-               "random_model": _ClipRenderer(
+  renderers = {"model": ClipRenderer(pipe, settings.num_frames),
+               "random_model": ClipRenderer(
                    random_pipeline(pipe, settings.random_model_seed),
                    settings.num_frames)}
   oracle = None if settings.oracle == "none" else oracles.get_oracle(

@@ -70,7 +70,7 @@ def run_summary(workdir: pathlib.Path) -> dict[str, Any]:
 def transfer_strip(pipe: TransferPipeline, seed: int, num_pairs: int = 3,
                    num_frames: int = 8) -> np.ndarray:
   """Rows per pair: target clip (scene A), transfer onto B, B's ground truth."""
-  renderer = evaluate._ClipRenderer(pipe, num_frames)  # pylint: disable=protected-access
+  renderer = evaluate.ClipRenderer(pipe, num_frames)
   rows = []
   size = pipe.image_size
   for i in range(num_pairs):
