@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from xfactor_core import checkpoints, transfer
+from xfactor_core.data import decoding
 from xfactor_core.inference import frames, media
 from xfactor_core.inference.pipeline import (TransferError, TransferPipeline,
                                              interpolate_path, reference_order)
@@ -49,6 +50,21 @@ def test_prepare_frame_handles_every_image_kind():
   assert up.shape == (64, 64, 3)
   roundtrip = frames.to_uint8(frames.prepare_frame(rgb[:, 10:50], 40))
   np.testing.assert_array_equal(roundtrip, rgb[:, 10:50])
+
+
+def test_inference_resamples_frames_as_the_training_data_is():
+  rng = np.random.default_rng(0)
+  image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
+  for size in (16, 29, 64):  # shrink by an integer and a fractional factor, enlarge
+    loader_frame = decoding.center_crop_resize(image, size) / 255.0
+    model_input = (frames.prepare_frame(image, size) + 1.0) / 2.0
+    assert model_input.shape == loader_frame.shape == (size, size, 3)
+    # The same filter: they differ by the loader's rounding to uint8 only.
+    np.testing.assert_allclose(model_input, loader_frame, atol=0.51 / 255)
+  floats = decoding.center_crop_resize(image[:40, :40] / 255.0, 80)
+  assert floats.dtype == np.float64 and 0 <= floats.min() <= floats.max() <= 1
+  flat = np.full((40, 40, 1), 77, np.uint8)
+  assert np.all(decoding.center_crop_resize(flat, 7) == 77)  # channel axis kept
 
 
 def test_prepare_frame_errors():

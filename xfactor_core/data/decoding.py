@@ -103,21 +103,33 @@ def center_square(frame: np.ndarray) -> np.ndarray:
 
 
 def center_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
-  """Centre-crops an H x W x 3 uint8 frame to a square and resizes it.
+  """Centre-crops an H x W x C frame to a square and resizes it.
+
+  The one resampling of the project: the training data and the frames given
+  to a model at inference both come through here, so a model sees the same
+  filter in both. The area filter when shrinking (each output pixel averages
+  the input pixels it covers: no aliasing), bicubic when enlarging.
 
   Args:
-    frame: H x W x 3 uint8.
+    frame: H x W x C, uint8 or float32 in [0, 1].
     size: output side length in pixels.
 
   Returns:
-    size x size x 3 uint8 (bicubic, antialiased when shrinking).
+    size x size x C of the input's dtype (floats clipped to [0, 1], since
+    bicubic overshoots at edges).
   """
   square = center_square(frame)
-  if square.shape[0] == size:
+  side = square.shape[0]
+  if side == size:
     return np.ascontiguousarray(square)
-  resized = Image.fromarray(np.ascontiguousarray(square)).resize(
-      (size, size), Image.Resampling.BICUBIC)
-  return np.asarray(resized, dtype=np.uint8)
+  interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+  resized = cv2.resize(np.ascontiguousarray(square), (size, size),
+                       interpolation=interpolation)
+  if resized.ndim == 2:  # OpenCV drops a single channel axis
+    resized = resized[..., None]
+  if np.issubdtype(resized.dtype, np.floating):
+    resized = np.clip(resized, 0.0, 1.0)
+  return resized
 
 
 def read_image_frame(path: str, size: int, position: int = 0) -> np.ndarray:

@@ -6,8 +6,9 @@ size. Any RGB, RGBA, grayscale, 16-bit or float image is accepted:
 * 16-bit images are scaled by 1/65535 (not clipped), floats are taken as [0, 1]
   (or [0, 255] when their maximum exceeds 1), booleans as 0/1;
 * grayscale is replicated to three channels; RGBA is composited over white;
-* the largest centred square is cropped, then resized (area filter when
-  shrinking, bicubic when enlarging).
+* the largest centred square is cropped, then resized by
+  :func:`xfactor_core.data.decoding.center_crop_resize`, as the training data
+  is (area filter when shrinking, bicubic when enlarging).
 """
 
 from __future__ import annotations
@@ -62,22 +63,12 @@ def to_float_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
   return np.ascontiguousarray(x)
 
 
-def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
-  """Largest centred square of ``H x W x C`` float image, resized to size x size."""
-  square = decoding.center_square(image)
-  side = square.shape[0]
-  if side == size:
-    return square
-  interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
-  out = cv2.resize(square, (size, size), interpolation=interp)
-  return np.clip(out, 0.0, 1.0)
-
-
 def prepare_frame(image: np.ndarray, size: int, name: str = "image") -> np.ndarray:
   """One image -> ``size x size x 3`` float32 in [-1, 1]."""
   if size < 1:
     raise FrameError(f"output size must be positive, got {size}")
-  return center_crop_resize(to_float_rgb(image, name), size) * 2.0 - 1.0
+  square = decoding.center_crop_resize(to_float_rgb(image, name), size)
+  return square * 2.0 - 1.0
 
 
 def prepare_frames(images: Iterable[np.ndarray], size: int,
