@@ -56,3 +56,19 @@ def test_cpu_flags_settings_start_with_the_baseline():
   assert cpu_flags.SETTINGS["one_core"].describe() == "taskset -c 0"
   with pytest.raises(KeyError):
     cpu_flags.run_setting("no_such_setting", ["default"], [1], 1)
+
+
+def test_saved_inference_results_compare_and_flag_slower_rows(capsys):
+  from xfactor_core import benchmarking
+  saved = BENCHMARKS / "results" / "inference_cpu_2core.json"
+  rows = json.loads(saved.read_text())["rows"]
+  assert {(r["config"], r["batch"]) for r in rows} == {
+      (c, b) for c in ("published", "small", "default") for b in (1, 8)}
+  default = next(r for r in rows if (r["config"], r["batch"]) == ("default", 1))
+  twice_as_slow = {**default, "ms_per_frame": 2 * default["ms_per_frame"]}
+  benchmarking.compare_rows(str(saved), [twice_as_slow],
+                            key=("config", "batch"), metric="ms_per_frame",
+                            higher_is_better=False)
+  line = next(l for l in capsys.readouterr().out.splitlines()
+              if l.startswith("default"))
+  assert "0.5" in line and line.rstrip().endswith("slower")
