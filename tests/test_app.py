@@ -253,13 +253,17 @@ def test_frames_are_taken_in_natural_name_order(tmp_path):
 # ------------------------------------------------------------------- jobs --
 
 
+def _zoom_in_on_room_1(model_id, library, num_frames):
+  return jobs.TransferRequest(
+      model_id, (str(library.context("synthetic room 1").files[0]),),
+      jobs.MotionRequest("preset", "zoom in"),
+      jobs.TransferSettings(num_frames=num_frames))
+
+
 def test_transfer_streams_chunks_and_returns_a_result(models, library,
                                                       tmp_path):
   sm, _ = _ids(models)
-  request = jobs.TransferRequest(
-      sm, (str(library.context("synthetic room 1").files[0]),),
-      jobs.MotionRequest("preset", "zoom in"),
-      jobs.TransferSettings(num_frames=6))
+  request = _zoom_in_on_room_1(sm, library, num_frames=6)
   updates = list(jobs.run_transfer(models, library, request, tmp_path))
   fractions = [u.fraction for u in updates]
   assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -274,10 +278,7 @@ def test_transfer_streams_chunks_and_returns_a_result(models, library,
 def test_a_stopped_transfer_ends_with_the_frames_it_had(models, library,
                                                       tmp_path):
   sm, _ = _ids(models)
-  request = jobs.TransferRequest(
-      sm, (str(library.context("synthetic room 1").files[0]),),
-      jobs.MotionRequest("preset", "zoom in"),
-      jobs.TransferSettings(num_frames=10))
+  request = _zoom_in_on_room_1(sm, library, num_frames=10)
   chunks = []
   should_stop = lambda: len(chunks) == 1  # stop after the first chunk
   updates = []
