@@ -119,7 +119,7 @@ def test_cancel_stops_a_running_transfer(page, tmp_path):
       "document.querySelector('#status').innerText.includes('rendered')",
       timeout=90_000)
   page.click("#cancel")
-  page.wait_for_function(STATUS_DONE % "Cancel", timeout=5_000)
+  page.wait_for_function(STATUS_DONE % "Cancel", timeout=30_000)
   # The job stops after the chunk it is rendering and ends its event
   # normally, so no output shows an error badge.
   page.wait_for_function(STATUS_DONE % "Cancelled after", timeout=60_000)
