@@ -176,68 +176,60 @@ class Studio:
     Yields tuples for (preview gallery, video, scrub slider, scrub target,
     scrub generated, status, result state, model info).
     """
+    skip = gr.skip()
+    should_stop = lambda: self.job_board.cancelled(job_id)
     try:
-      yield from self._run_transfer(
-          model_id, context_files, source, preset, video, frames, first,
-          second, camera_path, num_frames, stride, start, resolution, fps,
-          reverse, ping_pong, strength, progress,
-          should_stop=lambda: self.job_board.cancelled(job_id))
+      if should_stop():
+        yield (skip,) * 5 + ("Cancelled before it started.", skip, skip)
+        return
+      with _as_gradio_errors():
+        request = jobs.TransferRequest(
+            model_id=model_id,
+            context_files=tuple(
+                str(p) for p in inputs.file_paths(context_files)),
+            motion=jobs.motion_from_ui(source, preset, video, frames, first,
+                                       second, camera_path),
+            settings=jobs.settings_from_ui(num_frames, stride, start,
+                                           resolution, fps, reverse, ping_pong,
+                                           strength).validate(self.limits))
+        cached = self.example_cache.get(request)
+        if cached is not None:
+          progress(1.0, desc="cached example")
+          yield self._outputs_for(cached, f"Example (cached): "
+                                  f"{cached.num_frames} frames at "
+                                  f"{cached.image_size} px.")
+          return
+        cacheable = self.example_cache.key(request) is not None
+        workdir = (self.example_cache.workdir() if cacheable
+                   else self._session_workdir())
+        for update in jobs.run_transfer(self.registry, self.presets, request,
+                                        workdir, self.limits,
+                                        should_stop=should_stop):
+          progress(update.fraction, desc=update.stage)
+          if update.cancelled:
+            preview = skip if update.frames is None else update.frames
+            yield (preview, skip, skip, skip, skip,
+                   f"{update.stage[:1].upper()}{update.stage[1:]}; the result "
+                   "above is unchanged.", skip, skip)
+            return
+          if update.result is not None:
+            result = update.result
+            jobs.log_result(result)
+            if cacheable:
+              self.example_cache.put(request, result)
+            if result.motion_frames < request.settings.num_frames and (
+                request.motion.source not in ("pair",)):
+              gr.Warning(f"the motion has only {result.motion_frames} frames "
+                         f"from frame {request.settings.start} with stride "
+                         f"{request.settings.stride}; used all of them")
+            yield self._outputs_for(result, (
+                f"Done: {result.num_frames} frames at {result.image_size} px "
+                f"in {result.seconds:.1f} s ({request.motion.describe()})."))
+          elif update.frames is not None:
+            yield (update.frames, skip, skip, skip, skip,
+                   f"{update.stage} ...", skip, skip)
     finally:
       self.job_board.close(job_id)
-
-  def _run_transfer(self, model_id, context_files, source, preset, video,
-                    frames, first, second, camera_path, num_frames, stride,
-                    start, resolution, fps, reverse, ping_pong, strength,
-                    progress, should_stop) -> Iterator[tuple]:
-    skip = gr.skip()
-    if should_stop():
-      yield (skip,) * 5 + ("Cancelled before it started.", skip, skip)
-      return
-    with _as_gradio_errors():
-      request = jobs.TransferRequest(
-          model_id=model_id,
-          context_files=tuple(str(p) for p in inputs.file_paths(context_files)),
-          motion=jobs.motion_from_ui(source, preset, video, frames, first,
-                                     second, camera_path),
-          settings=jobs.settings_from_ui(num_frames, stride, start,
-                                         resolution, fps, reverse, ping_pong,
-                                         strength).validate(self.limits))
-      cached = self.example_cache.get(request)
-      if cached is not None:
-        progress(1.0, desc="cached example")
-        yield self._outputs_for(cached, f"Example (cached): "
-                                f"{cached.num_frames} frames at "
-                                f"{cached.image_size} px.")
-        return
-      cacheable = self.example_cache.key(request) is not None
-      workdir = (self.example_cache.workdir() if cacheable
-                 else self._session_workdir())
-      for update in jobs.run_transfer(self.registry, self.presets, request,
-                                      workdir, self.limits,
-                                      should_stop=should_stop):
-        progress(update.fraction, desc=update.stage)
-        if update.cancelled:
-          preview = skip if update.frames is None else update.frames
-          yield (preview, skip, skip, skip, skip,
-                 f"{update.stage[:1].upper()}{update.stage[1:]}; the result "
-                 "above is unchanged.", skip, skip)
-          return
-        if update.result is not None:
-          result = update.result
-          jobs.log_result(result)
-          if cacheable:
-            self.example_cache.put(request, result)
-          if result.motion_frames < request.settings.num_frames and (
-              request.motion.source not in ("pair",)):
-            gr.Warning(f"the motion has only {result.motion_frames} frames "
-                       f"from frame {request.settings.start} with stride "
-                       f"{request.settings.stride}; used all of them")
-          yield self._outputs_for(result, (
-              f"Done: {result.num_frames} frames at {result.image_size} px "
-              f"in {result.seconds:.1f} s ({request.motion.describe()})."))
-        elif update.frames is not None:
-          yield (update.frames, skip, skip, skip, skip,
-                 f"{update.stage} ...", skip, skip)
 
   def open_job(self) -> str:
     """Transfer click, before the queue: the id of the new job (kept in the
