@@ -546,8 +546,8 @@ def test_cancel_button_stops_the_sessions_job_between_chunks(studio, models):
       assert studio.cancel_job(job).startswith("Cancelling")
   preview, *_, status, state, _ = outputs[-1]
   assert len(preview) == 8 and state is not None
-  assert status == "Cancelled after 8 of 10 frames; the result above is " \
-      "unchanged."
+  assert status == "Cancelled after 8 of 10 frames; the last finished " \
+      "result is kept."
   assert not isinstance(state, jobs.TransferResult)  # the state is kept
   assert len(studio.job_board) == 0  # the job was closed
   queued = studio.open_job()

@@ -209,8 +209,8 @@ class Studio:
           if update.cancelled:
             preview = skip if update.frames is None else update.frames
             yield (preview, skip, skip, skip, skip,
-                   f"{update.stage[:1].upper()}{update.stage[1:]}; the result "
-                   "above is unchanged.", skip, skip)
+                   f"{update.stage[:1].upper()}{update.stage[1:]}; the "
+                   "last finished result is kept.", skip, skip)
             return
           if update.result is not None:
             result = update.result
