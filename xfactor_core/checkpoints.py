@@ -43,7 +43,11 @@ class CheckpointError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Sizes of a PoseEnc + Render pair (published: 1024, 16, 16, 8, 8, 256)."""
+  """Sizes of a PoseEnc + Render pair (published: 1024, 16, 16, 8, 8, 256).
+
+  ``render_output`` is the renderer's head: "rgb" (published) or "flow" (the
+  appearance-flow head, see ``xfactor_core.models.flow``).
+  """
   features: int
   num_heads: int
   patch_size: int
@@ -51,6 +55,24 @@ class ModelConfig:
   render_layers: int
   pose_dim: int
   num_global_tokens: int = 32
+  render_output: str = "rgb"
+
+  def __post_init__(self):
+    from xfactor_core.models import RENDER_OUTPUTS  # pylint: disable=g-import-not-at-top
+    if self.render_output not in RENDER_OUTPUTS:
+      raise ValueError(f"render_output={self.render_output!r}: use one of "
+                       f"{RENDER_OUTPUTS}")
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
+    """From a mapping of field values (ints, and the render_output name)."""
+    values = dict(values)
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown model fields {unknown}; the fields are those "
+                       "of xfactor_core.checkpoints.ModelConfig")
+    return cls(**{k: (str(v) if k == "render_output" else int(v))
+                  for k, v in values.items()})
 
   def pose_enc_kwargs(self) -> dict[str, int]:
     return dict(features=self.features, num_heads=self.num_heads,
@@ -59,8 +81,11 @@ class ModelConfig:
                 num_global_tokens=self.num_global_tokens)
 
   def render_kwargs(self) -> dict[str, int]:
-    return dict(features=self.features, num_heads=self.num_heads,
-                patch_size=self.patch_size, num_layers=self.render_layers)
+    kwargs = dict(features=self.features, num_heads=self.num_heads,
+                  patch_size=self.patch_size, num_layers=self.render_layers)
+    if self.render_output != "rgb":
+      kwargs["output"] = self.render_output
+    return kwargs
 
   def to_dict(self) -> dict[str, int]:
     return dataclasses.asdict(self)
@@ -190,6 +215,10 @@ def _shape(tree: Mapping[str, Any], path: str, source: Any) -> tuple[int, ...]:
   return tuple(np.shape(node))
 
 
+# The parameter subtree of the appearance-flow head in Render.
+FLOW_HEAD = "AppearanceFlowHead_0"
+
+
 def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
   """Reads the model sizes off the weights."""
   pe, rd = params["PoseEnc"], params["Render"]
@@ -203,10 +232,11 @@ def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
   pose_dim = _shape(pe, "PoseHead_0/MLP3_0/Dense_2/kernel", source)[1]
   num_global = _shape(pe, "global_embed", source)[0]
   count = lambda tree: sum(1 for k in tree if re.fullmatch(r"layers_\d+", k))
+  output = "flow" if FLOW_HEAD in rd else "rgb"
   return ModelConfig(features=features, num_heads=num_heads,
                      patch_size=patch_size, pose_layers=count(pe),
                      render_layers=count(rd), pose_dim=pose_dim,
-                     num_global_tokens=num_global)
+                     num_global_tokens=num_global, render_output=output)
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]]:

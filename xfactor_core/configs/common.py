@@ -63,6 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
     data.worker_count, data.read_threads, data.prefetch_batches: grain
       settings; data.device_prefetch: batches in flight on the devices.
     data.supersample: synthetic-world samples per pixel side.
+    data.world: the synthetic world's curriculum and photos
+      (``training.inputs.WorldSchedule`` fields).
     eval.batch_size: clips per evaluation batch (0: the micro-batch size);
       eval.num_batches: batches per evaluation (0: no evaluation); eval.seed:
       the held-out synthetic world (a seed other than training's);
@@ -84,7 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
   config.name = "xfactor"
   config.model = ml_collections.ConfigDict(dict(
       features=1024, num_heads=16, patch_size=16, pose_layers=8,
-      render_layers=8, pose_dim=256, num_global_tokens=32))
+      render_layers=8, pose_dim=256, num_global_tokens=32,
+      render_output="rgb"))
   config.image_size = 256
   config.num_context_views = 1
   config.dtype = "bfloat16"
@@ -104,13 +107,14 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict(dict(
       peak_lr=4e-4, init_lr=1e-12, end_lr=1e-4, warmup_steps=4_000,
       decay_steps=100_000, b1=0.9, b2=0.95, eps=1e-8, weight_decay=5e-3,
-      grad_clip=1.0))
+      grad_clip=1.0, spike_factor=0.0, spike_warmup=50))
   config.objective = ml_collections.ConfigDict(dict(
       self_decode_prob=0.05, all_zero_mask_prob=0.05, l1_weight=1.0,
       perceptual_weight=0.5, augment=True, brightness=0.2, contrast=0.2,
       saturation=0.2, hue=0.05, jitter_prob=0.9, blur_prob=0.3,
       blur_sigma_min=0.1, blur_sigma_max=2.0, blur_kernel=7,
-      pose_encoding="pairs"))
+      pose_encoding="pairs", gradient_weight=0.0, flow_supervision=0.0,
+      flow_supervision_steps=0))
   config.perceptual = ml_collections.ConfigDict(dict(kind="auto", weights=""))
 
   config.data = ml_collections.ConfigDict()
@@ -123,6 +127,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.prefetch_batches = 2
   config.data.device_prefetch = 2
   config.data.supersample = 1
+  config.data.world = ml_collections.ConfigDict(dict(
+      motion_factor_start=1.0, max_objects_start=8, ramp_steps=0,
+      photo_scene_prob=0.0, photos=""))
 
   config.eval = ml_collections.ConfigDict(dict(
       batch_size=0, num_batches=1, seed=1_000_003, num_images=4,

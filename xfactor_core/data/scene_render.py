@@ -547,7 +547,8 @@ def camera_rays(camera_from_world: jax.Array, intrinsics: jax.Array,
 
 def render_frame(scene: Scene, camera_from_world: jax.Array,
                  intrinsics: jax.Array, size: int, supersample: int = 1,
-                 texture_atlas: jax.Array | None = None) -> jax.Array:
+                 texture_atlas: jax.Array | None = None,
+                 return_depth: bool = False):
   """Renders one frame.
 
   Args:
@@ -560,9 +561,12 @@ def render_frame(scene: Scene, camera_from_world: jax.Array,
       analytically over the sample footprint, supersampling also smooths
       silhouettes.
     texture_atlas: None or (T, L, A, A, 3) float32 mip-mapped photo tiles.
+    return_depth: also return the depth (static).
 
   Returns:
-    (S, S, 3) float32 linear colour in [0, 1].
+    (S, S, 3) float32 linear colour in [0, 1]; with return_depth also the
+    (S, S) float32 depth of every pixel: the z coordinate in the camera frame
+    (metres along the optical axis), averaged over its samples.
   """
   origin, directions = camera_rays(camera_from_world, intrinsics, size,
                                    supersample)
@@ -600,4 +604,10 @@ def render_frame(scene: Scene, camera_from_world: jax.Array,
       (lit * shadow)[:, None] * scene.light_color)
   color = albedo * irradiance
   color = color.reshape(size, supersample, size, supersample, 3)
-  return jnp.clip(color.mean(axis=(1, 3)), 0.0, 1.0)
+  color = jnp.clip(color.mean(axis=(1, 3)), 0.0, 1.0)
+  if not return_depth:
+    return color
+  optical_axis = camera_from_world[2, :3]  # world direction of camera z
+  depth = distance * (directions @ optical_axis)
+  depth = depth.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+  return color, depth

@@ -37,6 +37,23 @@ _START_VIEW_DEPTH = 2.0
 _OBJECT_CLEARANCE = 0.9  # metres between any camera centre and an object.
 
 
+class WorldSettings(NamedTuple):
+  """Knobs of the world that a training schedule may turn (traced scalars, so
+  changing them does not recompile). The defaults are the standard world.
+
+  Attributes:
+    motion_factor: multiplies every trajectory's amplitude (camera baseline);
+      1 is the standard range, smaller values give smaller baselines.
+    max_objects: at most this many objects per room (0..NUM_OBJECT_SLOTS).
+    photo_scene_prob: probability that a scene is a photo scene (walls are
+      photo backdrops, objects photo-textured planes and boxes); only used
+      when a texture atlas of photos is given.
+  """
+  motion_factor: Any = 1.0
+  max_objects: Any = scene_render.NUM_OBJECT_SLOTS
+  photo_scene_prob: Any = 0.0
+
+
 class CameraPath(NamedTuple):
   """A roll-free camera path, leading axes (..., F)."""
 
@@ -163,19 +180,22 @@ HEADING_UNIFORMS = {
 
 
 def heading_paths(u: dict[str, jax.Array], num_frames: int,
-                  start_pitch: jax.Array) -> CameraPath:
+                  start_pitch: jax.Array,
+                  motion_factor: Any = 1.0) -> CameraPath:
   """Every trajectory type at every motion scale, in the heading frame.
 
   Args:
     u: uniforms shaped like HEADING_UNIFORMS (speeds, directions, radius...).
     num_frames: F.
     start_pitch: () pitch of the first camera, radians.
+    motion_factor: () multiplier of every amplitude (WorldSettings).
 
   Returns:
     CameraPath with leading axes (len(TRAJECTORIES), len(_MOTION_SCALES), F).
   """
   signs = _sign(u["signs"])
-  scales = jnp.asarray(_MOTION_SCALES)[:, None]  # (C, 1)
+  motion_scales = jnp.asarray(_MOTION_SCALES) * motion_factor  # (C,)
+  scales = motion_scales[:, None]  # (C, 1)
   s = jnp.linspace(0.0, 1.0, num_frames)[None, :]  # (1, F)
   progress = scales * s  # (C, F)
   zeros = jnp.zeros_like(progress)
@@ -217,7 +237,7 @@ def heading_paths(u: dict[str, jax.Array], num_frames: int,
   look0 = 2.5 * forward0
   look_offsets = (2.0 * u["look"] - 1.0) * jnp.array([1.5, 0.5, 0.8])
   look_control = look0 + jnp.concatenate([jnp.zeros((1, 3)), look_offsets], 0)
-  scale3 = jnp.asarray(_MOTION_SCALES)[:, None, None]
+  scale3 = motion_scales[:, None, None]
   centre_control = scale3 * centre_control[None]
   look_control = look0 + scale3 * (look_control[None] - look0)
   spline_centre = _bezier(centre_control, s[0])  # (C, F, 3)
@@ -340,7 +360,9 @@ def object_uniforms(num_candidates: int = 3) -> dict[str, tuple[int, ...]]:
 
 
 def sample_objects(u: dict[str, jax.Array], room_size: jax.Array,
-                   path: CameraPath, fov: jax.Array):
+                   path: CameraPath, fov: jax.Array,
+                   max_objects: Any = scene_render.NUM_OBJECT_SLOTS,
+                   photo_scene: Any = False):
   """Object slots placed mostly in view and never near a camera centre.
 
   Args:
@@ -348,17 +370,30 @@ def sample_objects(u: dict[str, jax.Array], room_size: jax.Array,
     room_size: (3,).
     path: the world camera path (F frames) the objects must keep clear of.
     fov: () field of view, radians.
+    max_objects: () at most this many active objects.
+    photo_scene: () bool; a photo scene has upright boxes only, about half of
+      them thin panels (photo planes), larger and always in view.
 
   Returns:
     active (K,), type (K,) int32, center (K, 3), rotation (K, 3, 3),
     half size (K, 3).
   """
   k = scene_render.NUM_OBJECT_SLOTS
-  count = _integer(u["count"], k + 1)
+  count = jnp.minimum(_integer(u["count"], k + 1), max_objects)
   object_type = jnp.where(u["type"] < 0.45, scene_render.BOX,
                           jnp.where(u["type"] < 0.72, scene_render.SPHERE,
                                     scene_render.CYLINDER)).astype(jnp.int32)
+  object_type = jnp.where(photo_scene, scene_render.BOX, object_type)
   box_size = _log_uniform(u["box"], 0.12, 0.65)
+  # Photo panels: 0.4..1.6 m wide and high, 3 cm thick, facing +-z before
+  # their yaw; the other photo boxes are as large as the largest boxes.
+  panel = photo_scene & (u["type"] < 0.5)
+  panel_size = jnp.stack([_uniform(u["box"][:, 0], 0.2, 0.8),
+                          _uniform(u["box"][:, 1], 0.2, 0.8),
+                          jnp.full((k,), 0.015)], axis=-1)
+  box_size = jnp.where(panel[:, None], panel_size,
+                       jnp.where(photo_scene, _uniform(u["box"], 0.2, 0.6),
+                                 box_size))
   radius = _log_uniform(u["radius"], 0.12, 0.5)
   cylinder_half_height = _log_uniform(u["height"], 0.12, 0.8)
   half_size = jnp.where(
@@ -366,17 +401,19 @@ def sample_objects(u: dict[str, jax.Array], room_size: jax.Array,
       jnp.where((object_type == scene_render.SPHERE)[:, None],
                 radius[:, None] * jnp.ones(3),
                 jnp.stack([radius, cylinder_half_height, radius], -1)))
-  floating = u["floating"] < 0.25
+  floating = (u["floating"] < 0.25) & ~photo_scene
+  middle = path.center.shape[0] // 2
+  view_yaw = path.yaw[middle]
+  # Photo panels face the middle camera to within +-30 degrees.
+  yaw = jnp.where(panel, view_yaw + _uniform(u["yaw"], -0.5, 0.5),
+                  _uniform(u["yaw"], -jnp.pi, jnp.pi))
   rotation = jnp.where(floating[:, None, None],
                        jax.vmap(_random_rotation)(u["rotation"]),
-                       jax.vmap(_yaw_rotation)(_uniform(u["yaw"], -jnp.pi,
-                                                        jnp.pi)))
+                       jax.vmap(_yaw_rotation)(yaw))
   extent = jnp.einsum("kij,kj->ki", jnp.abs(rotation), half_size)
   bounding_radius = jnp.linalg.norm(half_size, axis=-1)
 
   # Candidate horizontal positions: in the middle camera's view or anywhere.
-  middle = path.center.shape[0] // 2
-  view_yaw = path.yaw[middle]
   depth_ahead = view_depth(path.center[middle],
                            forward_vector(view_yaw, jnp.zeros(())), room_size)
   distance = 1.0 + u["distance"] * jnp.maximum(depth_ahead - 1.2, 0.1)
@@ -384,7 +421,8 @@ def sample_objects(u: dict[str, jax.Array], room_size: jax.Array,
   ahead = path.center[middle] + distance[..., None] * forward_vector(
       bearing, jnp.zeros_like(bearing))
   anywhere = (u["anywhere"] - 0.5) * room_size
-  xz = jnp.where((u["in_view"] < 0.7)[..., None], ahead, anywhere)
+  in_view = (u["in_view"] < 0.7) | photo_scene
+  xz = jnp.where(in_view[..., None], ahead, anywhere)
   limit_x = jnp.maximum(room_size[0] / 2 - extent[:, 0] - 0.02, 0.0)
   limit_z = jnp.maximum(room_size[2] / 2 - extent[:, 2] - 0.02, 0.0)
   x = jnp.clip(xz[..., 0], -limit_x, limit_x)
@@ -392,6 +430,9 @@ def sample_objects(u: dict[str, jax.Array], room_size: jax.Array,
   low = extent[:, 1] + 0.2
   high = jnp.maximum(room_size[1] - extent[:, 1] - 0.1, low)
   y = jnp.where(floating, _uniform(u["float_height"], low, high), extent[:, 1])
+  # Photo panels stand on short legs at eye level rather than on the floor.
+  y = jnp.where(panel, jnp.minimum(_uniform(u["float_height"], 0.9, 1.5),
+                                   high), y)
   center = jnp.stack([x, y, z], axis=-1)  # (P, K, 3)
   gap = jnp.linalg.norm(center[:, :, None, :] - path.center[None, None],
                         axis=-1).min(axis=-1)  # (P, K)
@@ -414,8 +455,16 @@ TEXTURE_UNIFORMS = {
     "seed": (_N,), "photo": (_N,), "photo_index": (_N,), "photo_period": (_N,)}
 
 
-def sample_textures(u: dict[str, jax.Array]) -> scene_render.SurfaceTextures:
-  """Procedural texture parameters for every surface from TEXTURE_UNIFORMS."""
+def sample_textures(u: dict[str, jax.Array], photo_scene: Any = False,
+                    room_size: Any = None, object_half_size: Any = None
+                    ) -> scene_render.SurfaceTextures:
+  """Procedural texture parameters for every surface from TEXTURE_UNIFORMS.
+
+  In a photo scene (``photo_scene`` True, with ``room_size`` (3,) and
+  ``object_half_size`` (K, 3)) the walls and objects show whole photos: one
+  photo spans most of each wall (a backdrop) and most of each object face, the
+  floor and ceiling keep their procedural texture.
+  """
   n = scene_render.NUM_SURFACES
   is_room = jnp.arange(n) < scene_render.NUM_ROOM_SURFACES
   saturation = jnp.where(is_room, 0.7, 1.2)[:, None]
@@ -435,6 +484,24 @@ def sample_textures(u: dict[str, jax.Array]) -> scene_render.SurfaceTextures:
   axis_aligned = (u["aligned"] < 0.7) & is_room
   angle = jnp.where(axis_aligned, jnp.where(u["angle"] < 0.5, 0.0, jnp.pi / 2),
                     u["angle"] * jnp.pi)
+  photo_weight = (u["photo"] < 0.5).astype(jnp.float32)
+  photo_period = _log_uniform(u["photo_period"], 0.5, 2.5)
+  if room_size is not None:
+    # A tile holds the photo mirrored 2 x 2, so a photo spans half a period.
+    wall_width = jnp.array([room_size[2], room_size[2], room_size[0],
+                            room_size[0]])
+    wall_period = 2.0 * wall_width * _uniform(u["photo_period"][2:6], 0.3,
+                                              0.6)
+    object_period = 4.0 * jnp.max(object_half_size[:, :2], axis=-1) * (
+        _uniform(u["photo_period"][6:], 0.9, 1.2))
+    scene_period = jnp.concatenate([photo_period[:2], wall_period,
+                                    object_period])
+    is_floor_or_ceiling = jnp.arange(n) < 2
+    photo_period = jnp.where(photo_scene & ~is_floor_or_ceiling, scene_period,
+                             photo_period)
+    photo_weight = jnp.where(photo_scene,
+                             (~is_floor_or_ceiling).astype(jnp.float32),
+                             photo_weight)
   return scene_render.SurfaceTextures(
       palette_offset=offset, palette_amplitude=amplitude,
       palette_frequency=frequency, palette_phase=phase,
@@ -445,9 +512,9 @@ def sample_textures(u: dict[str, jax.Array]) -> scene_render.SurfaceTextures:
       noise_persistence=_uniform(u["persistence"], 0.45, 0.65),
       detail_amplitude=_uniform(u["detail"], 0.1, 0.4),
       seed=_integer(u["seed"], 1 << 22),
-      photo_weight=(u["photo"] < 0.5).astype(jnp.float32),
+      photo_weight=photo_weight,
       photo_index=_integer(u["photo_index"], 1 << 20),
-      photo_period=_log_uniform(u["photo_period"], 0.5, 2.5))
+      photo_period=photo_period)
 
 
 def sample_lighting(u: jax.Array):
@@ -474,7 +541,8 @@ class Shot(NamedTuple):
 
 
 def sample_shot(key: jax.Array, num_frames: int, num_scenes: int,
-                trajectory_index: jax.Array) -> Shot:
+                trajectory_index: jax.Array,
+                world: WorldSettings = WorldSettings()) -> Shot:
   """Samples num_scenes scenes filmed with one shared relative camera path.
 
   Args:
@@ -483,6 +551,9 @@ def sample_shot(key: jax.Array, num_frames: int, num_scenes: int,
     num_scenes: V (static), 1 for a sequence, 2 for a transfer pair.
     trajectory_index: () int32 index into TRAJECTORIES, or negative for a
       uniformly random type.
+    world: the world's knobs (defaults: the standard world). The photo-scene
+      draw uses its own stream (``fold_in(key, 1)``), so the standard world's
+      draws do not change with it.
 
   Returns:
     A Shot.
@@ -498,7 +569,10 @@ def sample_shot(key: jax.Array, num_frames: int, num_scenes: int,
                                trajectory_index).astype(jnp.int32)
   fov = math.radians(1.0) * _uniform(u["shot"][1], *FOV_RANGE_DEGREES)
   start_pitch = math.radians(1.0) * _uniform(u["shot"][2], -25.0, 10.0)
-  all_paths = heading_paths(u["heading"], num_frames, start_pitch)
+  all_paths = heading_paths(u["heading"], num_frames, start_pitch,
+                            world.motion_factor)
+  photo_scenes = jax.random.uniform(jax.random.fold_in(key, 1), (
+      num_scenes,)) < world.photo_scene_prob
   paths = jax.tree.map(lambda x: x[trajectory_index], all_paths)  # (C, F)
 
   def room_and_placement(scene_u):
@@ -513,21 +587,23 @@ def sample_shot(key: jax.Array, num_frames: int, num_scenes: int,
                           len(_MOTION_SCALES) - 1)
   path = jax.tree.map(lambda x: x[scale_index], paths)  # (F,)
 
-  def build_scene(scene_u, room_size, placement):
+  def build_scene(scene_u, room_size, placement, photo_scene):
     world_path = place_path(path, placement)
     active, object_type, center, rotation, half_size = sample_objects(
-        scene_u["objects"], room_size, world_path, fov)
+        scene_u["objects"], room_size, world_path, fov, world.max_objects,
+        photo_scene)
     light_direction, light_color, ambient = sample_lighting(scene_u["lighting"])
     scene = scene_render.Scene(
         room_size=room_size, object_active=active, object_type=object_type,
         object_center=center, object_rotation=rotation,
         object_half_size=half_size,
-        textures=sample_textures(scene_u["textures"]),
+        textures=sample_textures(scene_u["textures"], photo_scene, room_size,
+                                 half_size),
         light_direction=light_direction, light_color=light_color,
         ambient=ambient)
     return scene, camera_from_world_matrix(world_path)
 
   scenes, camera_from_world = jax.vmap(build_scene)(u["scenes"], room_sizes,
-                                                    placements)
+                                                    placements, photo_scenes)
   return Shot(scenes, camera_from_world, fov, trajectory_index,
               jnp.asarray(_MOTION_SCALES)[scale_index])

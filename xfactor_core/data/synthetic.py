@@ -137,13 +137,17 @@ def _check_atlas(texture_atlas: Any) -> None:
 def _render_scene_frames(scene: scene_render.Scene, cameras: jax.Array,
                          intrinsics: jax.Array, size: int, supersample: int,
                          texture_atlas: jax.Array | None,
-                         sequential: bool) -> jax.Array:
-  """(F, S, S, 3) uint8 frames of one scene seen from cameras (F, 4, 4)."""
+                         sequential: bool, with_depth: bool = False):
+  """(F, S, S, 3) uint8 frames of one scene seen from cameras (F, 4, 4), and
+  with_depth also their (F, S, S) float32 depth."""
 
   def render(camera):
-    frame = scene_render.render_frame(scene, camera, intrinsics, size,
-                                      supersample, texture_atlas)
-    return jnp.round(frame * 255.0).astype(jnp.uint8)
+    out = scene_render.render_frame(scene, camera, intrinsics, size,
+                                    supersample, texture_atlas,
+                                    return_depth=with_depth)
+    frame, depth = out if with_depth else (out, None)
+    frame = jnp.round(frame * 255.0).astype(jnp.uint8)
+    return (frame, depth) if with_depth else frame
 
   if sequential:
     return jax.lax.map(render, cameras)
@@ -153,7 +157,10 @@ def _render_scene_frames(scene: scene_render.Scene, cameras: jax.Array,
 def _render_shots(keys: jax.Array, trajectory_index: jax.Array,
                   texture_atlas: jax.Array | None, num_frames: int, size: int,
                   num_scenes: int, supersample: int,
-                  sequential: bool | None = None):
+                  sequential: bool | None = None,
+                  world: scene_sampling.WorldSettings = (
+                      scene_sampling.WorldSettings()),
+                  with_depth: bool = False):
   """Samples and renders B shots of V scenes each.
 
   On the CPU frames are rendered one after the other (XLA's CPU code for one
@@ -163,10 +170,11 @@ def _render_shots(keys: jax.Array, trajectory_index: jax.Array,
 
   Returns:
     frames (B, V, F, S, S, 3) uint8, camera_from_world (B, V, F, 4, 4),
-    intrinsics (B, 3, 3), trajectory index (B,) int32.
+    intrinsics (B, 3, 3), trajectory index (B,) int32, and depth
+    (B, V, F, S, S) float32 when with_depth (else None).
   """
   shots = jax.vmap(lambda key: scene_sampling.sample_shot(
-      key, num_frames, num_scenes, trajectory_index))(keys)
+      key, num_frames, num_scenes, trajectory_index, world))(keys)
   intrinsics = jax.vmap(lambda fov: scene_sampling.intrinsics_matrix(fov, size))(
       shots.fov)
   batch = keys.shape[0]
@@ -186,31 +194,40 @@ def _render_shots(keys: jax.Array, trajectory_index: jax.Array,
   def render_one(inputs):
     scene, camera, matrix = inputs
     return _render_scene_frames(scene, camera, matrix, size, supersample,
-                                texture_atlas, sequential)
+                                texture_atlas, sequential, with_depth)
 
-  frames = jax.lax.map(render_one, (scenes, cameras, per_scene_intrinsics),
-                       batch_size=chunk)
+  rendered = jax.lax.map(render_one, (scenes, cameras, per_scene_intrinsics),
+                         batch_size=chunk)
+  frames, depth = rendered if with_depth else (rendered, None)
   frames = frames.reshape((batch, num_scenes, num_frames, size, size, 3))
+  if depth is not None:
+    depth = depth.reshape((batch, num_scenes, num_frames, size, size))
   cameras = cameras.reshape((batch, num_scenes, num_frames, 4, 4))
-  return frames, cameras, intrinsics, shots.trajectory_index
+  return frames, cameras, intrinsics, shots.trajectory_index, depth
 
 
 @functools.partial(jax.jit, static_argnames=("num_frames", "size",
-                                             "num_scenes", "supersample"))
-def _generate(keys, trajectory_index, texture_atlas, *, num_frames, size,
-              num_scenes, supersample):
+                                             "num_scenes", "supersample",
+                                             "with_depth"))
+def _generate(keys, trajectory_index, texture_atlas, world=None, *,
+              num_frames, size, num_scenes, supersample, with_depth=False):
   """The jitted generator behind every entry point (one compile per shape).
 
   Args:
     keys: (B,) PRNG keys, one per shot.
     trajectory_index: () int32 into TRAJECTORIES, negative for random.
     texture_atlas: None or (T, L, A, A, 3).
+    world: None (the standard world) or scene_sampling.WorldSettings of
+      traced scalars.
 
   Returns:
     As `_render_shots`.
   """
+  if world is None:
+    world = scene_sampling.WorldSettings()
   return _render_shots(keys, trajectory_index, texture_atlas, num_frames,
-                       size, num_scenes, supersample)
+                       size, num_scenes, supersample, world=world,
+                       with_depth=with_depth)
 
 
 def _sequence_key(seed: int, index: int) -> jax.Array:
@@ -223,15 +240,16 @@ def _sequence_key(seed: int, index: int) -> jax.Array:
 
 
 def _shot_dicts(seed, index, num_frames, size, trajectory, num_scenes,
-                supersample, texture_atlas) -> list[dict[str, Any]]:
+                supersample, texture_atlas, world=None
+                ) -> list[dict[str, Any]]:
   _check_arguments(num_frames, size, supersample=supersample)
   _check_atlas(texture_atlas)
   trajectory_index = _trajectory_index(trajectory)
   key = _sequence_key(seed, index)
-  frames, cameras, intrinsics, chosen = _generate(
+  frames, cameras, intrinsics, chosen, _ = _generate(
       key[None], jnp.int32(trajectory_index),
       None if texture_atlas is None else jnp.asarray(texture_atlas, jnp.float32),
-      num_frames=num_frames, size=size, num_scenes=num_scenes,
+      world, num_frames=num_frames, size=size, num_scenes=num_scenes,
       supersample=supersample)
   frames = np.asarray(frames[0])
   cameras = np.asarray(cameras[0], np.float32)
@@ -246,7 +264,9 @@ def _shot_dicts(seed, index, num_frames, size, trajectory, num_scenes,
 def make_sequence(seed: int, index: int, num_frames: int, size: int,
                   trajectory: str | None = None, *,
                   supersample: int = DEFAULT_SUPERSAMPLE,
-                  texture_atlas: np.ndarray | None = None) -> dict[str, Any]:
+                  texture_atlas: np.ndarray | None = None,
+                  world: scene_sampling.WorldSettings | None = None
+                  ) -> dict[str, Any]:
   """Renders sequence `index` of the world `seed`.
 
   Args:
@@ -257,6 +277,7 @@ def make_sequence(seed: int, index: int, num_frames: int, size: int,
     trajectory: one of TRAJECTORIES, or None for one drawn from (seed, index).
     supersample: samples per pixel side (1 = analytic texture filtering only).
     texture_atlas: optional photo atlas from `load_texture_atlas`.
+    world: the world's knobs (scene_sampling.WorldSettings; None: standard).
 
   Returns:
     dict with numpy arrays 'frames' (F, S, S, 3) uint8, 'camera_from_world'
@@ -264,13 +285,14 @@ def make_sequence(seed: int, index: int, num_frames: int, size: int,
     frame) and 'trajectory' (str).
   """
   return _shot_dicts(seed, index, num_frames, size, trajectory, 1, supersample,
-                     texture_atlas)[0]
+                     texture_atlas, world)[0]
 
 
 def make_transfer_pair(seed: int, index: int, num_frames: int, size: int,
                        trajectory: str | None = None, *,
                        supersample: int = DEFAULT_SUPERSAMPLE,
-                       texture_atlas: np.ndarray | None = None
+                       texture_atlas: np.ndarray | None = None,
+                       world: scene_sampling.WorldSettings | None = None
                        ) -> tuple[dict[str, Any], dict[str, Any]]:
   """Two different scenes filmed with the same relative camera motion.
 
@@ -280,13 +302,15 @@ def make_transfer_pair(seed: int, index: int, num_frames: int, size: int,
   Arguments as in `make_sequence`; returns (sequence_a, sequence_b).
   """
   first, second = _shot_dicts(seed, index, num_frames, size, trajectory, 2,
-                              supersample, texture_atlas)
+                              supersample, texture_atlas, world)
   return first, second
 
 
 def sample_batch(key: jax.Array, batch_size: int, num_frames: int, size: int,
                  *, supersample: int = DEFAULT_SUPERSAMPLE,
-                 texture_atlas: jax.Array | None = None) -> dict[str, jax.Array]:
+                 texture_atlas: jax.Array | None = None,
+                 world: scene_sampling.WorldSettings | None = None,
+                 with_depth: bool = False) -> dict[str, jax.Array]:
   """On-device generator: a batch of random sequences.
 
   Jitted inside (one compile per batch_size, num_frames, size, supersample);
@@ -300,34 +324,36 @@ def sample_batch(key: jax.Array, batch_size: int, num_frames: int, size: int,
     size: S in 64..256.
     supersample: samples per pixel side.
     texture_atlas: optional (T, L, A, A, 3) photo atlas.
+    world: the world's knobs (scene_sampling.WorldSettings; None: standard).
+    with_depth: also return the depth of every pixel (static).
 
   Returns:
     dict of jax arrays: 'frames' (B, F, S, S, 3) uint8, 'camera_from_world'
-    (B, F, 4, 4) float32, 'intrinsics' (B, F, 3, 3) float32 and
-    'trajectory_index' (B,) int32 into TRAJECTORIES.
+    (B, F, 4, 4) float32, 'intrinsics' (B, F, 3, 3) float32,
+    'trajectory_index' (B,) int32 into TRAJECTORIES and, with_depth, 'depth'
+    (B, F, S, S) float32 (camera-frame z of every pixel, metres).
   """
   _check_arguments(num_frames, size, batch_size, supersample)
   _check_atlas(texture_atlas)
   keys = jax.random.split(key, batch_size)
-  frames, cameras, intrinsics, trajectory_index = _generate(
-      keys, jnp.int32(-1), texture_atlas, num_frames=num_frames, size=size,
-      num_scenes=1, supersample=supersample)
-  return {
+  frames, cameras, intrinsics, trajectory_index, depth = _generate(
+      keys, jnp.int32(-1), texture_atlas, world, num_frames=num_frames,
+      size=size, num_scenes=1, supersample=supersample, with_depth=with_depth)
+  batch = {
       "frames": frames[:, 0],
       "camera_from_world": cameras[:, 0],
       "intrinsics": jnp.broadcast_to(intrinsics[:, None],
                                      (batch_size, num_frames, 3, 3)),
       "trajectory_index": trajectory_index,
   }
+  if with_depth:
+    batch["depth"] = depth[:, 0]
+  return batch
 
 
 def load_texture_atlas(folder: str | os.PathLike, tile_size: int = 64,
                        max_tiles: int = 64) -> np.ndarray:
   """Loads photos from a folder into a mip-mapped, seamless texture atlas.
-
-  Each image is centre-cropped to a square, mirrored into a 2x2 tile (so the
-  tile wraps without seams), resized to tile_size and blurred into mip levels
-  (level l averages 2^l x 2^l texels, stored at full resolution).
 
   Args:
     folder: directory searched (not recursively) for .png/.jpg/.jpeg/.bmp/.webp.
@@ -335,27 +361,50 @@ def load_texture_atlas(folder: str | os.PathLike, tile_size: int = 64,
     max_tiles: at most this many images are used (sorted by name).
 
   Returns:
-    (T, L, A, A, 3) float32 in [0, 1] with L = log2(A) - 1.
+    As `atlas_from_images`.
   """
   folder = pathlib.Path(folder)
   if not folder.is_dir():
     raise FileNotFoundError(f"texture folder {folder} does not exist")
-  if tile_size < 16 or tile_size > 512 or tile_size & (tile_size - 1):
-    raise ValueError(f"tile_size must be a power of two in 16..512, got {tile_size}")
   suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
   paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes)
   if not paths:
     raise ValueError(f"no images (.png/.jpg/.jpeg/.bmp/.webp) in {folder}")
-  num_levels = int(math.log2(tile_size)) - 1
-  tiles = []
+  images = []
   for path in paths[:max_tiles]:
     with Image.open(path) as image:
-      image = image.convert("RGB")
-      side = min(image.size)
-      left = (image.size[0] - side) // 2
-      top = (image.size[1] - side) // 2
-      image = image.crop((left, top, left + side, top + side))
-      image = image.resize((tile_size // 2, tile_size // 2), Image.LANCZOS)
+      images.append(np.asarray(image.convert("RGB")))
+  return atlas_from_images(images, tile_size)
+
+
+def atlas_from_images(images: Sequence[np.ndarray],
+                      tile_size: int = 64) -> np.ndarray:
+  """Photos as a mip-mapped, seamless texture atlas.
+
+  Each image is centre-cropped to a square, mirrored into a 2x2 tile (so the
+  tile wraps without seams), resized to tile_size and blurred into mip levels
+  (level l averages 2^l x 2^l texels, stored at full resolution).
+
+  Args:
+    images: ``H x W x 3`` uint8 RGB images.
+    tile_size: A, a power of two in 16..512.
+
+  Returns:
+    (T, L, A, A, 3) float32 in [0, 1] with L = log2(A) - 1.
+  """
+  if tile_size < 16 or tile_size > 512 or tile_size & (tile_size - 1):
+    raise ValueError(f"tile_size must be a power of two in 16..512, got {tile_size}")
+  if not len(images):
+    raise ValueError("no images for the texture atlas")
+  num_levels = int(math.log2(tile_size)) - 1
+  tiles = []
+  for array in images:
+    image = Image.fromarray(np.asarray(array, np.uint8)).convert("RGB")
+    side = min(image.size)
+    left = (image.size[0] - side) // 2
+    top = (image.size[1] - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    image = image.resize((tile_size // 2, tile_size // 2), Image.LANCZOS)
     half = np.asarray(image, np.float32) / 255.0
     top_row = np.concatenate([half, half[:, ::-1]], axis=1)
     tile = np.concatenate([top_row, top_row[::-1]], axis=0)

@@ -11,7 +11,9 @@
 
 from xfactor_core.models.attention import IMPLEMENTATIONS, segment_attention
 from xfactor_core.models.layers import patchify, unpatchify
-from xfactor_core.models.networks import PoseEnc, Render
+from xfactor_core.models.flow import FlowField
+from xfactor_core.models.networks import RENDER_OUTPUTS, PoseEnc, Render
 
-__all__ = ["PoseEnc", "Render", "segment_attention", "IMPLEMENTATIONS",
+__all__ = ["PoseEnc", "Render", "RENDER_OUTPUTS", "FlowField",
+           "segment_attention", "IMPLEMENTATIONS",
            "patchify", "unpatchify"]

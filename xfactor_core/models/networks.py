@@ -13,10 +13,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from xfactor_core.models import flow
 from xfactor_core.models.layers import (LN_EPSILON, MLP2, MLP3, MultiViewLayer,
                                         patchify, rotary_angles, unpatchify)
 
 Dtype = Any
+RENDER_OUTPUTS = ("rgb", "flow")
 
 
 def _check_images(name: str, x: jax.Array, patch_size: int) -> None:
@@ -130,6 +132,19 @@ class Render(nn.Module):
   ``x: B x (V-1) x H x W x 3`` in [-1, 1], poses ``P: B x V x pose_dim`` or
   ``B x V x 2 x pose_dim`` (index V-1 is the target), ``pmask: B x T``.
   Returns the target ``B x H x W x 3`` in [-1, 1].
+
+  ``output="rgb"`` is the published network: the target tokens are decoded to
+  pixels. ``output="flow"`` replaces that head by an appearance-flow head
+  (:mod:`xfactor_core.models.flow`): the target is copied from the context
+  views through predicted per-pixel offsets and confidences, blended with an
+  RGB fallback. Flow renderers take two more keywords:
+
+  * ``sample_from``: ``B x (V-1) x H' x W' x 3``, the same context views at
+    any output resolution (e.g. the user's full-resolution photo); the flow
+    predicted at ``H x W`` is upsampled and samples them, and the output is
+    ``B x H' x W' x 3``. Default: ``x`` itself.
+  * ``return_flow``: also return ``{"field": FlowField at H x W, "weights":
+    B x V x H' x W' blend weights}``.
   """
   features: int
   num_heads: int
@@ -139,10 +154,22 @@ class Render(nn.Module):
   attention_impl: str = "auto"
   attention_dtype: Optional[Dtype] = None
   dtype: Optional[Dtype] = None
+  output: str = "rgb"
 
   @nn.compact
   def __call__(self, x: jax.Array, poses: jax.Array,
-               pmask: Optional[jax.Array] = None) -> jax.Array:
+               pmask: Optional[jax.Array] = None, *,
+               sample_from: Optional[jax.Array] = None,
+               return_flow: bool = False):
+    if self.output not in RENDER_OUTPUTS:
+      raise ValueError(f"Render output={self.output!r}: use one of "
+                       f"{RENDER_OUTPUTS}")
+    if self.output == "rgb" and (sample_from is not None or return_flow):
+      raise ValueError(
+          "sample_from and return_flow need a flow renderer; this Render has "
+          "output='rgb' (the published head), which paints pixels at the "
+          "model resolution: drop them, or use a checkpoint trained with "
+          "output='flow'")
     _check_images("Render context", x, self.patch_size)
     b, n_ctx, h, w, _ = x.shape
     p, c = self.patch_size, self.features
@@ -154,6 +181,13 @@ class Render(nn.Module):
           f"Render poses must be B x V x pose_dim or B x V x 2 x pose_dim with "
           f"V = context views + 1 = {n_ctx + 1} and B = {b}, got shape "
           f"{tuple(poses.shape)}")
+    if sample_from is not None and (
+        sample_from.ndim != 5 or sample_from.shape[:2] != (b, n_ctx)
+        or sample_from.shape[-1] != 3):
+      raise ValueError(
+          f"sample_from must hold the same {n_ctx} context view(s) as "
+          f"B x (V-1) x H' x W' x 3 with B = {b}, got shape "
+          f"{tuple(sample_from.shape)}")
 
     if poses.ndim == 4:
       if pmask is None:
@@ -177,6 +211,15 @@ class Render(nn.Module):
     angles = rotary_angles(gh, gw, c // self.num_heads)
     tokens = _run_layers(self, tokens, jnp.cos(angles), jnp.sin(angles),
                          segment_ids)
+
+    if self.output == "flow":
+      field = flow.AppearanceFlowHead(c, p, dtype=self.dtype)(
+          tokens[:, -1], tokens[:, :-1], h, w)
+      image, weights = flow.compose(
+          field, x if sample_from is None else sample_from)
+      if return_flow:
+        return image, {"field": field, "weights": weights}
+      return image
 
     out = jax.nn.gelu(nn.LayerNorm(epsilon=LN_EPSILON, dtype=self.dtype)(
         tokens[:, -1]))

@@ -20,6 +20,7 @@ global arrays sharded over the batch on the mesh's ``data`` axis::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import queue
@@ -32,6 +33,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from xfactor_core.data import sampling
+from xfactor_core.data import scene_sampling
+from xfactor_core.data.scene_render import NUM_OBJECT_SLOTS
 
 DATA_AXIS = "data"
 Batch = dict[str, jax.Array]
@@ -77,12 +80,80 @@ def reference_index(num_views: int) -> int:
   return int(sampling.reference_view(np.arange(num_views)))
 
 
+@dataclasses.dataclass(frozen=True)
+class WorldSchedule:
+  """How the synthetic world changes over training (a curriculum).
+
+  Attributes:
+    motion_factor_start: camera-motion amplitude factor at step 0, growing
+      linearly to 1 (the standard world) over ``ramp_steps``.
+    max_objects_start: objects per room at most at step 0, growing linearly
+      to every slot over ``ramp_steps`` (simple rooms first, clutter later).
+    ramp_steps: length of both ramps (0: the standard world from the start).
+    photo_scene_prob: probability of a photo scene (needs ``photos``).
+    photos: "" (procedural textures only) or "skimage" (the training photos
+      of ``xfactor_core.data.photos`` as textures, with the per-surface photo
+      textures of the standard world and photo scenes).
+  """
+  motion_factor_start: float = 1.0
+  max_objects_start: int = NUM_OBJECT_SLOTS
+  ramp_steps: int = 0
+  photo_scene_prob: float = 0.0
+  photos: str = ""
+
+  def __post_init__(self):
+    problems = []
+    if not 0.0 < self.motion_factor_start <= 1.0:
+      problems.append(f"motion_factor_start={self.motion_factor_start} must "
+                      "lie in (0, 1]")
+    if not 0 <= self.max_objects_start <= NUM_OBJECT_SLOTS:
+      problems.append(f"max_objects_start={self.max_objects_start} must lie "
+                      f"in 0..{NUM_OBJECT_SLOTS}")
+    if self.ramp_steps < 0:
+      problems.append(f"ramp_steps={self.ramp_steps} must be >= 0")
+    if not 0.0 <= self.photo_scene_prob <= 1.0:
+      problems.append(f"photo_scene_prob={self.photo_scene_prob} must lie in "
+                      "[0, 1]")
+    if self.photos not in ("", "skimage"):
+      problems.append(f"photos={self.photos!r}: use '' or 'skimage'")
+    if self.photo_scene_prob > 0 and not self.photos:
+      problems.append("photo scenes need photos: set photos='skimage'")
+    if problems:
+      raise ValueError("invalid world schedule: " + "; ".join(problems))
+
+  def at(self, step: int) -> scene_sampling.WorldSettings:
+    """The world's knobs at optimiser step ``step`` (numpy scalars)."""
+    ramp = 1.0 if self.ramp_steps <= 0 else min(step / self.ramp_steps, 1.0)
+    motion = self.motion_factor_start + ramp * (1.0 - self.motion_factor_start)
+    objects = self.max_objects_start + ramp * (
+        NUM_OBJECT_SLOTS - self.max_objects_start)
+    return scene_sampling.WorldSettings(
+        motion_factor=np.float32(motion),
+        max_objects=np.int32(round(objects)),
+        photo_scene_prob=np.float32(self.photo_scene_prob))
+
+
+@functools.lru_cache(maxsize=4)
+def texture_atlas(photos: str) -> Optional[np.ndarray]:
+  """The photo atlas a WorldSchedule names (cached), or None."""
+  if not photos:
+    return None
+  from xfactor_core.data import photos as photo_lib  # pylint: disable=g-import-not-at-top
+  return photo_lib.photo_atlas()
+
+
 @functools.lru_cache(maxsize=32)
 def synthetic_generator(mesh: Mesh, batch_size: int, num_views: int,
-                        image_size: int, supersample: int = 1
-                        ) -> Callable[[jax.Array], Batch]:
-  """A jitted ``key -> batch`` rendering ``batch_size`` clips on the mesh.
+                        image_size: int, supersample: int = 1,
+                        with_geometry: bool = False
+                        ) -> Callable[..., Batch]:
+  """A jitted ``(key, world, atlas) -> batch`` rendering ``batch_size`` clips
+  on the mesh (``world``: a WorldSettings, ``atlas``: None or a replicated
+  photo atlas).
 
+  With ``with_geometry`` the batch also holds ``depth`` ``B x V x S x S``
+  float32, ``camera_from_world`` ``B x V x 4 x 4`` and ``intrinsics``
+  ``B x 3 x 3`` (for the objective's optional flow supervision).
   Cached per (mesh, sizes) so repeated trainers in one process compile once.
   """
   from xfactor_core.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -96,17 +167,29 @@ def synthetic_generator(mesh: Mesh, batch_size: int, num_views: int,
   chunk = 1 if jax.default_backend() == "cpu" else per_shard
   reference = reference_index(num_views)
 
-  def render_shard(key):
+  def render_shard(key, world, atlas):
     first = jax.lax.axis_index(DATA_AXIS) * per_shard
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
         first + jnp.arange(per_shard))
-    render = lambda k: synthetic.sample_batch(
-        k, 1, num_views, image_size, supersample=supersample)["frames"][0]
-    frames = jax.lax.map(render, keys, batch_size=chunk)
-    return {"frames": frames,
-            "reference": jnp.full((per_shard,), reference, jnp.int32)}
 
-  generate = jax.shard_map(render_shard, mesh=mesh, in_specs=PartitionSpec(),
+    def render(k):
+      sample = synthetic.sample_batch(
+          k, 1, num_views, image_size, supersample=supersample,
+          texture_atlas=atlas, world=world, with_depth=with_geometry)
+      out = {"frames": sample["frames"][0]}
+      if with_geometry:
+        out.update(depth=sample["depth"][0],
+                   camera_from_world=sample["camera_from_world"][0],
+                   intrinsics=sample["intrinsics"][0, 0])
+      return out
+
+    batch = jax.lax.map(render, keys, batch_size=chunk)
+    batch["reference"] = jnp.full((per_shard,), reference, jnp.int32)
+    return batch
+
+  generate = jax.shard_map(render_shard, mesh=mesh,
+                           in_specs=(PartitionSpec(), PartitionSpec(),
+                                     PartitionSpec()),
                            out_specs=PartitionSpec(DATA_AXIS), check_vma=False)
   return jax.jit(generate)
 
@@ -115,20 +198,28 @@ class SyntheticInputs:
   """Clips of the synthetic world rendered on the devices.
 
   Batch (step s, micro-batch m) uses the key ``fold_in(fold_in(key(seed), s),
-  m)``; it is a pure function of (seed, s, m, sizes).
+  m)`` and the world ``schedule.at(s)``; it is a pure function of (seed, s, m,
+  sizes, schedule).
   """
 
   def __init__(self, mesh: Mesh, batch_size: int, num_views: int,
-               image_size: int, *, seed: int, supersample: int = 1):
+               image_size: int, *, seed: int, supersample: int = 1,
+               schedule: WorldSchedule = WorldSchedule(),
+               with_geometry: bool = False):
     self._generate = synthetic_generator(mesh, batch_size, num_views,
-                                         image_size, supersample)
+                                         image_size, supersample,
+                                         with_geometry)
     self._base = jax.random.key(seed)
+    self._schedule = schedule
+    atlas = texture_atlas(schedule.photos)
+    self._atlas = (None if atlas is None
+                   else global_array(atlas, replicated(mesh)))
     self.seed = seed
     self.batch_size = batch_size
 
   def batch(self, step: int, micro: int = 0) -> Batch:
     key = jax.random.fold_in(jax.random.fold_in(self._base, step), micro)
-    return self._generate(key)
+    return self._generate(key, self._schedule.at(step), self._atlas)
 
   def state(self, next_step: int) -> dict[str, Any]:
     return {"source": "synthetic", "seed": self.seed, "next_step": next_step}

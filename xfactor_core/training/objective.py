@@ -43,6 +43,7 @@ Everything here is a pure function of its inputs and an explicit PRNG key.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -78,6 +79,15 @@ class ObjectiveSettings:
     blur_prob: probability of the Gaussian blur; its sigma is uniform in
       [blur_sigma_min, blur_sigma_max] pixels, the kernel blur_kernel taps wide.
     pose_encoding: "pairs" or "joint" (see the module docstring).
+    gradient_weight: weight of an L1 term on the image gradients (finite
+      differences) of prediction vs target, which rewards sharp views over
+      blurry averages (0: off, the published objective).
+    flow_supervision: weight of an auxiliary term that fits a flow renderer's
+      sampling offsets to the ground-truth flow of the synthetic world (needs
+      batches with ``depth``, ``camera_from_world`` and ``intrinsics``, and
+      ``Render(output="flow")``); 0: off, the published objective. It decays
+      linearly to 0 over ``flow_supervision_steps`` optimiser steps (0: no
+      decay), so that the end of training is self-supervised alone.
   """
   self_decode_prob: float = 0.05
   all_zero_mask_prob: float = 0.05
@@ -94,6 +104,9 @@ class ObjectiveSettings:
   blur_sigma_max: float = 2.0
   blur_kernel: int = 7
   pose_encoding: str = "pairs"
+  gradient_weight: float = 0.0
+  flow_supervision: float = 0.0
+  flow_supervision_steps: int = 0
 
   def __post_init__(self):
     problems = []
@@ -102,7 +115,8 @@ class ObjectiveSettings:
       if not 0.0 <= getattr(self, name) <= 1.0:
         problems.append(f"{name}={getattr(self, name)} must lie in [0, 1]")
     for name in ("l1_weight", "perceptual_weight", "brightness", "contrast",
-                 "saturation", "hue"):
+                 "saturation", "hue", "gradient_weight", "flow_supervision",
+                 "flow_supervision_steps"):
       if getattr(self, name) < 0:
         problems.append(f"{name}={getattr(self, name)} must be >= 0")
     if not 0 < self.blur_sigma_min <= self.blur_sigma_max:
@@ -396,32 +410,115 @@ def to_float_images(frames: jax.Array) -> jax.Array:
 psnr = image_metrics.psnr  # per image, ``B x H x W x 3`` in [-1, 1] -> ``B``
 
 
+def gradient_l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
+  """Mean absolute difference of horizontal and vertical finite differences
+  of two ``B x H x W x 3`` images: ``B``."""
+  dx = lambda x: x[:, :, 1:] - x[:, :, :-1]
+  dy = lambda x: x[:, 1:] - x[:, :-1]
+  return 0.5 * (jnp.mean(jnp.abs(dx(prediction) - dx(target)), axis=(1, 2, 3))
+                + jnp.mean(jnp.abs(dy(prediction) - dy(target)), axis=(1, 2, 3)))
+
+
+# ------------------------------------------------- ground-truth flow (aux) --
+
+
+def ground_truth_flow(depth: jax.Array, camera_from_world: jax.Array,
+                      intrinsics: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Where every target pixel lies in each context view (synthetic world).
+
+  Args:
+    depth: ``B x V x S x S`` camera-frame depth of every pixel, views ordered
+      ``[context..., target]``.
+    camera_from_world: ``B x V x 4 x 4`` (OpenCV cameras).
+    intrinsics: ``B x 3 x 3`` pixel intrinsics (pixel centres at integers).
+
+  Returns:
+    ``(offset B x (V-1) x S x S x 2, visible B x (V-1) x S x S)``: the
+    sampling offsets of the flow head (normalised coordinates, the image
+    spanning [-1, 1]) that bring each target pixel's surface point from each
+    context view, and whether that point is in front of the context camera,
+    inside its image and not hidden there (its depth agrees with the context
+    view's depth map to 3%).
+  """
+  from xfactor_core.models import flow  # pylint: disable=g-import-not-at-top
+  size = depth.shape[-1]
+  grid = flow.pixel_grid(size, size)  # S S 2 normalised
+  pixels = (grid + 1.0) * (0.5 * size) - 0.5  # pixel coordinates (u, v)
+  fx, fy = intrinsics[:, 0, 0], intrinsics[:, 1, 1]
+  cx, cy = intrinsics[:, 0, 2], intrinsics[:, 1, 2]
+  per = lambda a: a[:, None, None]
+  d = depth[:, -1]  # B S S
+  camera = jnp.stack([(pixels[..., 0] - per(cx)) / per(fx) * d,
+                      (pixels[..., 1] - per(cy)) / per(fy) * d, d], -1)
+  target_pose = camera_from_world[:, -1]
+  world = jnp.einsum("bji,bhwj->bhwi", target_pose[:, :3, :3],
+                     camera - target_pose[:, None, None, :3, 3])
+  context_pose = camera_from_world[:, :-1]  # B N 4 4
+  in_context = (jnp.einsum("bnij,bhwj->bnhwi", context_pose[..., :3, :3],
+                           world) + context_pose[:, :, None, None, :3, 3])
+  z = in_context[..., 2]
+  safe_z = jnp.where(z > 1e-3, z, 1.0)
+  u = per(fx)[:, None] * in_context[..., 0] / safe_z + per(cx)[:, None]
+  v = per(fy)[:, None] * in_context[..., 1] / safe_z + per(cy)[:, None]
+  coords = jnp.stack([(u + 0.5) * (2.0 / size) - 1.0,
+                      (v + 0.5) * (2.0 / size) - 1.0], -1)  # B N S S 2
+  sample = jax.vmap(jax.vmap(flow.sample_bilinear))
+  seen_depth = sample(depth[:, :-1, ..., None], coords)[..., 0]
+  visible = ((z > 0.05) & jnp.all(jnp.abs(coords) < 1.0, axis=-1)
+             & (jnp.abs(seen_depth - z) < 0.03 * z))
+  return jax.lax.stop_gradient(coords - grid), visible
+
+
+def flow_supervision_weight(settings: ObjectiveSettings,
+                            step: jax.Array) -> jax.Array:
+  """The auxiliary flow term's weight at optimiser step ``step``."""
+  if settings.flow_supervision_steps <= 0:
+    return jnp.float32(settings.flow_supervision)
+  left = 1.0 - step.astype(jnp.float32) / settings.flow_supervision_steps
+  return settings.flow_supervision * jnp.clip(left, 0.0, 1.0)
+
+
 def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
                  *, pose_enc: nn.Module, render: nn.Module,
                  settings: ObjectiveSettings,
                  perceptual_distance: Callable[[jax.Array, jax.Array],
-                                               jax.Array]
+                                               jax.Array],
+                 step: Optional[jax.Array] = None
                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The training loss of one batch.
 
   Args:
     params: ``{"PoseEnc": ..., "Render": ...}``.
     batch: ``frames`` ``B x V x S x S x 3`` (uint8 or float in [-1, 1]) in clip
-      order and ``reference`` ``B`` int32.
+      order and ``reference`` ``B`` int32; for the flow supervision also
+      ``depth`` ``B x V x S x S``, ``camera_from_world`` ``B x V x 4 x 4`` and
+      ``intrinsics`` ``B x 3 x 3``.
     key: PRNG key for every random choice of the objective.
     pose_enc, render: the two modules.
     settings: the objective settings.
     perceptual_distance: ``(prediction, target) -> B`` distances of
       ``B x S x S x 3`` images in [-1, 1].
+    step: the optimiser step (int32 scalar), for the decaying flow
+      supervision (None: step 0).
 
   Returns:
     ``(loss, metrics)`` with per-batch means: loss, l1, perceptual, psnr,
-    self_decoded and all_zero_mask (fractions of the batch).
+    self_decoded and all_zero_mask (fractions of the batch), plus
+    gradient_l1 when gradient_weight > 0 and flow_error (mean end-point
+    error of the visible pixels, in pixels) and flow_weight with the flow
+    supervision.
   """
   frames = to_float_images(batch["frames"])
   b, v, s = frames.shape[:3]
   if v < 2:
     raise ValueError(f"a training clip needs at least 2 views, got {v}")
+  supervise_flow = settings.flow_supervision > 0
+  if supervise_flow and getattr(render, "output", "rgb") != "flow":
+    raise ValueError("flow_supervision needs a flow renderer "
+                     "(config.model.render_output='flow')")
+  if supervise_flow and "depth" not in batch:
+    raise ValueError("flow_supervision needs depth and cameras in the batch "
+                     "(the synthetic world provides them)")
   p = pose_enc.patch_size
   order_key, decode_key, aug_key, mask_key = jax.random.split(key, 4)
   views = order_views(order_key, frames, batch["reference"])
@@ -434,18 +531,40 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
   latents = pose_latents(pose_apply, augment(aug_key, views, settings), pmask,
                          settings.pose_encoding)
   latents = swap_halves(latents, all_zero)
-  prediction = render.apply({"params": params["Render"]}, views[:, :-1],
-                            latents, pmask)
+  render_apply = functools.partial(render.apply, {"params": params["Render"]},
+                                   views[:, :-1], latents, pmask)
+  if supervise_flow:
+    prediction, aux = render_apply(return_flow=True)
+  else:
+    prediction = render_apply()
 
   l1 = jnp.mean(jnp.abs(prediction - target))
   perceptual = jnp.mean(perceptual_distance(prediction, target))
   loss = settings.l1_weight * l1 + settings.perceptual_weight * perceptual
   metrics = {
-      "loss": loss,
       "l1": l1,
       "perceptual": perceptual,
       "psnr": jnp.mean(psnr(prediction, target)),
       "self_decoded": jnp.mean(replaced.astype(jnp.float32)),
       "all_zero_mask": jnp.mean(all_zero.astype(jnp.float32)),
   }
+  if settings.gradient_weight > 0:
+    metrics["gradient_l1"] = jnp.mean(gradient_l1(prediction, target))
+    loss = loss + settings.gradient_weight * metrics["gradient_l1"]
+  if supervise_flow:
+    # The cameras and depth follow the views through the same reordering
+    # and self-decoding (same keys, same choices).
+    ordered = lambda x: self_decode(decode_key, order_views(
+        order_key, x, batch["reference"]), settings.self_decode_prob)[0]
+    offset, visible = ground_truth_flow(
+        ordered(batch["depth"]), ordered(batch["camera_from_world"]),
+        batch["intrinsics"])
+    error = jnp.linalg.norm(aux["field"].offset - offset, axis=-1)
+    visible = visible.astype(jnp.float32)
+    flow_error = jnp.sum(error * visible) / jnp.maximum(jnp.sum(visible), 1.0)
+    weight = flow_supervision_weight(
+        settings, jnp.zeros((), jnp.int32) if step is None else step)
+    loss = loss + weight * flow_error
+    metrics.update(flow_error=flow_error * (0.5 * s), flow_weight=weight)
+  metrics["loss"] = loss
   return loss, metrics

@@ -13,12 +13,16 @@ cosine to ``end_lr`` at ``decay_steps`` (counted from step 0), constant after.
 Steps are optimiser steps (one per accumulated batch). The state layout
 (``mini_step``, ``gradient_step``, ``inner_opt_state``, ``acc_grads``,
 ``skip_state``) is the one of the published checkpoints.
+
+Optionally (``spike_factor`` > 0, not published) an update whose gradient norm
+exceeds ``spike_factor`` times the running mean of the recent norms is skipped
+(no parameter or moment change; :func:`skip_gradient_spikes`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +47,8 @@ class OptimizerSettings:
   eps: float = 1e-8
   weight_decay: float = 5e-3
   grad_clip: float = 1.0
+  spike_factor: float = 0.0
+  spike_warmup: int = 50
 
   def __post_init__(self):
     problems = []
@@ -60,6 +66,11 @@ class OptimizerSettings:
       problems.append(f"b1={self.b1}, b2={self.b2} must lie in [0, 1)")
     if self.weight_decay < 0 or not self.grad_clip > 0:
       problems.append("weight_decay must be >= 0 and grad_clip > 0")
+    if self.spike_factor != 0 and self.spike_factor <= 1:
+      problems.append(f"spike_factor={self.spike_factor} must be 0 (off) or "
+                      "> 1 (a multiple of the running mean gradient norm)")
+    if self.spike_warmup < 0:
+      problems.append(f"spike_warmup={self.spike_warmup} must be >= 0")
     if problems:
       raise ValueError("invalid optimizer settings: " + "; ".join(problems))
 
@@ -102,6 +113,59 @@ def weight_decay_mask(params: Params) -> Params:
   return traverse_util.unflatten_dict({k: decays(k) for k in flat})
 
 
+class SpikeSkipState(NamedTuple):
+  """State of :func:`skip_gradient_spikes`."""
+  inner_state: Any
+  mean_norm: jax.Array  # exponential moving average of accepted norms
+  count: jax.Array      # accepted updates so far
+  skipped: jax.Array    # skipped updates so far
+
+
+def skip_gradient_spikes(inner: optax.GradientTransformation, factor: float,
+                         warmup: int = 50, decay: float = 0.98
+                         ) -> optax.GradientTransformation:
+  """Skips updates whose gradient norm spikes.
+
+  An update is skipped (zero update, ``inner``'s state unchanged) when its
+  gradient's global norm is not finite, or exceeds ``factor`` times the
+  bias-corrected moving average (``decay``) of the accepted norms, once
+  ``warmup`` updates have been accepted. Skipped norms do not enter the
+  average.
+  """
+
+  def init(params):
+    return SpikeSkipState(inner.init(params), jnp.zeros((), jnp.float32),
+                          jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+  def update(grads, state, params=None):
+    norm = global_norm(grads)
+    mean = state.mean_norm / jnp.maximum(
+        1.0 - decay ** state.count.astype(jnp.float32), 1e-12)
+    spike = ~jnp.isfinite(norm) | ((state.count >= warmup)
+                                   & (norm > factor * mean))
+    updates, inner_state = inner.update(grads, state.inner_state, params)
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(spike, o, n), new, old)
+    updates = jax.tree.map(lambda u: jnp.where(spike, jnp.zeros_like(u), u),
+                           updates)
+    return updates, SpikeSkipState(
+        inner_state=keep(inner_state, state.inner_state),
+        mean_norm=jnp.where(spike, state.mean_norm,
+                            decay * state.mean_norm + (1 - decay) * norm),
+        count=state.count + (~spike).astype(jnp.int32),
+        skipped=state.skipped + spike.astype(jnp.int32))
+
+  return optax.GradientTransformation(init, update)
+
+
+def skipped_updates(opt_state: Any) -> jax.Array:
+  """Updates skipped as gradient spikes so far (0 without spike skipping)."""
+  inner = getattr(opt_state, "inner_opt_state", opt_state)
+  if isinstance(inner, SpikeSkipState):
+    return inner.skipped
+  return jnp.zeros((), jnp.int32)
+
+
 def make_optimizer(settings: OptimizerSettings,
                    accumulation_steps: int = 1) -> optax.GradientTransformation:
   """The published optimiser, accumulating ``accumulation_steps`` micro-batches.
@@ -116,6 +180,9 @@ def make_optimizer(settings: OptimizerSettings,
       optax.adamw(learning_rate_schedule(settings), b1=settings.b1,
                   b2=settings.b2, eps=settings.eps,
                   weight_decay=settings.weight_decay, mask=weight_decay_mask))
+  if settings.spike_factor > 0:
+    inner = skip_gradient_spikes(inner, settings.spike_factor,
+                                 settings.spike_warmup)
   return optax.MultiSteps(inner, every_k_schedule=accumulation_steps
                           ).gradient_transformation()
 

@@ -132,12 +132,9 @@ def _dtype_name(name: Optional[str], field: str) -> Optional[str]:
 def model_config(config: ml_collections.ConfigDict) -> checkpoints.ModelConfig:
   """The network sizes of a training config."""
   try:
-    return checkpoints.ModelConfig(**{k: int(v) for k, v in
-                                      config.model.items()})
-  except TypeError as e:
-    raise ConfigError(
-        f"config.model has unexpected fields ({e}); the fields are those of "
-        "xfactor_core.checkpoints.ModelConfig") from e
+    return checkpoints.ModelConfig.from_dict(config.model)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config.model: {e}") from e
 
 
 def batch_layout(config: ml_collections.ConfigDict,
@@ -288,7 +285,8 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
   def loss_fn(params):
     loss, metrics = objective.xfactor_loss(
         params, batch, _step_key(state), pose_enc=pose_enc, render=render,
-        settings=spec.objective, perceptual_distance=distance)
+        settings=spec.objective, perceptual_distance=distance,
+        step=state.step)
     loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
     metrics["loss"] = loss
     return loss, metrics
@@ -297,6 +295,8 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics["grad_norm"] = optim.global_norm(grads)
+  if spec.optimizer.spike_factor > 0:
+    metrics["skipped_updates"] = optim.skipped_updates(opt_state)
   metrics["learning_rate"] = optim.learning_rate_schedule(spec.optimizer)(
       state.step)
   completed = (opt_state.mini_step == 0).astype(state.step.dtype)
@@ -328,7 +328,7 @@ def eval_step(params: Params, batch: inputs.Batch,
   pose_enc, render = build_models(spec)
   order_key, loss_key = jax.random.split(key)
   settings = dataclasses.replace(spec.objective, augment=False,
-                                 self_decode_prob=0.0)
+                                 self_decode_prob=0.0, flow_supervision=0.0)
   distance = functools.partial(perceptual_distance, perceptual_params)
   _, metrics = objective.xfactor_loss(
       params, batch, loss_key, pose_enc=pose_enc, render=render,
@@ -685,14 +685,19 @@ class _Evaluator:
 # -------------------------------------------------------------- the loop --
 
 
-def _make_train_inputs(config: ml_collections.ConfigDict, spec: StepSpec,
+def make_train_inputs(config: ml_collections.ConfigDict, spec: StepSpec,
                        mesh: Mesh, micro_batch: int, start_step: int):
   source = config.data.source
   if source == "synthetic":
+    try:
+      schedule = inputs.WorldSchedule(**config.data.world)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"config.data.world: {e}") from e
     return inputs.SyntheticInputs(
         mesh, micro_batch, spec.num_views, spec.image_size,
         seed=int(config.seed),
-        supersample=int(config.data.supersample))
+        supersample=int(config.data.supersample), schedule=schedule,
+        with_geometry=spec.objective.flow_supervision > 0)
   if source != "datasets":
     raise ConfigError(f"data.source={source!r}: use 'synthetic' or 'datasets'")
   from xfactor_core.data import loader  # pylint: disable=g-import-not-at-top
@@ -808,7 +813,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                  total_steps)
     writer.close()
     return state
-  train_inputs = _make_train_inputs(config, spec, mesh, micro_batch,
+  train_inputs = make_train_inputs(config, spec, mesh, micro_batch,
                                     start_step)
   evaluator = (_Evaluator(config, spec, mesh, compiled, perceptual_params,
                           micro_batch, workdir, writer)
