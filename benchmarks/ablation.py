@@ -108,13 +108,15 @@ def _arm_job(arm: str, core: int, args: argparse.Namespace,
         sys.executable, "-m", "xfactor_core.evaluate",
         f"--checkpoint={run_dir}", f"--num-pairs={args.num_pairs}",
         f"--tps-pairs={args.tps_pairs}", f"--json={eval_file}",
-        "--skip-probe"]), directory / "eval.log")
+        "--probe-train=0", *(["--real-clip", args.real_clip]
+                             if args.real_clip else [])]),
+         directory / "eval.log")
   return {**plan, "eval": json.loads(eval_file.read_text())}
 
 
 def table_row(result: dict) -> dict:
   """One row of the ablation table from an arm's plan and evaluation."""
-  methods = result["eval"]["methods"]
+  methods = result["eval"]["rows"]
   model = methods["model"]
   row = {"arm": result["arm"], "cpu_s_per_step": result["cpu_s_per_step"],
          "steps": result["steps"]}
@@ -145,6 +147,9 @@ def main() -> None:
   parser.add_argument("--calibrate-steps", type=int, default=4)
   parser.add_argument("--num-pairs", type=int, default=32)
   parser.add_argument("--tps-pairs", type=int, default=8)
+  parser.add_argument("--real-clip", default="",
+                      help="the example_videos folder for the real-clip "
+                           "section of the evaluation (see evaluate.py)")
   parser.add_argument("--json", default=None)
   parser.add_argument("--train-only", action="store_true",
                       help="train the arms, evaluate later")

@@ -261,6 +261,15 @@ def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]
 def check_params(params: Params, config: ModelConfig,
                  source: Any = "checkpoint") -> None:
   """Raises CheckpointError at the first parameter that does not fit ``config``."""
+  has_flow_head = FLOW_HEAD in params.get("Render", {})
+  if has_flow_head != (config.render_output == "flow"):
+    found = "flow" if has_flow_head else "rgb"
+    raise CheckpointError(
+        f"{source}: the checkpoint's renderer has the {found!r} head "
+        f"(Render/{FLOW_HEAD} {'present' if has_flow_head else 'absent'}) but "
+        f"the model is configured with render_output={config.render_output!r}; "
+        f"use render_output={found!r} (checkpoints.infer_config reads it off "
+        "the weights)")
   for name, shapes in expected_shapes(config).items():
     flat = traverse_util.flatten_dict(params[name], sep="/")
     for path, shape in shapes.items():

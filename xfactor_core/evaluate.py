@@ -19,6 +19,12 @@ for the model and for baselines measured in the same run, in one table:
   3 frames) scores 0 on every accuracy and AUC; ``tps_ok_fraction`` says how
   many pairs were reconstructed.
 
+* motion and sharpness (``xfactor_core.metrics.motion``): ``flow_corr``, the
+  correlation of the global optical-flow signals of the transferred clip and
+  B's ground-truth clip, ``flow_magnitude_ratio`` (how much it moves, 1 = as
+  much as the ground truth) and ``sharpness_ratio`` (its detail against the
+  ground truth's).
+
 Baselines: ``copy_context`` (no motion: the context frame repeated),
 ``shuffled_latents`` (the same model driven by another pair's motion) and
 ``random_model`` (the same architecture, randomly initialised).
@@ -27,6 +33,14 @@ A latent-pose probe fits a ridge regression from latent poses to ground-truth
 relative rotations (projected onto SO(3)) and translations on training
 sequences and reports median rotation and translation-direction errors on
 held-out ones, for the model and the random model.
+
+With ``--real-clip DIR`` (a folder like ``shared/reference/example_videos``,
+holding ``target/`` frames of a real video and ``transfer/`` frames of the
+published model's transfer of its motion into another scene) it also
+transfers the target's motion onto ``transfer/000.jpg`` and compares the
+result with the published transfer: PSNR, motion and sharpness scores, and
+TPS against the target with the COLMAP oracle. Flow models render this at the
+published frames' size, sampled from the full-resolution context.
 """
 
 from __future__ import annotations
@@ -50,13 +64,17 @@ from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferPipeline,
                                              reference_order)
 import xfactor_core.metrics as metrics_lib
-from xfactor_core.metrics import image, oracles
+from xfactor_core.metrics import image, motion, oracles
 
 METHODS = ("model", "copy_context", "shuffled_latents", "random_model")
 TPS_KEYS = ("Rac_3", "Rac_5", "Rac_10", "Rac_30", "Tac_3", "Tac_5", "Tac_10",
             "Tac_30", "Rot_Auc_30", "Trans_Auc_30", "SE3_Auc_30")
 TABLE_KEYS = ("recon_psnr", "recon_ssim", "transfer_psnr", "transfer_ssim",
+              "flow_corr", "flow_magnitude_ratio", "sharpness_ratio",
               "Rac_10", "Tac_30", "SE3_Auc_30", "tps_ok_fraction")
+REAL_CLIP_KEYS = ("psnr", "flow_corr", "flow_magnitude_ratio",
+                  "sharpness_ratio", "registered_both", "Rac_10", "Tac_30",
+                  "SE3_Auc_30")
 PROBE_SEED_OFFSET = 7919  # probe sequences come from worlds seed + offset (+1)
 
 
@@ -204,6 +222,8 @@ def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
       entry["transfer_psnr"], entry["transfer_ssim"] = _image_scores(
           trans, b["frames"], r.pipe, r.eval_idx)
       generated = frame_utils.to_uint8(trans)
+      entry.update(motion.motion_scores(
+          generated, frame_utils.to_uint8(r.pipe.prepare(b["frames"]))))
       if settings.tps_pairs < 0 or i < settings.tps_pairs:
         entry.update(_tps_scores(oracle, generated, gt))
       per_pair[method].append(entry)
@@ -301,8 +321,8 @@ def to_markdown(result: dict[str, Any],
                  f"oracle {s.get('oracle')}"
                  + (f" on the first {tps_pairs} pairs." if tps_pairs >= 0 else "."))
   else:
-    lines.append(f"{s.get('target')}: {s.get('num_frames')} frames, oracle "
-                 f"{s.get('oracle')}.")
+    frames = (f"{s['num_frames']} frames, " if s.get("num_frames") else "")
+    lines.append(f"{s.get('target')}: {frames}oracle {s.get('oracle')}.")
   return "\n".join(lines)
 
 
@@ -329,6 +349,55 @@ def real_clip_tps(checkpoint: Any, target: str, context: Sequence[str],
       "num_frames": len(clip)}}
 
 
+def _read_folder(folder: pathlib.Path) -> np.ndarray:
+  files = sorted(p for p in folder.iterdir()
+                 if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+  if not files:
+    raise ValueError(f"no .jpg/.png frames in {folder}")
+  return np.stack([media.read_image(f) for f in files])
+
+
+def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
+                        oracle: str = "colmap") -> dict[str, dict[str, float]]:
+  """The real-clip section: ``folder/target`` transferred onto
+  ``folder/transfer/000.jpg``, scored against ``folder/transfer``.
+
+  Returns rows ``model`` and ``copy_context`` (the context repeated) with
+  ``psnr`` (frames 1.., against the published transfer), the motion and
+  sharpness scores against the published transfer, and TPS of the generated
+  clip against the target (the oracle's poses of both).
+  """
+  folder = pathlib.Path(folder)
+  target = _read_folder(folder / "target")
+  published = _read_folder(folder / "transfer")
+  if len(target) != len(published):
+    raise ValueError(f"{folder}: target has {len(target)} frames but "
+                     f"transfer {len(published)}")
+  size = published.shape[1]
+  context = published[:1]
+  path = pipe.camera_path(pipe.prepare(target))
+  if pipe.renders_any_size:
+    frames = pipe.render(pipe.prepare(context),
+                         path, sample_from=pipe.prepare(context, size=size))
+  else:
+    frames = frame_utils.prepare_frames(
+        frame_utils.to_uint8(pipe.render(pipe.prepare(context), path)), size)
+  reference = frame_utils.prepare_frames(published, size)
+  rows = {}
+  still = np.broadcast_to(reference[:1], reference.shape)
+  for method, clip in (("model", frames), ("copy_context", still)):
+    generated = frame_utils.to_uint8(clip)
+    row = {"psnr": float(np.mean(image.psnr(clip[1:], reference[1:])))}
+    row.update(motion.motion_scores(generated, published))
+    if oracle != "none":
+      report = metrics_lib.evaluate_tps(target, generated, oracle)
+      row["registered_both"] = float(report.common.sum())
+      if report.common.sum() >= oracles.MIN_REGISTERED_FRAMES:
+        row.update({k: float(report.metrics[k]) for k in TPS_KEYS})
+    rows[method] = row
+  return rows
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m xfactor_core.evaluate",
                                    description=__doc__.splitlines()[0])
@@ -350,6 +419,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="a real target clip (video or folder): TPS only")
   parser.add_argument("--context", nargs="+", default=None)
   parser.add_argument("--stride", type=int, default=1)
+  parser.add_argument("--real-clip", default=None,
+                      help="a folder with target/ and transfer/ frames (e.g. "
+                           "shared/reference/example_videos): adds the "
+                           "real-clip section")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   runtime.enable_compilation_cache()
@@ -379,6 +452,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       finally:
         for bar in bars.values():
           bar.close()
+      if args.real_clip:
+        pipe = TransferPipeline.from_checkpoint(args.checkpoint,
+                                                image_size=args.image_size)
+        result["real_clip"] = real_clip_benchmark(
+            pipe, args.real_clip,
+            args.oracle if args.oracle != "none" else "none")
+        result["settings"]["real_clip"] = str(args.real_clip)
   except (checkpoints.CheckpointError, ValueError) as e:
     logging.error("%s", e)
     return 2
@@ -386,6 +466,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                             "probe_trans_err_deg")
                       if not args.target else
                       ("registered_both",) + TPS_KEYS)
+  if "real_clip" in result:
+    table += "\n\n" + to_markdown(
+        {"rows": result["real_clip"], "settings": {
+            "target": f"{result['settings']['real_clip']}/target onto "
+                      "transfer/000.jpg, against the published transfer",
+            "num_frames": None, "oracle": args.oracle}}, REAL_CLIP_KEYS)
   print(table)
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(result, indent=1))

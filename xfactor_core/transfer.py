@@ -14,6 +14,7 @@ model is used.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import pathlib
 import sys
@@ -51,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--stride", type=int, default=1)
   parser.add_argument("--start", type=int, default=0)
   parser.add_argument("--size", type=int, default=None,
-                      help="model input size (default: the model's own)")
+                      help="output size in pixels. Flow models (the default "
+                           "models) sample the context photo at this size "
+                           "(default: the photo's own, at most 512); models "
+                           "with the published RGB head run at this size "
+                           "(default: the model's own)")
   parser.add_argument("--batch-size", type=int, default=8,
                       help="frames per compiled chunk (bounds memory)")
   parser.add_argument("--fps", type=float, default=12.0)
@@ -69,11 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> pathlib.Path:
   """Runs one transfer; returns the output path."""
   pipe = TransferPipeline.from_checkpoint(
-      args.checkpoint, image_size=args.size, batch_size=args.batch_size,
+      args.checkpoint, batch_size=args.batch_size,
       attention_impl=args.attention)
-  logging.info("model %s: %s, %d parameters, %dx%d", pipe.name, pipe.kind,
-               pipe.num_parameters, pipe.image_size, pipe.image_size)
-  context = pipe.prepare([media.read_image(p) for p in args.context], "context")
+  if args.size is not None and not pipe.renders_any_size:
+    # The published RGB head renders at the size the model runs at.
+    pipe = dataclasses.replace(pipe, image_size=args.size)
+  images = [media.read_image(p) for p in args.context]
+  if note := frame_utils.crop_note(images):
+    logging.warning("%s", note)
+  context = pipe.prepare(images, "context")
+  size = pipe.check_output_size(args.size or pipe.default_output_size(images))
+  sample_from = (pipe.prepare(images, "context", size=size)
+                 if size != pipe.image_size else None)
+  logging.info("model %s: %s, %d parameters, %dx%d%s", pipe.name, pipe.kind,
+               pipe.num_parameters, pipe.image_size, pipe.image_size,
+               f", output {size}x{size} sampled from the context"
+               if sample_from is not None else "")
 
   target_uint8 = None
   if args.camera_path:
@@ -100,12 +116,14 @@ def run(args: argparse.Namespace) -> pathlib.Path:
 
   with tqdm(total=len(path), desc="rendering", unit="frame") as bar:
     generated = pipe.render(context, path, motion_strength=args.motion_strength,
+                            sample_from=sample_from,
                             progress=lambda done, total: bar.update(done - bar.n))
   generated = frame_utils.to_uint8(generated)
   out = pathlib.Path(args.out)
   media.write_output(out, generated, fps=args.fps)
   if args.side_by_side and target_uint8 is not None:
-    shown = frame_utils.to_uint8(pipe.prepare(target_uint8))
+    shown = frame_utils.to_uint8(frame_utils.prepare_frames(
+        target_uint8, generated.shape[1], "target"))
     media.write_video(args.side_by_side,
                       frame_utils.side_by_side(shown, generated), fps=args.fps)
   return out

@@ -116,3 +116,20 @@ def side_by_side(left: Sequence[np.ndarray], right: Sequence[np.ndarray],
     spacer = np.full((h, gap, 3), 255, np.uint8)
     out.append(np.concatenate([a, spacer, b], axis=1))
   return np.stack(out)
+
+
+def crop_note(images: Iterable[np.ndarray], name: str = "context") -> str:
+  """A note for non-square images ("" when all are square): the models work
+  on square frames, so only the centre square of each is used."""
+  notes = []
+  for i, image in enumerate(images):
+    h, w = np.shape(image)[:2]
+    if h != w:
+      side = min(h, w)
+      notes.append(f"{name}[{i}] is {w} x {h}, not square: the model sees its "
+                   f"centre {side} x {side}")
+  if not notes:
+    return ""
+  return ("; ".join(notes) + ". Crop the image to a square yourself to choose "
+          "which part is used.")
+

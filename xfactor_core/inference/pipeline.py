@@ -7,7 +7,14 @@
 >>> frames = pipe.render(context, path)           # N x S x S x 3 in [-1, 1]
 
 Stereo-monocular models take one context view, multi-view models several;
-the code path is the same, with V context views. For V > 1 the view nearest
+the code path is the same, with V context views.
+
+Models with the appearance-flow renderer (``config.render_output == "flow"``)
+render at any output size: the flow they predict at the model size samples
+the context views prepared at the output size
+(``pipe.render(context, path, sample_from=pipe.prepare(images, size=512))``),
+so the output keeps the detail of the user's photo. Models with the
+published RGB head render at the model size. For V > 1 the view nearest
 the middle of the list becomes the reference (index 0), as the published
 multi-view model expects. Work runs in fixed-size chunks (padded), so each
 (chunk, image size, V) compiles once, whatever the number of frames, and memory
@@ -37,6 +44,9 @@ DEFAULT_MODELS = {
 }
 DEFAULT_CHECKPOINT = DEFAULT_MODELS["stereo-monocular"]
 PUBLISHED_IMAGE_SIZE = 256
+# Output sizes of flow models (pixels per side).
+MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE = 32, 1024
+DEFAULT_MAX_OUTPUT_SIZE = 512  # the default output of a flow model at most
 
 
 class TransferError(ValueError):
@@ -59,14 +69,18 @@ def _compiled(config: checkpoints.ModelConfig, attention_impl: str,
     return pose_enc.apply({"params": params}, pairs)[:, 1]
 
   @jax.jit
-  def render_views(params, context, context_poses, target_poses):
-    """context V x S x S x 3, context_poses V x D, target_poses B x D -> B x S x S x 3."""
+  def render_views(params, context, context_poses, target_poses,
+                   sample_from=None):
+    """context V x S x S x 3, context_poses V x D, target_poses B x D ->
+    B x S x S x 3 (flow models with sample_from V x S' x S' x 3: B x S' x S' x 3)."""
     b = target_poses.shape[0]
-    ctx = jnp.broadcast_to(context[None], (b,) + context.shape)
-    poses = jnp.concatenate(
-        [jnp.broadcast_to(context_poses[None], (b,) + context_poses.shape),
-         target_poses[:, None]], axis=1)
-    return render.apply({"params": params}, ctx, poses)
+    batched = lambda x: jnp.broadcast_to(x[None], (b,) + x.shape)
+    poses = jnp.concatenate([batched(context_poses), target_poses[:, None]],
+                            axis=1)
+    if sample_from is None:
+      return render.apply({"params": params}, batched(context), poses)
+    return render.apply({"params": params}, batched(context), poses,
+                        sample_from=batched(sample_from))
 
   return encode_pairs, render_views
 
@@ -171,6 +185,42 @@ class TransferPipeline:
     return "multi-view" if self.max_context_views > 1 else "stereo-monocular"
 
   @property
+  def renders_any_size(self) -> bool:
+    """Whether the model renders at any output size (the flow renderer)."""
+    return self.config.render_output == "flow"
+
+  def default_output_size(self, images: Sequence[np.ndarray]) -> int:
+    """The output size for context images when the user picks none: flow
+    models render at the photos' own resolution (their shorter side, at most
+    DEFAULT_MAX_OUTPUT_SIZE, at least the model size); others at the model
+    size."""
+    if not self.renders_any_size or not len(images):
+      return self.image_size
+    side = min(min(np.shape(im)[:2]) for im in images)
+    return int(np.clip(side, self.image_size,
+                       max(DEFAULT_MAX_OUTPUT_SIZE, self.image_size)))
+
+  def check_output_size(self, size: Optional[int]) -> int:
+    """The output size in pixels for a requested one (None: the model size).
+
+    Raises:
+      TransferError: a size the model cannot render, with what to do.
+    """
+    if size is None or size == self.image_size:
+      return self.image_size
+    if not self.renders_any_size:
+      raise TransferError(
+          f"output size {size} px: this model has the published RGB head, "
+          f"which renders at its own size ({self.image_size} px) only; use "
+          f"{self.image_size}, or a model with the flow renderer "
+          "(render_output 'flow', e.g. the default models)")
+    if not MIN_OUTPUT_SIZE <= size <= MAX_OUTPUT_SIZE:
+      raise TransferError(f"output size {size} px is outside "
+                          f"{MIN_OUTPUT_SIZE}..{MAX_OUTPUT_SIZE} px; pick a "
+                          "size in that range")
+    return int(size)
+
+  @property
   def num_parameters(self) -> int:
     return sum(int(np.size(x)) for x in jax.tree.leaves(self.params))
 
@@ -179,10 +229,12 @@ class TransferPipeline:
 
   # ------------------------------------------------------------- inputs --
 
-  def prepare(self, images: Sequence[np.ndarray], name: str = "frames"
-              ) -> np.ndarray:
-    """Images (any dtype/channels/size) -> ``N x S x S x 3`` in [-1, 1]."""
-    return frame_utils.prepare_frames(images, self.image_size, name)
+  def prepare(self, images: Sequence[np.ndarray], name: str = "frames",
+              size: Optional[int] = None) -> np.ndarray:
+    """Images (any dtype/channels/size) -> ``N x S x S x 3`` in [-1, 1], at
+    the model size or at an output size (``check_output_size``)."""
+    return frame_utils.prepare_frames(images, self.check_output_size(size),
+                                      name)
 
   def _check_frames(self, x: np.ndarray, name: str, min_count: int = 1):
     s = self.image_size
@@ -242,10 +294,12 @@ class TransferPipeline:
   # ----------------------------------------------------------- rendering --
 
   def render_chunks(self, context: np.ndarray, path: np.ndarray, *,
-                    motion_strength: float = 1.0
+                    motion_strength: float = 1.0,
+                    sample_from: Optional[np.ndarray] = None
                     ) -> Iterator[tuple[int, np.ndarray]]:
     """Yields ``(start index, frames chunk)`` as chunks render (for streaming,
-    progress bars and cancellation)."""
+    progress bars and cancellation). ``sample_from``: the context views at
+    the output size (flow models; see :meth:`render`)."""
     path = np.asarray(path, np.float32)
     if path.ndim != 2 or path.shape[1] != self.config.pose_dim:
       raise TransferError(f"camera path must be N x {self.config.pose_dim} "
@@ -253,6 +307,17 @@ class TransferPipeline:
     if not 0.0 <= motion_strength <= 1.5:
       raise TransferError(f"motion strength {motion_strength} is outside [0, 1.5]")
     ordered, ctx_latents = self.context_poses(context)
+    sources = None
+    if sample_from is not None:
+      sample_from = np.asarray(sample_from, np.float32)
+      size = sample_from.shape[1] if sample_from.ndim == 4 else -1
+      if sample_from.shape != (len(context), size, size, 3):
+        raise TransferError(
+            f"sample_from must hold the {len(context)} context view(s) as "
+            f"V x S' x S' x 3 (pipeline.prepare(images, size=S')), got shape "
+            f"{sample_from.shape}")
+      self.check_output_size(size)
+      sources = jnp.asarray(sample_from[reference_order(len(context))])
     _, render = self._fns()
     ordered, ctx_latents = jnp.asarray(ordered), jnp.asarray(ctx_latents)
     # The no-motion latent (context paired with itself) is exactly zero, so the
@@ -260,20 +325,24 @@ class TransferPipeline:
     path = path * np.float32(motion_strength)
     for a, b in _chunks(len(path), self.batch_size):
       out = render(self.params["Render"], ordered, ctx_latents,
-                   _pad_to(path[a:b], self.batch_size))
+                   _pad_to(path[a:b], self.batch_size), sources)
       yield a, np.asarray(out)[: b - a]
 
   def render(self, context: np.ndarray, path: np.ndarray, *,
              motion_strength: float = 1.0,
+             sample_from: Optional[np.ndarray] = None,
              progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
     """Renders ``path`` (``N x pose_dim``) onto ``context`` (``V x S x S x 3``).
 
-    Returns ``N x S x S x 3`` in [-1, 1]. ``progress(done, total)`` is called
-    after every chunk.
+    Returns ``N x S x S x 3`` in [-1, 1]; with ``sample_from`` (flow models:
+    the same context views at an output size S', from ``prepare(images,
+    size=S')``) ``N x S' x S' x 3``, sampled from those views.
+    ``progress(done, total)`` is called after every chunk.
     """
     out = []
     for start, chunk in self.render_chunks(context, path,
-                                           motion_strength=motion_strength):
+                                           motion_strength=motion_strength,
+                                           sample_from=sample_from):
       out.append(chunk)
       if progress is not None:
         progress(start + len(chunk), len(path))
