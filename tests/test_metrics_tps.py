@@ -216,10 +216,12 @@ def test_cli_rejects_bad_oracle_kwargs(tmp_path):
                   "--oracle-kwargs", "{num_trials: 1}"])
 
 
-# Published figures for target/ and transfer/ in ../shared/reference/
-# example_videos (see its README).
-README_COLMAP = {"Rac_10": 1.000, "Tac_30": 0.933, "SE3_Auc_30": 0.543}
+# Figures for target/ and transfer/ in ../shared/reference/example_videos
+# (see its README): the published VGGT oracle, and a COLMAP oracle set up as
+# ours is (SIMPLE_PINHOLE, exhaustive matching, best of three seeds).
 README_VGGT = {"Rac_10": 1.000, "Tac_30": 0.989, "SE3_Auc_30": 0.759}
+README_COLMAP = {"Rac_10": 1.000, "Tac_10": 0.89, "Tac_30": 0.995,
+                 "Rot_Auc_30": 0.976, "SE3_Auc_30": 0.83}
 README_MOTIONLESS_COLMAP = {"Rac_10": 0.956, "Tac_30": 0.0, "SE3_Auc_30": 0.0}
 
 
@@ -233,14 +235,16 @@ def test_colmap_tps_on_the_reference_example_videos(reference_dir):
   elapsed = time.perf_counter() - started
   assert report.common.all(), (report.target.message, report.transfer.message)
   result = report.metrics
-  print(f"COLMAP TPS on 2 x 30 frames took {elapsed:.1f} s")
-  assert abs(result["Rac_10"] - README_COLMAP["Rac_10"]) <= 0.1
-  assert abs(result["Tac_30"] - README_COLMAP["Tac_30"]) <= 0.1
-  # Our repeatable pinhole set-up lands at SE3_Auc_30 = 0.83, near the VGGT
-  # oracle's 0.759 and above the README's COLMAP 0.543, which matches a run
-  # with COLMAP's default SIMPLE_RADIAL camera (see ColmapOracle docstring).
-  assert abs(result["SE3_Auc_30"] - README_VGGT["SE3_Auc_30"]) <= 0.1
-  assert result["SE3_Auc_30"] >= README_COLMAP["SE3_Auc_30"] - 0.1
+  print(f"COLMAP TPS on 2 x 30 frames took {elapsed:.1f} s: "
+        + ", ".join(f"{k} {result[k]:.3f}" for k in README_COLMAP))
+  # The same oracle setting as the README's COLMAP figures (0.830 and 0.834
+  # measured independently): close agreement. An unlucky seed (SE3_Auc_30
+  # 0.1 to 0.2) or the SIMPLE_RADIAL camera (about 0.64) falls outside it.
+  for key, expected in README_COLMAP.items():
+    assert abs(result[key] - expected) <= 0.05, (key, result[key])
+  # Another oracle (VGGT, as published): the same picture, looser agreement.
+  for key, expected in README_VGGT.items():
+    assert abs(result[key] - expected) <= 0.1, (key, result[key])
   # A motionless "transfer" under the same oracle.
   target_poses = report.target.camera_from_world
   still = camera.camera_metrics(target_poses,
