@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from xfactor_core.data import decoding
-from xfactor_core.data import layouts
+from xfactor_core.data import dataset_layouts
 from xfactor_core.data import loader
 from xfactor_core.data import sampling
 from xfactor_core.data import scene_layout
@@ -327,7 +327,7 @@ def _write_categories(root, layout, scenes_per_category, num_frames):
 
 
 def _ids(layout, root, split, split_file=None):
-  index = layouts.index_videos(layout, str(root), split, split_file,
+  index = dataset_layouts.index_videos(layout, str(root), split, split_file,
                                use_cache=False)
   return [v.video_id for v in index.videos]
 
@@ -405,7 +405,7 @@ def test_generic_layout_finds_folders_videos_and_synthetic_sequences(tmp_path):
   }
   scene_layout.write_sequence(pair, root / "000001" / "a")
   scene_layout.write_sequence(pair, root / "000001" / "b")
-  index = layouts.index_videos("generic", str(root), "all", use_cache=False)
+  index = dataset_layouts.index_videos("generic", str(root), "all", use_cache=False)
   found = {v.video_id: v for v in index.videos}
   assert set(found) == {"seq00", "direct", "clip", "000001/a", "000001/b"}
   assert found["clip"].is_video_file and found["clip"].num_frames == 5
@@ -416,22 +416,22 @@ def test_generic_layout_finds_folders_videos_and_synthetic_sequences(tmp_path):
 def test_index_cache_is_reused_and_invalidated(tmp_path):
   root = tmp_path / "generic"
   _write_generic(root, 3, 4)
-  first = layouts.index_videos("generic", str(root), "all")
+  first = dataset_layouts.index_videos("generic", str(root), "all")
   assert not first.from_cache
   assert first.cache_path.startswith(str(root / ".xfactor_index"))
   assert os.path.isfile(first.cache_path)
-  second = layouts.index_videos("generic", str(root), "all")
+  second = dataset_layouts.index_videos("generic", str(root), "all")
   assert second.from_cache and second.videos == first.videos
   _write_frame(str(root / "seq01" / "frames" / "00004.png"), 1, 4)
-  third = layouts.index_videos("generic", str(root), "all")
+  third = dataset_layouts.index_videos("generic", str(root), "all")
   assert not third.from_cache
   assert {v.video_id: v.num_frames for v in third.videos}["seq01"] == 5
   cache_dir = tmp_path / "elsewhere"
-  elsewhere = layouts.index_videos("generic", str(root), "all",
+  elsewhere = dataset_layouts.index_videos("generic", str(root), "all",
                                    cache_dir=str(cache_dir))
   assert not elsewhere.from_cache
   assert os.path.dirname(elsewhere.cache_path) == str(cache_dir)
-  assert layouts.index_videos("generic", str(root), "all",
+  assert dataset_layouts.index_videos("generic", str(root), "all",
                               cache_dir=str(cache_dir)).from_cache
 
 
@@ -440,12 +440,12 @@ def test_index_cache_of_a_read_only_root_goes_to_the_user_cache(
   root = tmp_path / "generic"
   _write_generic(root, 2, 3)
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
-  monkeypatch.setattr(layouts.os, "access", lambda path, mode: False)
-  first = layouts.index_videos("generic", str(root), "all")
+  monkeypatch.setattr(dataset_layouts.os, "access", lambda path, mode: False)
+  first = dataset_layouts.index_videos("generic", str(root), "all")
   assert first.cache_path.startswith(
       str(tmp_path / "user_cache" / "xfactor_studio" / "video_index"))
   assert not (root / ".xfactor_index").exists()
-  assert layouts.index_videos("generic", str(root), "all").from_cache
+  assert dataset_layouts.index_videos("generic", str(root), "all").from_cache
 
 
 # ----------------------------------------------------------------------------
@@ -578,7 +578,7 @@ def test_unreadable_frames_are_skipped_with_a_counted_warning(tmp_path, caplog):
   assert clips["seq01"] == {0, 1, 3}  # Never frame 2, still sampled.
   assert clips["seq02"] == {0, 2, 3}
 
-  index = layouts.index_videos("generic", str(root), "all")
+  index = dataset_layouts.index_videos("generic", str(root), "all")
   source = VideoFrameSource(index, image_size=SIZE, min_frames=2)
   assert source[1] == {"video_index": 1, "video_id": "seq01", "num_frames": 4}
   with pytest.raises(UnreadableFrameError):

@@ -10,7 +10,7 @@ from PIL import Image
 
 from xfactor_core import checkpoints, transfer
 from xfactor_core.data import decoding
-from xfactor_core.inference import frames, media
+from xfactor_core.inference import media, model_frames
 from xfactor_core.inference.pipeline import (TransferError, TransferPipeline,
                                              interpolate_path, reference_order)
 
@@ -35,20 +35,20 @@ def _clip(n=6, size=48, seed=0):
 def test_prepare_frame_handles_every_image_kind():
   rgb = np.zeros((40, 60, 3), np.uint8)
   rgb[:, 10:50] = 255  # the centred 40x40 square is white
-  out = frames.prepare_frame(rgb, 16)
+  out = model_frames.prepare_frame(rgb, 16)
   assert out.shape == (16, 16, 3) and out.dtype == np.float32
   np.testing.assert_allclose(out, 1.0, atol=1e-6)
   gray16 = np.full((20, 20), 65535 // 2, np.uint16)
-  np.testing.assert_allclose(frames.prepare_frame(gray16, 8), 0.0, atol=1e-4)
+  np.testing.assert_allclose(model_frames.prepare_frame(gray16, 8), 0.0, atol=1e-4)
   rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent -> white
-  np.testing.assert_allclose(frames.prepare_frame(rgba, 8), 1.0)
+  np.testing.assert_allclose(model_frames.prepare_frame(rgba, 8), 1.0)
   gray1 = np.zeros((9, 7, 1), np.float32)
-  np.testing.assert_allclose(frames.prepare_frame(gray1, 8), -1.0)
+  np.testing.assert_allclose(model_frames.prepare_frame(gray1, 8), -1.0)
   as255 = np.full((4, 4, 3), 127.5, np.float64)
-  np.testing.assert_allclose(frames.prepare_frame(as255, 4), 0.0, atol=1e-6)
-  up = frames.prepare_frame(np.full((5, 5, 3), 128, np.uint8), 64)
+  np.testing.assert_allclose(model_frames.prepare_frame(as255, 4), 0.0, atol=1e-6)
+  up = model_frames.prepare_frame(np.full((5, 5, 3), 128, np.uint8), 64)
   assert up.shape == (64, 64, 3)
-  roundtrip = frames.to_uint8(frames.prepare_frame(rgb[:, 10:50], 40))
+  roundtrip = model_frames.to_uint8(model_frames.prepare_frame(rgb[:, 10:50], 40))
   np.testing.assert_array_equal(roundtrip, rgb[:, 10:50])
 
 
@@ -57,7 +57,7 @@ def test_inference_resamples_frames_as_the_training_data_is():
   image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
   for size in (16, 29, 64):  # shrink by an integer and a fractional factor, enlarge
     loader_frame = decoding.center_crop_resize(image, size) / 255.0
-    model_input = (frames.prepare_frame(image, size) + 1.0) / 2.0
+    model_input = (model_frames.prepare_frame(image, size) + 1.0) / 2.0
     assert model_input.shape == loader_frame.shape == (size, size, 3)
     # The same filter: they differ by the loader's rounding to uint8 only.
     np.testing.assert_allclose(model_input, loader_frame, atol=0.51 / 255)
@@ -68,15 +68,15 @@ def test_inference_resamples_frames_as_the_training_data_is():
 
 
 def test_prepare_frame_errors():
-  with pytest.raises(frames.FrameError, match="expected H x W"):
-    frames.prepare_frame(np.zeros((4, 4, 2)), 8)
-  with pytest.raises(frames.FrameError, match="NaN"):
-    frames.prepare_frame(np.full((4, 4, 3), np.nan), 8)
-  with pytest.raises(frames.FrameError, match="no frames given"):
-    frames.prepare_frames([], 8)
-  with pytest.raises(frames.FrameError, match="stride must be at least 1"):
-    frames.select_frames(10, stride=0)
-  assert frames.select_frames(10, num_frames=3, stride=3, start=1) == [1, 4, 7]
+  with pytest.raises(model_frames.FrameError, match="expected H x W"):
+    model_frames.prepare_frame(np.zeros((4, 4, 2)), 8)
+  with pytest.raises(model_frames.FrameError, match="NaN"):
+    model_frames.prepare_frame(np.full((4, 4, 3), np.nan), 8)
+  with pytest.raises(model_frames.FrameError, match="no frames given"):
+    model_frames.prepare_frames([], 8)
+  with pytest.raises(model_frames.FrameError, match="stride must be at least 1"):
+    model_frames.select_frames(10, stride=0)
+  assert model_frames.select_frames(10, num_frames=3, stride=3, start=1) == [1, 4, 7]
 
 
 # ------------------------------------------------------------------- media --

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xfactor_core import checkpoints, runtime
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferError,
                                              TransferPipeline)

@@ -29,7 +29,7 @@ from xfactor_core.app import inputs, jobs
 from xfactor_core.app.inputs import InputError
 from xfactor_core.app.presets import PresetLibrary, slugify
 from xfactor_core.app.registry import ModelRegistry
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 
 MAX_BATCH_COMBINATIONS = 12

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 
 PathLike = Union[str, os.PathLike]

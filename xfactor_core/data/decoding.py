@@ -63,7 +63,7 @@ def to_rgb_uint8(image: Image.Image) -> np.ndarray:
   16-bit (and 32-bit integer) grayscale is scaled from [0, 65535] to [0, 255]
   (value / 257, rounded), never clipped. Float images in [0, 1] are scaled by
   255. Images with an alpha channel are composited over white (as
-  `xfactor_core.inference.frames.to_float_rgb` does for arrays). Palette, 1-bit,
+  `xfactor_core.inference.model_frames.to_float_rgb` does for arrays). Palette, 1-bit,
   grayscale, CMYK and YCbCr images go through PIL's own RGB conversion.
 
   Args:

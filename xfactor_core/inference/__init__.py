@@ -1,6 +1,6 @@
 """Inference: frame preparation, media I/O and the transfer pipeline."""
 
-from xfactor_core.inference.frames import (FrameError, prepare_frame,
+from xfactor_core.inference.model_frames import (FrameError, prepare_frame,
                                            prepare_frames, select_frames,
                                            side_by_side, to_float_rgb, to_uint8)
 from xfactor_core.inference.media import (MediaError, read_frames, read_image,

@@ -1,7 +1,7 @@
 """Reading images, frame folders and videos; writing MP4, GIF and PNG frames.
 
 Readers return uint8 RGB arrays (``H x W x 3``); 16-bit, grayscale and RGBA
-images are converted by :func:`xfactor_core.inference.frames.to_float_rgb`
+images are converted by :func:`xfactor_core.inference.model_frames.to_float_rgb`
 rules. Every failure raises :class:`MediaError` naming the file and the fix.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from xfactor_core.data import decoding
-from xfactor_core.inference.frames import FrameError, to_float_rgb
+from xfactor_core.inference.model_frames import FrameError, to_float_rgb
 
 PathLike = Union[str, os.PathLike]
 
