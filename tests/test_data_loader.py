@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfactor_core.data import decoding
 from xfactor_core.data import dataset_layouts
+from xfactor_core.data import decoding
 from xfactor_core.data import loader
 from xfactor_core.data import sampling
 from xfactor_core.data import scene_layout
 from xfactor_core.data.sources import UnreadableFrameError
 from xfactor_core.data.sources import VideoFrameSource
+from xfactor_core.inference import media
+from xfactor_core.inference import model_frames
 
 SIZE = 8
 NO_SHARDING = pygrain.NoSharding()
@@ -215,11 +217,11 @@ def test_image_modes_become_rgb_uint8(tmp_path):
   Image.fromarray(sixteen).save(tmp_path / "gray16.png")
   with Image.open(tmp_path / "gray16.png") as image:
     image.load()
-    rgb = decoding.to_rgb_uint8(image)
+    rgb = media.to_rgb_uint8(image)
   np.testing.assert_array_equal(rgb[0, :, 0], [0, 156, 255, 1])  # Scaled.
   assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
   np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
-  as_int = decoding.to_rgb_uint8(Image.fromarray(sixteen.astype(np.int32)))
+  as_int = media.to_rgb_uint8(Image.fromarray(sixteen.astype(np.int32)))
   np.testing.assert_array_equal(as_int[0, :, 1], [0, 156, 255, 1])
 
   rgb16 = np.zeros((4, 4, 3), np.uint16)
@@ -231,18 +233,18 @@ def test_image_modes_become_rgb_uint8(tmp_path):
   rgba = np.zeros((2, 2, 4), np.uint8)
   rgba[..., :3] = (200, 100, 50)
   rgba[0, :, 3] = 255
-  out = decoding.to_rgb_uint8(Image.fromarray(rgba))
+  out = media.to_rgb_uint8(Image.fromarray(rgba))
   np.testing.assert_array_equal(out[0, 0], [200, 100, 50])
   np.testing.assert_array_equal(out[1, 0], [255, 255, 255])  # Over white.
 
   gray = Image.fromarray(np.full((3, 3), 77, np.uint8))
-  np.testing.assert_array_equal(decoding.to_rgb_uint8(gray)[1, 1], [77] * 3)
+  np.testing.assert_array_equal(media.to_rgb_uint8(gray)[1, 1], [77] * 3)
   palette = Image.fromarray(np.full((3, 3, 3), (10, 20, 30), np.uint8)).convert(
       "P", palette=Image.Palette.ADAPTIVE)
   np.testing.assert_array_equal(
-      decoding.to_rgb_uint8(palette)[0, 0], [10, 20, 30])
+      media.to_rgb_uint8(palette)[0, 0], [10, 20, 30])
   floats = Image.fromarray(np.full((2, 2), 0.5, np.float32))
-  np.testing.assert_array_equal(decoding.to_rgb_uint8(floats)[0, 0], [128] * 3)
+  np.testing.assert_array_equal(media.to_rgb_uint8(floats)[0, 0], [128] * 3)
 
   # JPEGs: grayscale, CMYK, large (decoded at reduced scale), EXIF-rotated.
   Image.fromarray(np.full((16, 16), 90, np.uint8)).save(tmp_path / "g.jpg")
@@ -275,7 +277,7 @@ def test_center_crop_resize_keeps_the_centre():
   frame[:, :4] = 255  # Left and right margins are cropped away.
   frame[:, 16:] = 255
   frame[:, 4:16] = 60
-  out = decoding.center_crop_resize(frame, SIZE)
+  out = model_frames.center_crop_resize(frame, SIZE)
   assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
   assert np.all(out == 60)
 

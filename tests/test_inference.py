@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from xfactor_core import checkpoints, transfer
-from xfactor_core.data import decoding
 from xfactor_core.inference import media, model_frames
 from xfactor_core.inference.pipeline import (TransferError, TransferPipeline,
                                              interpolate_path, reference_order)
@@ -56,15 +55,15 @@ def test_inference_resamples_frames_as_the_training_data_is():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
   for size in (16, 29, 64):  # shrink by an integer and a fractional factor, enlarge
-    loader_frame = decoding.center_crop_resize(image, size) / 255.0
+    loader_frame = model_frames.center_crop_resize(image, size) / 255.0
     model_input = (model_frames.prepare_frame(image, size) + 1.0) / 2.0
     assert model_input.shape == loader_frame.shape == (size, size, 3)
     # The same filter: they differ by the loader's rounding to uint8 only.
     np.testing.assert_allclose(model_input, loader_frame, atol=0.51 / 255)
-  floats = decoding.center_crop_resize(image[:40, :40] / 255.0, 80)
+  floats = model_frames.center_crop_resize(image[:40, :40] / 255.0, 80)
   assert floats.dtype == np.float64 and 0 <= floats.min() <= floats.max() <= 1
   flat = np.full((40, 40, 1), 77, np.uint8)
-  assert np.all(decoding.center_crop_resize(flat, 7) == 77)  # channel axis kept
+  assert np.all(model_frames.center_crop_resize(flat, 7) == 77)  # channel axis kept
 
 
 def test_prepare_frame_errors():
@@ -120,6 +119,65 @@ def test_media_errors(tmp_path):
     media.read_frames(tmp_path / "empty")
   with pytest.raises(media.MediaError, match=".mp4 or .gif"):
     media.write_video(tmp_path / "x.avi", _clip(2))
+
+
+def _numbered_clip(n: int, height: int = 24, width: int = 40) -> np.ndarray:
+  """Flat grey frames whose level tells their number: 20 + 5 * index."""
+  levels = 20 + 5 * np.arange(n, dtype=np.uint8)
+  return np.broadcast_to(levels[:, None, None, None], (n, height, width, 3)).copy()
+
+
+def _frame_numbers(frames: np.ndarray) -> list[int]:
+  return [int(round((float(f.mean()) - 20) / 5)) for f in frames]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_reader_picks_seeks_and_resizes(tmp_path, suffix):
+  video = media.write_video(tmp_path / f"n{suffix}", _numbered_clip(40), fps=10)
+  info = media.probe_video(video)
+  assert (info.width, info.height, info.num_frames) == (40, 24, 40)
+  assert info.fps == pytest.approx(10.0)
+  assert media.count_video_frames(video) == 40
+  assert _frame_numbers(media.read_video(video)) == list(range(40))
+  # Any order, repeats, a jump far enough to seek, and the crop + resize.
+  picked = media.read_video(video, [30, 2, 30, 3], size=16)
+  assert picked.shape == (4, 16, 16, 3)
+  assert _frame_numbers(picked) == [30, 2, 30, 3]
+  # Past the end: the iterator stops, the strict reader names the frame.
+  assert [i for i, _ in media.iter_video(video, [45, 3, 39])] == [3, 39]
+  with pytest.raises(media.MissingFrameError, match="no frame 45") as error:
+    media.read_video(video, [5, 45, 50])
+  assert error.value.index == 45
+  assert _frame_numbers(media.read_clip(video, num_frames=3, stride=10,
+                                        start=15)) == [15, 25, 35]
+
+
+def test_tiling_helpers():
+  rng = np.random.default_rng(0)
+  short = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+  long = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+  sheet = media.contact_sheet([short, long], max_frames=3, gap=2)
+  assert sheet.dtype == np.uint8 and sheet.shape == (2 * 8 + 2, 3 * 8 + 4, 3)
+  np.testing.assert_array_equal(sheet[:8, :8], short[0])
+  np.testing.assert_array_equal(sheet[:8, 10:18], short[1])
+  np.testing.assert_array_equal(sheet[:8, 20:], 255)  # the short row ends
+  assert not np.all(sheet[10:, -8:] == 255)  # the last frame, resized
+  with pytest.raises(ValueError, match="at least one clip"):
+    media.contact_sheet([], 3)
+  both = media.side_by_side(short, long[:2], gap=3)
+  assert both.shape == (2, 16, 16 + 3 + 16, 3)
+  np.testing.assert_array_equal(both[:, :, 16:19], 255)
+  np.testing.assert_array_equal(both[:, :, 19:], long[:2])
+  images = {name: np.full((3, 8, 8, 3), value, np.float32) for name, value in
+            [("target", -1.0), ("reconstruction", 0.0),
+             ("motion_reference", 0.5), ("motion_target", 0.5),
+             ("transfer", 1.0)]}
+  images["context"] = np.full((3, 2, 8, 8, 3), -1.0, np.float32)
+  grid = media.eval_grid(images, rows=2, gap=4)
+  # 2 rows; 4 tiles, a triple gap, 3 tiles.
+  assert grid.shape == (2 * 8 + 4, 7 * 8 + 8 * 4, 3)
+  np.testing.assert_array_equal(grid[:8, 36:44], 128)  # the reconstruction
+  np.testing.assert_array_equal(grid[:8, -8:], 255)  # the transfer
 
 
 # ---------------------------------------------------------------- pipeline --

@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> pathlib.Path:
   if args.side_by_side and target_uint8 is not None:
     shown = frame_utils.to_uint8(pipe.prepare(target_uint8))
     media.write_video(args.side_by_side,
-                      frame_utils.side_by_side(shown, generated), fps=args.fps)
+                      media.side_by_side(shown, generated), fps=args.fps)
   return out
 
 
