@@ -369,7 +369,7 @@ def test_scrub_renders_the_blend_of_neighbouring_latents(models,
   pipe = models.pipeline(example_result.model_id, batch_size=1)
   expected = pipe.render(example_result.context,
                          interpolate_path(example_result.path, 2.6)[None])
-  from xfactor_core.inference.frames import to_uint8
+  from xfactor_core.inference.model_frames import to_uint8
   np.testing.assert_array_equal(frame, to_uint8(expected[0]))
   assert not np.array_equal(frame, example_result.generated[2])
   start = time.perf_counter()

@@ -72,3 +72,18 @@ def test_saved_inference_results_compare_and_flag_slower_rows(capsys):
   line = next(l for l in capsys.readouterr().out.splitlines()
               if l.startswith("default"))
   assert "0.5" in line and line.rstrip().endswith("slower")
+
+
+def test_image_metrics_benchmark_compares_ours_with_dm_pix(tmp_path):
+  pytest.importorskip("dm_pix")
+  out = tmp_path / "run.json"
+  command = [sys.executable, str(BENCHMARKS / "image_metrics.py"), "--shapes",
+             "2x16", "--repeats", "1", "--json", str(out)]
+  printed = subprocess.run(command, capture_output=True, text=True,
+                           check=True).stdout
+  assert "vs_ours" in printed
+  rows = json.loads(out.read_text())["rows"]
+  assert {(r["computation"], r["implementation"]) for r in rows} == {
+      (c, i) for c in ("loss+grad", "psnr") for i in ("ours", "dm-pix")}
+  # Both compute the same SSIM, gradient and PSNR (to float32 rounding).
+  assert all(r["max_rel_diff"] < 1e-4 and r["ms"] > 0 for r in rows)

@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xfactor_core.data import dataset_layouts
 from xfactor_core.data import decoding
-from xfactor_core.data import layouts
 from xfactor_core.data import loader
 from xfactor_core.data import sampling
 from xfactor_core.data import scene_layout
 from xfactor_core.data.sources import UnreadableFrameError
 from xfactor_core.data.sources import VideoFrameSource
+from xfactor_core.inference import media
+from xfactor_core.inference import model_frames
 
 SIZE = 8
 NO_SHARDING = pygrain.NoSharding()
@@ -215,11 +217,11 @@ def test_image_modes_become_rgb_uint8(tmp_path):
   Image.fromarray(sixteen).save(tmp_path / "gray16.png")
   with Image.open(tmp_path / "gray16.png") as image:
     image.load()
-    rgb = decoding.to_rgb_uint8(image)
+    rgb = media.to_rgb_uint8(image)
   np.testing.assert_array_equal(rgb[0, :, 0], [0, 156, 255, 1])  # Scaled.
   assert rgb.shape == (1, 4, 3) and rgb.dtype == np.uint8
   np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
-  as_int = decoding.to_rgb_uint8(Image.fromarray(sixteen.astype(np.int32)))
+  as_int = media.to_rgb_uint8(Image.fromarray(sixteen.astype(np.int32)))
   np.testing.assert_array_equal(as_int[0, :, 1], [0, 156, 255, 1])
 
   rgb16 = np.zeros((4, 4, 3), np.uint16)
@@ -231,18 +233,18 @@ def test_image_modes_become_rgb_uint8(tmp_path):
   rgba = np.zeros((2, 2, 4), np.uint8)
   rgba[..., :3] = (200, 100, 50)
   rgba[0, :, 3] = 255
-  out = decoding.to_rgb_uint8(Image.fromarray(rgba))
+  out = media.to_rgb_uint8(Image.fromarray(rgba))
   np.testing.assert_array_equal(out[0, 0], [200, 100, 50])
   np.testing.assert_array_equal(out[1, 0], [255, 255, 255])  # Over white.
 
   gray = Image.fromarray(np.full((3, 3), 77, np.uint8))
-  np.testing.assert_array_equal(decoding.to_rgb_uint8(gray)[1, 1], [77] * 3)
+  np.testing.assert_array_equal(media.to_rgb_uint8(gray)[1, 1], [77] * 3)
   palette = Image.fromarray(np.full((3, 3, 3), (10, 20, 30), np.uint8)).convert(
       "P", palette=Image.Palette.ADAPTIVE)
   np.testing.assert_array_equal(
-      decoding.to_rgb_uint8(palette)[0, 0], [10, 20, 30])
+      media.to_rgb_uint8(palette)[0, 0], [10, 20, 30])
   floats = Image.fromarray(np.full((2, 2), 0.5, np.float32))
-  np.testing.assert_array_equal(decoding.to_rgb_uint8(floats)[0, 0], [128] * 3)
+  np.testing.assert_array_equal(media.to_rgb_uint8(floats)[0, 0], [128] * 3)
 
   # JPEGs: grayscale, CMYK, large (decoded at reduced scale), EXIF-rotated.
   Image.fromarray(np.full((16, 16), 90, np.uint8)).save(tmp_path / "g.jpg")
@@ -275,7 +277,7 @@ def test_center_crop_resize_keeps_the_centre():
   frame[:, :4] = 255  # Left and right margins are cropped away.
   frame[:, 16:] = 255
   frame[:, 4:16] = 60
-  out = decoding.center_crop_resize(frame, SIZE)
+  out = model_frames.center_crop_resize(frame, SIZE)
   assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
   assert np.all(out == 60)
 
@@ -327,7 +329,7 @@ def _write_categories(root, layout, scenes_per_category, num_frames):
 
 
 def _ids(layout, root, split, split_file=None):
-  index = layouts.index_videos(layout, str(root), split, split_file,
+  index = dataset_layouts.index_videos(layout, str(root), split, split_file,
                                use_cache=False)
   return [v.video_id for v in index.videos]
 
@@ -405,7 +407,7 @@ def test_generic_layout_finds_folders_videos_and_synthetic_sequences(tmp_path):
   }
   scene_layout.write_sequence(pair, root / "000001" / "a")
   scene_layout.write_sequence(pair, root / "000001" / "b")
-  index = layouts.index_videos("generic", str(root), "all", use_cache=False)
+  index = dataset_layouts.index_videos("generic", str(root), "all", use_cache=False)
   found = {v.video_id: v for v in index.videos}
   assert set(found) == {"seq00", "direct", "clip", "000001/a", "000001/b"}
   assert found["clip"].is_video_file and found["clip"].num_frames == 5
@@ -416,22 +418,22 @@ def test_generic_layout_finds_folders_videos_and_synthetic_sequences(tmp_path):
 def test_index_cache_is_reused_and_invalidated(tmp_path):
   root = tmp_path / "generic"
   _write_generic(root, 3, 4)
-  first = layouts.index_videos("generic", str(root), "all")
+  first = dataset_layouts.index_videos("generic", str(root), "all")
   assert not first.from_cache
   assert first.cache_path.startswith(str(root / ".xfactor_index"))
   assert os.path.isfile(first.cache_path)
-  second = layouts.index_videos("generic", str(root), "all")
+  second = dataset_layouts.index_videos("generic", str(root), "all")
   assert second.from_cache and second.videos == first.videos
   _write_frame(str(root / "seq01" / "frames" / "00004.png"), 1, 4)
-  third = layouts.index_videos("generic", str(root), "all")
+  third = dataset_layouts.index_videos("generic", str(root), "all")
   assert not third.from_cache
   assert {v.video_id: v.num_frames for v in third.videos}["seq01"] == 5
   cache_dir = tmp_path / "elsewhere"
-  elsewhere = layouts.index_videos("generic", str(root), "all",
+  elsewhere = dataset_layouts.index_videos("generic", str(root), "all",
                                    cache_dir=str(cache_dir))
   assert not elsewhere.from_cache
   assert os.path.dirname(elsewhere.cache_path) == str(cache_dir)
-  assert layouts.index_videos("generic", str(root), "all",
+  assert dataset_layouts.index_videos("generic", str(root), "all",
                               cache_dir=str(cache_dir)).from_cache
 
 
@@ -440,12 +442,12 @@ def test_index_cache_of_a_read_only_root_goes_to_the_user_cache(
   root = tmp_path / "generic"
   _write_generic(root, 2, 3)
   monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user_cache"))
-  monkeypatch.setattr(layouts.os, "access", lambda path, mode: False)
-  first = layouts.index_videos("generic", str(root), "all")
+  monkeypatch.setattr(dataset_layouts.os, "access", lambda path, mode: False)
+  first = dataset_layouts.index_videos("generic", str(root), "all")
   assert first.cache_path.startswith(
       str(tmp_path / "user_cache" / "xfactor_studio" / "video_index"))
   assert not (root / ".xfactor_index").exists()
-  assert layouts.index_videos("generic", str(root), "all").from_cache
+  assert dataset_layouts.index_videos("generic", str(root), "all").from_cache
 
 
 # ----------------------------------------------------------------------------
@@ -578,7 +580,7 @@ def test_unreadable_frames_are_skipped_with_a_counted_warning(tmp_path, caplog):
   assert clips["seq01"] == {0, 1, 3}  # Never frame 2, still sampled.
   assert clips["seq02"] == {0, 2, 3}
 
-  index = layouts.index_videos("generic", str(root), "all")
+  index = dataset_layouts.index_videos("generic", str(root), "all")
   source = VideoFrameSource(index, image_size=SIZE, min_frames=2)
   assert source[1] == {"video_index": 1, "video_id": "seq01", "num_frames": 4}
   with pytest.raises(UnreadableFrameError):

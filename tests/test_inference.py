@@ -9,8 +9,7 @@ import pytest
 from PIL import Image
 
 from xfactor_core import checkpoints, transfer
-from xfactor_core.data import decoding
-from xfactor_core.inference import frames, media
+from xfactor_core.inference import media, model_frames
 from xfactor_core.inference.pipeline import (TransferError, TransferPipeline,
                                              interpolate_path, reference_order)
 
@@ -35,20 +34,20 @@ def _clip(n=6, size=48, seed=0):
 def test_prepare_frame_handles_every_image_kind():
   rgb = np.zeros((40, 60, 3), np.uint8)
   rgb[:, 10:50] = 255  # the centred 40x40 square is white
-  out = frames.prepare_frame(rgb, 16)
+  out = model_frames.prepare_frame(rgb, 16)
   assert out.shape == (16, 16, 3) and out.dtype == np.float32
   np.testing.assert_allclose(out, 1.0, atol=1e-6)
   gray16 = np.full((20, 20), 65535 // 2, np.uint16)
-  np.testing.assert_allclose(frames.prepare_frame(gray16, 8), 0.0, atol=1e-4)
+  np.testing.assert_allclose(model_frames.prepare_frame(gray16, 8), 0.0, atol=1e-4)
   rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent -> white
-  np.testing.assert_allclose(frames.prepare_frame(rgba, 8), 1.0)
+  np.testing.assert_allclose(model_frames.prepare_frame(rgba, 8), 1.0)
   gray1 = np.zeros((9, 7, 1), np.float32)
-  np.testing.assert_allclose(frames.prepare_frame(gray1, 8), -1.0)
+  np.testing.assert_allclose(model_frames.prepare_frame(gray1, 8), -1.0)
   as255 = np.full((4, 4, 3), 127.5, np.float64)
-  np.testing.assert_allclose(frames.prepare_frame(as255, 4), 0.0, atol=1e-6)
-  up = frames.prepare_frame(np.full((5, 5, 3), 128, np.uint8), 64)
+  np.testing.assert_allclose(model_frames.prepare_frame(as255, 4), 0.0, atol=1e-6)
+  up = model_frames.prepare_frame(np.full((5, 5, 3), 128, np.uint8), 64)
   assert up.shape == (64, 64, 3)
-  roundtrip = frames.to_uint8(frames.prepare_frame(rgb[:, 10:50], 40))
+  roundtrip = model_frames.to_uint8(model_frames.prepare_frame(rgb[:, 10:50], 40))
   np.testing.assert_array_equal(roundtrip, rgb[:, 10:50])
 
 
@@ -56,27 +55,27 @@ def test_inference_resamples_frames_as_the_training_data_is():
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
   for size in (16, 29, 64):  # shrink by an integer and a fractional factor, enlarge
-    loader_frame = decoding.center_crop_resize(image, size) / 255.0
-    model_input = (frames.prepare_frame(image, size) + 1.0) / 2.0
+    loader_frame = model_frames.center_crop_resize(image, size) / 255.0
+    model_input = (model_frames.prepare_frame(image, size) + 1.0) / 2.0
     assert model_input.shape == loader_frame.shape == (size, size, 3)
     # The same filter: they differ by the loader's rounding to uint8 only.
     np.testing.assert_allclose(model_input, loader_frame, atol=0.51 / 255)
-  floats = decoding.center_crop_resize(image[:40, :40] / 255.0, 80)
+  floats = model_frames.center_crop_resize(image[:40, :40] / 255.0, 80)
   assert floats.dtype == np.float64 and 0 <= floats.min() <= floats.max() <= 1
   flat = np.full((40, 40, 1), 77, np.uint8)
-  assert np.all(decoding.center_crop_resize(flat, 7) == 77)  # channel axis kept
+  assert np.all(model_frames.center_crop_resize(flat, 7) == 77)  # channel axis kept
 
 
 def test_prepare_frame_errors():
-  with pytest.raises(frames.FrameError, match="expected H x W"):
-    frames.prepare_frame(np.zeros((4, 4, 2)), 8)
-  with pytest.raises(frames.FrameError, match="NaN"):
-    frames.prepare_frame(np.full((4, 4, 3), np.nan), 8)
-  with pytest.raises(frames.FrameError, match="no frames given"):
-    frames.prepare_frames([], 8)
-  with pytest.raises(frames.FrameError, match="stride must be at least 1"):
-    frames.select_frames(10, stride=0)
-  assert frames.select_frames(10, num_frames=3, stride=3, start=1) == [1, 4, 7]
+  with pytest.raises(model_frames.FrameError, match="expected H x W"):
+    model_frames.prepare_frame(np.zeros((4, 4, 2)), 8)
+  with pytest.raises(model_frames.FrameError, match="NaN"):
+    model_frames.prepare_frame(np.full((4, 4, 3), np.nan), 8)
+  with pytest.raises(model_frames.FrameError, match="no frames given"):
+    model_frames.prepare_frames([], 8)
+  with pytest.raises(model_frames.FrameError, match="stride must be at least 1"):
+    model_frames.select_frames(10, stride=0)
+  assert model_frames.select_frames(10, num_frames=3, stride=3, start=1) == [1, 4, 7]
 
 
 # ------------------------------------------------------------------- media --
@@ -122,6 +121,65 @@ def test_media_errors(tmp_path):
     media.write_video(tmp_path / "x.avi", _clip(2))
 
 
+def _numbered_clip(n: int, height: int = 24, width: int = 40) -> np.ndarray:
+  """Flat grey frames whose level tells their number: 20 + 5 * index."""
+  levels = 20 + 5 * np.arange(n, dtype=np.uint8)
+  return np.broadcast_to(levels[:, None, None, None], (n, height, width, 3)).copy()
+
+
+def _frame_numbers(frames: np.ndarray) -> list[int]:
+  return [int(round((float(f.mean()) - 20) / 5)) for f in frames]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_reader_picks_seeks_and_resizes(tmp_path, suffix):
+  video = media.write_video(tmp_path / f"n{suffix}", _numbered_clip(40), fps=10)
+  info = media.probe_video(video)
+  assert (info.width, info.height, info.num_frames) == (40, 24, 40)
+  assert info.fps == pytest.approx(10.0)
+  assert media.count_video_frames(video) == 40
+  assert _frame_numbers(media.read_video(video)) == list(range(40))
+  # Any order, repeats, a jump far enough to seek, and the crop + resize.
+  picked = media.read_video(video, [30, 2, 30, 3], size=16)
+  assert picked.shape == (4, 16, 16, 3)
+  assert _frame_numbers(picked) == [30, 2, 30, 3]
+  # Past the end: the iterator stops, the strict reader names the frame.
+  assert [i for i, _ in media.iter_video(video, [45, 3, 39])] == [3, 39]
+  with pytest.raises(media.MissingFrameError, match="no frame 45") as error:
+    media.read_video(video, [5, 45, 50])
+  assert error.value.index == 45
+  assert _frame_numbers(media.read_clip(video, num_frames=3, stride=10,
+                                        start=15)) == [15, 25, 35]
+
+
+def test_tiling_helpers():
+  rng = np.random.default_rng(0)
+  short = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+  long = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+  sheet = media.contact_sheet([short, long], max_frames=3, gap=2)
+  assert sheet.dtype == np.uint8 and sheet.shape == (2 * 8 + 2, 3 * 8 + 4, 3)
+  np.testing.assert_array_equal(sheet[:8, :8], short[0])
+  np.testing.assert_array_equal(sheet[:8, 10:18], short[1])
+  np.testing.assert_array_equal(sheet[:8, 20:], 255)  # the short row ends
+  assert not np.all(sheet[10:, -8:] == 255)  # the last frame, resized
+  with pytest.raises(ValueError, match="at least one clip"):
+    media.contact_sheet([], 3)
+  both = media.side_by_side(short, long[:2], gap=3)
+  assert both.shape == (2, 16, 16 + 3 + 16, 3)
+  np.testing.assert_array_equal(both[:, :, 16:19], 255)
+  np.testing.assert_array_equal(both[:, :, 19:], long[:2])
+  images = {name: np.full((3, 8, 8, 3), value, np.float32) for name, value in
+            [("target", -1.0), ("reconstruction", 0.0),
+             ("motion_reference", 0.5), ("motion_target", 0.5),
+             ("transfer", 1.0)]}
+  images["context"] = np.full((3, 2, 8, 8, 3), -1.0, np.float32)
+  grid = media.eval_grid(images, rows=2, gap=4)
+  # 2 rows; 4 tiles, a triple gap, 3 tiles.
+  assert grid.shape == (2 * 8 + 4, 7 * 8 + 8 * 4, 3)
+  np.testing.assert_array_equal(grid[:8, 36:44], 128)  # the reconstruction
+  np.testing.assert_array_equal(grid[:8, -8:], 255)  # the transfer
+
+
 # ---------------------------------------------------------------- pipeline --
 
 
@@ -134,18 +192,22 @@ def test_camera_path_and_render(pipe):
   context = pipe.prepare(_clip(1, seed=1))
   out = pipe.render(context, path)
   assert out.shape == (6, 64, 64, 3) and np.abs(out).max() <= 1.0
-  # Chunking and padding do not change results.
+  # Chunking and padding do not change results. Another batch size is
+  # another XLA program (float32 sums ordered differently: 4e-6 seen on
+  # frames in [-1, 1]), so results agree to 1e-4 of their scale, the
+  # tolerance the parity check allows these networks.
+  path_tol, frame_tol = 1e-4 * np.abs(path).max(), 1e-4
   big = TransferPipeline(params=pipe.params, config=pipe.config, image_size=64,
                          batch_size=8)
-  np.testing.assert_allclose(big.camera_path(target), path, atol=1e-5)
-  np.testing.assert_allclose(big.render(context, path), out, atol=1e-5)
+  np.testing.assert_allclose(big.camera_path(target), path, atol=path_tol)
+  np.testing.assert_allclose(big.render(context, path), out, atol=frame_tol)
   # Motion strength 0 renders the no-motion view for every frame; the
   # no-motion latent is exactly the context paired with itself.
   still = pipe.render(context, path, motion_strength=0.0)
   np.testing.assert_allclose(still, np.broadcast_to(still[:1], still.shape),
-                             atol=1e-6)
+                             atol=frame_tol)
   self_pair = pipe.encode_pairs(context, context)
-  np.testing.assert_allclose(self_pair, 0.0, atol=1e-6)
+  np.testing.assert_allclose(self_pair, 0.0, atol=path_tol)
   seen = []
   pipe.render(context, path, progress=lambda d, t: seen.append((d, t)))
   assert seen == [(4, 6), (6, 6)]
@@ -163,7 +225,8 @@ def test_multi_view_context_order(pipe):
   np.testing.assert_array_equal(latents[0], 0.0)
   expected = mv.encode_pairs(np.broadcast_to(context[2], (4,) + context.shape[1:]),
                              context[[0, 1, 3, 4]])
-  np.testing.assert_allclose(latents[1:], expected, atol=1e-6)
+  np.testing.assert_allclose(latents[1:], expected,
+                             atol=1e-4 * np.abs(expected).max())
   out = mv.render(context, mv.camera_path(mv.prepare(_clip(3))))
   assert out.shape == (3, 64, 64, 3)
   with pytest.raises(TransferError, match="at most 1"):

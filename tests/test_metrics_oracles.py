@@ -7,14 +7,14 @@ import pytest
 
 from xfactor_core.metrics import camera
 from xfactor_core.metrics import oracles
-from xfactor_core.metrics import synthetic
+from xfactor_core.metrics import textured_room
 
 
 @pytest.fixture(scope="module")
 def room_clip():
   """8 frames of 128 x 128 of the textured room and their true poses."""
-  poses = synthetic.orbit_path(num_frames=8)
-  return synthetic.render_textured_room(poses, seed=0), poses
+  poses = textured_room.orbit_path(num_frames=8)
+  return textured_room.render_textured_room(poses, seed=0), poses
 
 
 def blank_frames(num_frames: int, size: int = 32) -> np.ndarray:

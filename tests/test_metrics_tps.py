@@ -11,10 +11,10 @@ from PIL import Image
 
 from xfactor_core import metrics as metrics_api
 from xfactor_core.metrics import camera
-from xfactor_core.metrics import frames as frames_lib
+from xfactor_core.metrics import clips
 from xfactor_core.metrics import oracles
 from xfactor_core.metrics import plots
-from xfactor_core.metrics import synthetic
+from xfactor_core.metrics import textured_room
 from xfactor_core.metrics import true_pose_similarity as tps_lib
 
 
@@ -25,7 +25,7 @@ def blank_frames(num_frames: int, size: int = 16) -> np.ndarray:
 def wobbly_path(num_frames: int, seed: int) -> np.ndarray:
   """A path inside the room with some random jitter."""
   rng = np.random.default_rng(seed)
-  poses = synthetic.orbit_path(num_frames)
+  poses = textured_room.orbit_path(num_frames)
   jitter = np.eye(4)
   for index in range(num_frames):
     jitter[:3, 3] = rng.normal(scale=0.05, size=3)
@@ -116,11 +116,11 @@ def test_read_frames_from_a_folder_in_natural_order(tmp_path):
     Image.fromarray(np.full((8, 6, 3), value, dtype=np.uint8)).save(
         tmp_path / f"frame{value}.png")
   (tmp_path / "notes.txt").write_text("not a frame")
-  frames = frames_lib.read_frames(tmp_path)
+  frames = clips.read_frames(tmp_path)
   assert frames.shape == (3, 8, 6, 3)
   assert frames.dtype == np.uint8
   assert frames[:, 0, 0, 0].tolist() == [1, 2, 10]
-  assert frames_lib.read_frames(tmp_path, max_frames=2).shape[0] == 2
+  assert clips.read_frames(tmp_path, max_frames=2).shape[0] == 2
 
 
 def test_read_frames_from_a_video(tmp_path):
@@ -128,25 +128,25 @@ def test_read_frames_from_a_video(tmp_path):
   clip[:, :, :32] = 200
   clip[2] = 60
   iio.imwrite(tmp_path / "clip.mp4", clip, fps=10)
-  frames = frames_lib.read_frames(tmp_path / "clip.mp4")
+  frames = clips.read_frames(tmp_path / "clip.mp4")
   assert frames.shape == (5, 64, 64, 3)
   assert abs(float(frames[2].mean()) - 60) < 5  # lossy codec
   assert abs(float(frames[0, :, :32].mean()) - 200) < 5
-  assert frames_lib.read_frames(tmp_path / "clip.mp4", max_frames=3).shape[0] == 3
+  assert clips.read_frames(tmp_path / "clip.mp4", max_frames=3).shape[0] == 3
 
 
 def test_read_frames_errors(tmp_path):
   with pytest.raises(ValueError, match="not found"):
-    frames_lib.read_frames(tmp_path / "missing")
+    clips.read_frames(tmp_path / "missing")
   with pytest.raises(ValueError, match="no image frames"):
-    frames_lib.read_frames(tmp_path)
+    clips.read_frames(tmp_path)
   (tmp_path / "table.csv").write_text("1,2")
   with pytest.raises(ValueError, match="neither a video"):
-    frames_lib.read_frames(tmp_path / "table.csv")
+    clips.read_frames(tmp_path / "table.csv")
   Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "a1.png")
   Image.fromarray(np.zeros((5, 4, 3), np.uint8)).save(tmp_path / "a2.png")
   with pytest.raises(ValueError, match="different sizes"):
-    frames_lib.read_frames(tmp_path)
+    clips.read_frames(tmp_path)
 
 
 def test_plot_trajectories_returns_an_image_and_writes_a_png(tmp_path):
@@ -169,7 +169,7 @@ def test_aligned_centres_start_together_and_share_scale():
   target = wobbly_path(6, seed=8)
   transfer = target.copy()
   transfer[:, :3, 3] *= 3.0
-  other_world = synthetic.look_at_camera_from_world(np.array([1.0, 2.0, 3.0]),
+  other_world = textured_room.look_at_camera_from_world(np.array([1.0, 2.0, 3.0]),
                                                     np.array([0.0, 0.5, -1.0]))
   transfer = transfer @ other_world  # same cameras, other world frame
   target_centres, transfer_centres, target_view, _ = plots.aligned_centres(
@@ -186,10 +186,10 @@ def _write_clip(folder, frames):
 
 
 def test_cli_on_two_renderings_of_the_room(tmp_path, capsys):
-  poses = synthetic.orbit_path(num_frames=8)
-  _write_clip(tmp_path / "target", synthetic.render_textured_room(poses, seed=0))
+  poses = textured_room.orbit_path(num_frames=8)
+  _write_clip(tmp_path / "target", textured_room.render_textured_room(poses, seed=0))
   # Another room (other textures) seen along the same path: a perfect transfer.
-  _write_clip(tmp_path / "transfer", synthetic.render_textured_room(poses, seed=1))
+  _write_clip(tmp_path / "transfer", textured_room.render_textured_room(poses, seed=1))
   status = tps_lib.main([
       "--target", str(tmp_path / "target"), "--transfer",
       str(tmp_path / "transfer"), "--oracle", "colmap", "--oracle-kwargs",
@@ -216,10 +216,12 @@ def test_cli_rejects_bad_oracle_kwargs(tmp_path):
                   "--oracle-kwargs", "{num_trials: 1}"])
 
 
-# Published figures for target/ and transfer/ in ../shared/reference/
-# example_videos (see its README).
-README_COLMAP = {"Rac_10": 1.000, "Tac_30": 0.933, "SE3_Auc_30": 0.543}
+# Figures for target/ and transfer/ in ../shared/reference/example_videos
+# (see its README): the published VGGT oracle, and a COLMAP oracle set up as
+# ours is (SIMPLE_PINHOLE, exhaustive matching, best of three seeds).
 README_VGGT = {"Rac_10": 1.000, "Tac_30": 0.989, "SE3_Auc_30": 0.759}
+README_COLMAP = {"Rac_10": 1.000, "Tac_10": 0.89, "Tac_30": 0.995,
+                 "Rot_Auc_30": 0.976, "SE3_Auc_30": 0.83}
 README_MOTIONLESS_COLMAP = {"Rac_10": 0.956, "Tac_30": 0.0, "SE3_Auc_30": 0.0}
 
 
@@ -233,14 +235,16 @@ def test_colmap_tps_on_the_reference_example_videos(reference_dir):
   elapsed = time.perf_counter() - started
   assert report.common.all(), (report.target.message, report.transfer.message)
   result = report.metrics
-  print(f"COLMAP TPS on 2 x 30 frames took {elapsed:.1f} s")
-  assert abs(result["Rac_10"] - README_COLMAP["Rac_10"]) <= 0.1
-  assert abs(result["Tac_30"] - README_COLMAP["Tac_30"]) <= 0.1
-  # Our repeatable pinhole set-up lands at SE3_Auc_30 = 0.83, near the VGGT
-  # oracle's 0.759 and above the README's COLMAP 0.543, which matches a run
-  # with COLMAP's default SIMPLE_RADIAL camera (see ColmapOracle docstring).
-  assert abs(result["SE3_Auc_30"] - README_VGGT["SE3_Auc_30"]) <= 0.1
-  assert result["SE3_Auc_30"] >= README_COLMAP["SE3_Auc_30"] - 0.1
+  print(f"COLMAP TPS on 2 x 30 frames took {elapsed:.1f} s: "
+        + ", ".join(f"{k} {result[k]:.3f}" for k in README_COLMAP))
+  # The same oracle setting as the README's COLMAP figures (0.830 and 0.834
+  # measured independently): close agreement. An unlucky seed (SE3_Auc_30
+  # 0.1 to 0.2) or the SIMPLE_RADIAL camera (about 0.64) falls outside it.
+  for key, expected in README_COLMAP.items():
+    assert abs(result[key] - expected) <= 0.05, (key, result[key])
+  # Another oracle (VGGT, as published): the same picture, looser agreement.
+  for key, expected in README_VGGT.items():
+    assert abs(result[key] - expected) <= 0.1, (key, result[key])
   # A motionless "transfer" under the same oracle.
   target_poses = report.target.camera_from_world
   still = camera.camera_metrics(target_poses,

@@ -182,9 +182,14 @@ def test_remat_and_bfloat16_compute():
   grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=(1, 2))
   l0, g0 = grad_fn(params, pose_enc, render)
   l1, g1 = grad_fn(params, pose_remat, render_remat)
-  np.testing.assert_allclose(l0, l1, rtol=1e-6)
+  # Remat recomputes the same forward pass, but XLA may fuse and order the
+  # float32 sums differently (seen: 2e-6 on a gradient whose largest entry
+  # is 0.1), so the gradients agree to float32 reassociation, measured
+  # against the largest gradient entry: some leaves are ~1e-11 of noise.
+  np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  scale = max(float(np.abs(g).max()) for g in jax.tree.leaves(g0))
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * scale)
   l2 = jax.jit(loss, static_argnums=(1, 2))(params, pose_bf16, render_bf16)
   assert abs(float(l2) - float(l0)) < 0.05
 

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from xfactor_core import checkpoints, models, runtime
 from xfactor_core.data import synthetic
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferPipeline,
                                              reference_order)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xfactor_core import checkpoints, runtime
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferError,
                                              TransferPipeline)
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> pathlib.Path:
     shown = frame_utils.to_uint8(frame_utils.prepare_frames(
         target_uint8, generated.shape[1], "target"))
     media.write_video(args.side_by_side,
-                      frame_utils.side_by_side(shown, generated), fps=args.fps)
+                      media.side_by_side(shown, generated), fps=args.fps)
   return out
 
 

@@ -29,7 +29,6 @@ from xfactor_core.app import inputs, jobs
 from xfactor_core.app.inputs import InputError
 from xfactor_core.app.presets import PresetLibrary, slugify
 from xfactor_core.app.registry import ModelRegistry
-from xfactor_core.inference import frames as frame_utils
 from xfactor_core.inference import media
 
 MAX_BATCH_COMBINATIONS = 12
@@ -83,7 +82,7 @@ def export_result(result: jobs.TransferResult, workdir: pathlib.Path
   files = [(media.write_video(folder / "transfer.mp4", result.generated, fps),
             "transfer.mp4")]
   if result.target is not None:
-    both = frame_utils.side_by_side(result.target, result.generated)
+    both = media.side_by_side(result.target, result.generated)
     files.append((media.write_video(folder / "side_by_side.mp4", both, fps),
                   "side_by_side.mp4"))
   files.append((media.write_video(folder / "transfer.gif", result.generated,

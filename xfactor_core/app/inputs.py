@@ -17,12 +17,12 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = media.IMAGE_SUFFIXES
-VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".gif", ".m4v", ".mkv", ".avi")
+VIDEO_SUFFIXES = media.VIDEO_SUFFIXES
 PATH_SUFFIXES = (".npy",)
 
 
@@ -299,7 +299,7 @@ def read_target_images(files: Any, selection: Optional[ClipSelection],
     chosen = paths
   else:
     selection.validate(limits)
-    paths = sorted(paths, key=lambda p: media.natural_key(display_name(p)))
+    paths = sorted(paths, key=lambda p: media.natural_sort_key(display_name(p)))
     chosen = [paths[i] for i in selection.indices(len(paths))]
   if len(chosen) < 2:
     raise InputError(

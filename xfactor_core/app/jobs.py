@@ -37,7 +37,7 @@ from xfactor_core.app import inputs
 from xfactor_core.app.inputs import ClipSelection, InputError, Limits
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 

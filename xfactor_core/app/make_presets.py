@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from xfactor_core.app import presets as preset_store
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 
 MOTION_SIZE = 128
 CONTEXT_SIZE = 256

@@ -25,7 +25,7 @@ from xfactor_core.app import export, inputs, jobs
 from xfactor_core.app.inputs import InputError, Limits
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry, RegistryError
-from xfactor_core.inference.frames import FrameError
+from xfactor_core.inference.model_frames import FrameError
 from xfactor_core.inference.media import MediaError
 from xfactor_core.inference.pipeline import TransferError
 

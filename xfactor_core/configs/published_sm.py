@@ -1,4 +1,4 @@
-"""The published stereo-monocular training run (ARCHITECTURE.md).
+"""The published stereo-monocular training run (docs/ARCHITECTURE.md).
 
     python -m xfactor_core.train --config xfactor_core/configs/published_sm.py \
         --workdir runs/published_sm \

@@ -57,7 +57,7 @@ import grain.python as pygrain
 import ml_collections
 import numpy as np
 
-from xfactor_core.data import layouts
+from xfactor_core.data import dataset_layouts
 from xfactor_core.data import sampling
 from xfactor_core.data.sources import UnreadableFrameError
 from xfactor_core.data.sources import VideoFrameSource
@@ -91,7 +91,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
     min_video_frames: videos with fewer frames are skipped (0: the sampler's
       minimum, max(num_views, min_window)).
     min_videos: usable videos each process needs at least.
-    cache_dir: None (default location, see layouts.py) or the index cache
+    cache_dir: None (default location, see dataset_layouts.py) or the index cache
       folder.
   """
   return ml_collections.ConfigDict({
@@ -155,7 +155,7 @@ def published_dataset_configs(
     raise ValueError(f"model must be 'stereo' or 'multiview', not {model!r}")
   configs = []
   for name, root in roots.items():
-    layout = layouts.canonical_layout(name)
+    layout = dataset_layouts.canonical_layout(name)
     if layout not in table:
       raise ValueError(f"no published settings for {name!r}: use one of "
                        f"{', '.join(table)}")
@@ -373,7 +373,7 @@ def build_sources(
       raise ValueError(f"dataset {_dataset_label(config)} has weight "
                        f"{config.weight}; weights must be > 0 (leave the "
                        "dataset out instead)")
-    index = layouts.index_videos(config.name, config.root, config.split,
+    index = dataset_layouts.index_videos(config.name, config.root, config.split,
                                  config.split_file or None,
                                  config.cache_dir or None)
     min_frames = max(window.min_length, int(config.min_video_frames))

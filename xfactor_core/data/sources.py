@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from xfactor_core.data import decoding
-from xfactor_core.data import layouts
+from xfactor_core.data import dataset_layouts
 from xfactor_core.data.decoding import UnreadableFrameError
 
 __all__ = ["VideoFrameSource", "UnreadableFrameError"]
@@ -39,7 +39,7 @@ class VideoFrameSource:
     num_too_short: how many indexed videos were left out for that.
   """
 
-  def __init__(self, index: layouts.VideoIndex, *, image_size: int,
+  def __init__(self, index: dataset_layouts.VideoIndex, *, image_size: int,
                min_frames: int, name: str | None = None):
     if image_size < 1:
       raise ValueError(f"image_size={image_size} must be a positive number "

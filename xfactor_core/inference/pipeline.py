@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from xfactor_core import checkpoints, models
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 
 PathLike = Union[str, os.PathLike]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ Public API:
   tps(target_frames, transfer_frames, oracle="colmap") -> dict
       True Pose Similarity: the camera metrics between an oracle's poses of the
       target video and of the transferred video. `evaluate_tps` also returns
-      the poses and oracle messages. CLI: python -m xfactor_core.metrics.tps.
+      the poses and oracle messages. CLI:
+      python -m xfactor_core.metrics.true_pose_similarity.
   get_oracle(name, **kwargs) / register_oracle(name, factory)
       Pose oracles by name: "colmap", "ground_truth", or your own (see
       `LearnedPoseOracle` / `CallableOracle` for learned ones such as VGGT).
@@ -22,7 +23,7 @@ Heavy dependencies (pycolmap, matplotlib) are imported on first use.
 """
 
 from xfactor_core.metrics.camera import camera_metrics
-from xfactor_core.metrics.frames import read_frames
+from xfactor_core.metrics.clips import read_frames
 from xfactor_core.metrics.oracles import available_oracles
 from xfactor_core.metrics.oracles import CallableOracle
 from xfactor_core.metrics.oracles import ColmapOracle

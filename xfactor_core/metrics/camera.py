@@ -1,7 +1,8 @@
 """Camera metrics: how well one camera trajectory reproduces another.
 
-Definitions follow ARCHITECTURE.md section "TPS" and the published XFactor
-evaluation code; every choice the text leaves open is fixed here and noted.
+Definitions follow docs/ARCHITECTURE.md ("Measuring transfer: TPS") and the
+published XFactor evaluation code; every choice they leave open is fixed here
+and noted.
 
 Conventions:
   * A pose is a 4x4 camera-from-world matrix T (OpenCV camera axes: x right,

@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image
 
 from xfactor_core.metrics import camera
-from xfactor_core.metrics import frames as frames_lib
+from xfactor_core.metrics import clips
 
 _LOG = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class GroundTruthOracle:
     self._poses = camera.validate_poses(camera_from_world, "camera_from_world")
 
   def estimate(self, frames: np.ndarray) -> OracleResult:
-    frames = frames_lib.validate_frames(frames)
+    frames = clips.validate_frames(frames)
     if frames.shape[0] != self._poses.shape[0]:
       raise ValueError(
           f"GroundTruthOracle holds {self._poses.shape[0]} poses but got "
@@ -154,7 +154,7 @@ class LearnedPoseOracle(abc.ABC):
     """
 
   def estimate(self, frames: np.ndarray) -> OracleResult:
-    frames = frames_lib.validate_frames(frames)
+    frames = clips.validate_frames(frames)
     poses = camera.validate_poses(
         np.asarray(self.predict_camera_from_world(frames)),
         f"{type(self).__name__}.predict_camera_from_world output")
@@ -266,7 +266,7 @@ class ColmapOracle:
     return "exhaustive" if num_frames <= self.exhaustive_max_frames else "sequential"
 
   def estimate(self, frames: np.ndarray) -> OracleResult:
-    frames = frames_lib.validate_frames(frames)
+    frames = clips.validate_frames(frames)
     num_frames = frames.shape[0]
     poses = np.full((num_frames, 4, 4), np.nan)
     registered = np.zeros(num_frames, dtype=bool)

@@ -3,11 +3,11 @@
 A pose oracle estimates camera poses for the target video and for the
 transferred video; `camera.camera_metrics` then compares the transfer's poses
 (prediction) with the target's (reference) on the frames the oracle registered
-in both. See ARCHITECTURE.md section "TPS".
+in both. See docs/ARCHITECTURE.md, "Measuring transfer: TPS".
 
-Command line (entry point in `xfactor_core.metrics.tps`, `main` here):
+Command line (`main`):
 
-  python -m xfactor_core.metrics.tps --target DIR_OR_VIDEO \
+  python -m xfactor_core.metrics.true_pose_similarity --target DIR_OR_VIDEO \
       --transfer DIR_OR_VIDEO [--oracle colmap] [--json OUT.json] \
       [--plot OUT.png] [--max-frames N] [--oracle-kwargs '{"num_trials": 1}']
 """
@@ -27,7 +27,7 @@ import numpy as np
 import tqdm
 
 from xfactor_core.metrics import camera
-from xfactor_core.metrics import frames as frames_lib
+from xfactor_core.metrics import clips
 from xfactor_core.metrics import oracles as oracles_lib
 
 _LOG = logging.getLogger(__name__)
@@ -56,8 +56,8 @@ class TpsReport:
 def _as_frames(frames: FramesLike, name: str,
                max_frames: int | None) -> np.ndarray:
   if isinstance(frames, (str, os.PathLike)):
-    return frames_lib.read_frames(frames, max_frames)
-  frames = frames_lib.validate_frames(frames, name)
+    return clips.read_frames(frames, max_frames)
+  frames = clips.validate_frames(frames, name)
   return frames[:max_frames] if max_frames is not None else frames
 
 
@@ -180,7 +180,7 @@ def format_table(metrics: Mapping[str, float]) -> str:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog="python -m xfactor_core.metrics.tps",
+      prog="python -m xfactor_core.metrics.true_pose_similarity",
       description="True Pose Similarity of a transferred video against its "
       "target video.")
   parser.add_argument("--target", required=True,

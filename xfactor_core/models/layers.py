@@ -1,4 +1,4 @@
-"""Building blocks shared by PoseEnc and Render (see ARCHITECTURE.md).
+"""Building blocks shared by PoseEnc and Render (see docs/ARCHITECTURE.md).
 
 Parameter names match the published checkpoints: a multi-view layer holds
 ``Dense_0`` (fused qkv), ``Dense_1`` (output), ``LayerNorm_0/1``,

@@ -1,4 +1,4 @@
-"""The XFactor training objective (ARCHITECTURE.md, "The training objective").
+"""The XFactor training objective (docs/ARCHITECTURE.md, "The training objective").
 
 One training example is a clip of V frames of one video, ``frames: B x V x S x S
 x 3`` (uint8), plus the index of its reference view (the frame nearest the
@@ -26,7 +26,7 @@ objective, per example:
 
 How the pose encoder is batched for several context views
 ---------------------------------------------------------
-ARCHITECTURE.md defines every latent as a pair latent: context view i gets
+docs/ARCHITECTURE.md defines every latent as a pair latent: context view i gets
 ``PoseEnc((ref, view_i))[:, 1]`` and the target
 ``PoseEnc((ref, target))[:, 1]``, and the inference pipeline (``TransferPipeline``) computes them exactly so. The
 default ``pose_encoding="pairs"`` trains the same function: the V - 1 pairs

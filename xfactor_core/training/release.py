@@ -26,7 +26,7 @@ from PIL import Image
 
 from xfactor_core import checkpoints, evaluate
 from xfactor_core.data import synthetic
-from xfactor_core.inference import frames as frame_utils
+from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference.pipeline import TransferPipeline
 from xfactor_core.training.writer import read_metrics
 

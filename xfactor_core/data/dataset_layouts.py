@@ -16,7 +16,7 @@ Layouts (`name` in the dataset config):
   generic   sequence folders holding frames directly, or in frames/ or
             images/ (the synthetic world writes <sequence>/frames/00000.png,
             and transfer pairs <n>/a/frames/...), and video files
-            (.mp4 .mov .webm .mkv .avi .m4v), found in <root> and in folders
+            (`media.VIDEO_SUFFIXES`), found in <root> and in folders
             of it up to 3 levels deep; the id is the path below <root>
             (without the video extension). "train"/"test" split the
             naturally sorted ids 90/10 like above; "all" keeps every one.
@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 
 from tqdm import tqdm
 
-from xfactor_core.data import decoding
+from xfactor_core.inference import media
 
 _INDEX_FORMAT = 1
 _TRAIN_FRACTION = 0.9
@@ -136,7 +136,7 @@ def canonical_layout(name: str) -> str:
 def _visible_entries(path: str) -> list[os.DirEntry]:
   with os.scandir(path) as entries:
     return sorted((e for e in entries if not e.name.startswith(".")),
-                  key=lambda e: decoding.natural_sort_key(e.name))
+                  key=lambda e: media.natural_sort_key(e.name))
 
 
 def _subdirs(path: str) -> list[str]:
@@ -221,7 +221,7 @@ def _dl3dv_candidates(root: str, split: str,
     candidates = [c for v, c in found.items() if v in test_ids]
   if keep_all or split == "test":
     # Benchmark videos that are not among the training folders.
-    for video in sorted(test_ids - set(found), key=decoding.natural_sort_key):
+    for video in sorted(test_ids - set(found), key=media.natural_sort_key):
       nested = f"test_256/benchmark_960p/{video}/images_8"
       flat = f"test_256/benchmark_960p/{video}"
       rel = nested if os.path.isdir(os.path.join(root, nested)) else flat
@@ -255,7 +255,7 @@ def _generic_folder(root: str, rel: str, depth: int,
   for entry in _visible_entries(os.path.join(root, rel)):
     rel_path = f"{rel}/{entry.name}" if rel else entry.name
     if entry.is_file():
-      if decoding.is_video_file(entry.name):
+      if media.is_video_file(entry.name):
         candidates.append(
             Candidate(os.path.splitext(rel_path)[0], rel_path, True))
       continue
@@ -266,7 +266,7 @@ def _generic_folder(root: str, rel: str, depth: int,
         candidates.append(Candidate(rel_path, f"{rel_path}/{sub}", False))
         break
     else:
-      if any(e.is_file() and decoding.is_image_file(e.name)
+      if any(e.is_file() and media.is_image_file(e.name)
              for e in _visible_entries(entry.path)):
         candidates.append(Candidate(rel_path, rel_path, False))
       elif depth > 1:
@@ -281,7 +281,7 @@ def _generic_candidates(root: str, split: str,
     raise FileNotFoundError(f"generic dataset root {root} is not a folder")
   candidates = []
   _generic_folder(root, "", _GENERIC_MAX_DEPTH, candidates)
-  candidates.sort(key=lambda c: decoding.natural_sort_key(c.video_id))
+  candidates.sort(key=lambda c: media.natural_sort_key(c.video_id))
   if not by_split_file:
     candidates = _train_test(candidates, split)
   return candidates
@@ -380,11 +380,15 @@ def _cache_file_name(layout: str, root: str, split: str,
 def _list_frames(root: str, candidate: Candidate) -> VideoEntry:
   path = os.path.join(root, candidate.rel_path)
   if candidate.is_video_file:
-    return VideoEntry(candidate.video_id, candidate.rel_path, True,
-                      decoding.count_video_frames(path))
+    try:
+      num_frames = media.count_video_frames(path)
+    except media.MediaError as e:
+      logging.warning("cannot read video %s: %s", path, e)
+      num_frames = 0
+    return VideoEntry(candidate.video_id, candidate.rel_path, True, num_frames)
   try:
     names = [e.name for e in _visible_entries(path)
-             if e.is_file() and decoding.is_image_file(e.name)]
+             if e.is_file() and media.is_image_file(e.name)]
   except OSError as e:
     logging.warning("cannot list frames of %s: %s", path, e)
     names = []

@@ -1,4 +1,4 @@
-"""Frame preparation: any image -> model input, and model output -> uint8.
+"""Frames as the models take and give them: preparation and conversion back.
 
 Model inputs are float32 in [-1, 1], channels last, square, of the model's
 size. Any RGB, RGBA, grayscale, 16-bit or float image is accepted:
@@ -7,18 +7,20 @@ size. Any RGB, RGBA, grayscale, 16-bit or float image is accepted:
   (or [0, 255] when their maximum exceeds 1), booleans as 0/1;
 * grayscale is replicated to three channels; RGBA is composited over white;
 * the largest centred square is cropped, then resized by
-  :func:`xfactor_core.data.decoding.center_crop_resize`, as the training data
-  is (area filter when shrinking, bicubic when enlarging).
+  :func:`center_crop_resize`, the project's one resampling: the training data
+  and the media readers use it too (area filter when shrinking, bicubic when
+  enlarging).
+
+This module depends on no other part of the project, so the media readers and
+the data loader can build on it.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import cv2
 import numpy as np
-
-from xfactor_core.data import decoding
 
 
 class FrameError(ValueError):
@@ -63,11 +65,50 @@ def to_float_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
   return np.ascontiguousarray(x)
 
 
+def center_square(frame: np.ndarray) -> np.ndarray:
+  """The largest centred square of an ``H x W (x C)`` frame (a view, no copy)."""
+  height, width = frame.shape[:2]
+  side = min(height, width)
+  top = (height - side) // 2
+  left = (width - side) // 2
+  return frame[top:top + side, left:left + side]
+
+
+def center_crop_resize(frame: np.ndarray, size: int) -> np.ndarray:
+  """Centre-crops an ``H x W x C`` frame to a square and resizes it.
+
+  The one resampling of the project: the training data and the frames given
+  to a model at inference both come through here, so a model sees the same
+  filter in both. The area filter when shrinking (each output pixel averages
+  the input pixels it covers: no aliasing), bicubic when enlarging.
+
+  Args:
+    frame: ``H x W x C``, uint8 or float in [0, 1].
+    size: output side length in pixels.
+
+  Returns:
+    ``size x size x C`` of the input's dtype (floats clipped to [0, 1], since
+    bicubic overshoots at edges).
+  """
+  square = center_square(frame)
+  side = square.shape[0]
+  if side == size:
+    return np.ascontiguousarray(square)
+  interpolation = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+  resized = cv2.resize(np.ascontiguousarray(square), (size, size),
+                       interpolation=interpolation)
+  if resized.ndim == 2:  # OpenCV drops a single channel axis
+    resized = resized[..., None]
+  if np.issubdtype(resized.dtype, np.floating):
+    resized = np.clip(resized, 0.0, 1.0)
+  return resized
+
+
 def prepare_frame(image: np.ndarray, size: int, name: str = "image") -> np.ndarray:
   """One image -> ``size x size x 3`` float32 in [-1, 1]."""
   if size < 1:
     raise FrameError(f"output size must be positive, got {size}")
-  square = decoding.center_crop_resize(to_float_rgb(image, name), size)
+  square = center_crop_resize(to_float_rgb(image, name), size)
   return square * 2.0 - 1.0
 
 
@@ -103,21 +144,6 @@ def select_frames(num_available: int, *, num_frames: int | None = None,
   return indices
 
 
-def side_by_side(left: Sequence[np.ndarray], right: Sequence[np.ndarray],
-                 gap: int = 4) -> np.ndarray:
-  """Pairs of uint8 frames -> ``N x H x (2W+gap) x 3`` (left | right)."""
-  out = []
-  for a, b in zip(left, right):
-    h = max(a.shape[0], b.shape[0])
-    if a.shape[0] != h:
-      a = cv2.resize(a, (round(a.shape[1] * h / a.shape[0]), h))
-    if b.shape[0] != h:
-      b = cv2.resize(b, (round(b.shape[1] * h / b.shape[0]), h))
-    spacer = np.full((h, gap, 3), 255, np.uint8)
-    out.append(np.concatenate([a, spacer, b], axis=1))
-  return np.stack(out)
-
-
 def crop_note(images: Iterable[np.ndarray], name: str = "context") -> str:
   """A note for non-square images ("" when all are square): the models work
   on square frames, so only the centre square of each is used."""
@@ -132,4 +158,3 @@ def crop_note(images: Iterable[np.ndarray], name: str = "context") -> str:
     return ""
   return ("; ".join(notes) + ". Crop the image to a square yourself to choose "
           "which part is used.")
-
