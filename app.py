@@ -56,7 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
   from xfactor_core import runtime
-  from xfactor_core.app import inputs, presets, registry, ui
+  from xfactor_core.app import presets, registry, ui, uploads
 
   runtime.enable_compilation_cache()
   try:
@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   studio = ui.Studio(registry.ModelRegistry(specs, max_loaded=args.max_models),
                      presets.load_presets(),
                      work_root=tempfile.mkdtemp(prefix="xfactor_studio_"),
-                     limits=inputs.Limits(max_file_mb=args.max_file_mb))
+                     limits=uploads.Limits(max_file_mb=args.max_file_mb))
   demo = ui.build_app(studio, max_jobs=args.max_jobs)
   try:
     demo.launch(server_name=args.server_name, server_port=args.port,

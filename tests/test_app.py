@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfactor_core.app import (check, export, inputs, jobs, make_presets,
-                              presets, registry, testing, ui)
+from xfactor_core.app import (check, export, jobs, make_presets, presets,
+                              registry, testing, ui, uploads)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 
@@ -177,50 +177,50 @@ def test_registry_loads_lazily_and_bounds_its_cache(checkpoints_dir):
     models.get("elsewhere")
 
 
-# ----------------------------------------------------------------- inputs --
+# ---------------------------------------------------------------- uploads --
 
 
 def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
   text = tmp_path / "notes.txt"
   text.write_text("hello")
-  with pytest.raises(inputs.InputError,
+  with pytest.raises(uploads.InputError,
                      match=r"wrong type \(\.txt\); use .*png"):
-    inputs.read_context([str(text)], 1, "stereo-monocular")
+    uploads.read_context([str(text)], 1, "stereo-monocular")
   image = tmp_path / "a.png"
   Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
-  with pytest.raises(inputs.InputError, match="takes at most 1; remove 1 or "
+  with pytest.raises(uploads.InputError, match="takes at most 1; remove 1 or "
                      "pick a multi-view model"):
-    inputs.read_context([str(image), str(image)], 1, "stereo-monocular")
-  with pytest.raises(inputs.InputError, match="no context image"):
-    inputs.read_context(None, 1, "stereo-monocular")
-  small = inputs.Limits(max_image_pixels=1000)
-  with pytest.raises(inputs.InputError, match="30 x 40 pixels, above the "
+    uploads.read_context([str(image), str(image)], 1, "stereo-monocular")
+  with pytest.raises(uploads.InputError, match="no context image"):
+    uploads.read_context(None, 1, "stereo-monocular")
+  small = uploads.Limits(max_image_pixels=1000)
+  with pytest.raises(uploads.InputError, match="30 x 40 pixels, above the "
                      "limit of 0.001 megapixels; downscale"):
-    inputs.read_context([str(image)], 1, "stereo-monocular", small)
-  with pytest.raises(inputs.InputError, match="limit of 0 MB"):
-    inputs.check_file(image, inputs.IMAGE_SUFFIXES, "image",
-                      inputs.Limits(max_file_mb=1e-6))
+    uploads.read_context([str(image)], 1, "stereo-monocular", small)
+  with pytest.raises(uploads.InputError, match="limit of 0 MB"):
+    uploads.check_file(image, uploads.IMAGE_SUFFIXES, "image",
+                      uploads.Limits(max_file_mb=1e-6))
   broken = tmp_path / "broken.mp4"
   broken.write_bytes(b"\x00not a video" * 50)
-  with pytest.raises(inputs.InputError, match="cannot be opened"):
-    inputs.read_target_video(broken, inputs.ClipSelection(count=4), 64)
+  with pytest.raises(uploads.InputError, match="cannot be opened"):
+    uploads.read_target_video(broken, uploads.ClipSelection(count=4), 64)
   clip = tmp_path / "clip.mp4"
   media.write_video(clip, np.random.default_rng(0).integers(
       0, 255, (5, 32, 48, 3), np.uint8))
-  with pytest.raises(inputs.InputError, match="only 1 frame .*lower the "
+  with pytest.raises(uploads.InputError, match="only 1 frame .*lower the "
                      "start frame or the stride"):
-    inputs.read_target_video(clip, inputs.ClipSelection(4, 1, 8), 64)
-  frames = inputs.read_target_video(clip, inputs.ClipSelection(1, 2, 8), 16)
+    uploads.read_target_video(clip, uploads.ClipSelection(4, 1, 8), 64)
+  frames = uploads.read_target_video(clip, uploads.ClipSelection(1, 2, 8), 16)
   assert frames.shape == (2, 16, 16, 3)
-  with pytest.raises(inputs.InputError, match="above the limit of 120"):
-    inputs.ClipSelection(count=500).validate()
+  with pytest.raises(uploads.InputError, match="above the limit of 120"):
+    uploads.ClipSelection(count=500).validate()
   npy = tmp_path / "path.npy"
   np.save(npy, np.zeros((5, 7), np.float32))
-  with pytest.raises(inputs.InputError, match=r"needs N x 32 latents"):
-    inputs.read_camera_path(str(npy), 32)
-  with pytest.raises(inputs.InputError, match="whole number"):
+  with pytest.raises(uploads.InputError, match=r"needs N x 32 latents"):
+    uploads.read_camera_path(str(npy), 32)
+  with pytest.raises(uploads.InputError, match="whole number"):
     jobs.settings_from_ui(2.5, 1, 0, "native", 12, False, False, 1.0)
-  with pytest.raises(inputs.InputError, match="motion strength 2.0"):
+  with pytest.raises(uploads.InputError, match="motion strength 2.0"):
     jobs.TransferSettings(motion_strength=2.0).validate()
 
 
@@ -236,7 +236,7 @@ def test_ui_values_map_to_motion_requests():
   assert pair.source == "pair" and pair.files == ("1.png",)
   assert jobs.motion_from_ui("Camera path (.npy)", None, None, None, None,
                              None, {"path": "p.npy"}).files == ("p.npy",)
-  with pytest.raises(inputs.InputError, match="unknown motion source"):
+  with pytest.raises(uploads.InputError, match="unknown motion source"):
     jobs.motion_from_ui("Webcam", None, None, None, None, None, None)
 
 
@@ -246,7 +246,7 @@ def test_frames_are_taken_in_natural_name_order(tmp_path):
     path = tmp_path / f"f{index}.png"
     Image.fromarray(np.full((8, 8, 3), index * 20, np.uint8)).save(path)
     files.append(str(path))
-  frames = inputs.read_target_images(files, inputs.ClipSelection(count=3), 8)
+  frames = uploads.read_target_images(files, uploads.ClipSelection(count=3), 8)
   assert [int(f[0, 0, 0]) for f in frames] == [20, 40, 200]
 
 
@@ -353,7 +353,7 @@ def test_multi_view_context_and_view_limits(models, library, tmp_path):
                                  jobs.TransferSettings(num_frames=4))
   assert jobs.transfer(models, library, request, tmp_path).context.shape == (
       3, 64, 64, 3)
-  with pytest.raises(inputs.InputError, match="takes at most 1"):
+  with pytest.raises(uploads.InputError, match="takes at most 1"):
     jobs.transfer(models, library, jobs.TransferRequest(
         sm, views, request.motion, request.settings), tmp_path)
 
@@ -439,7 +439,7 @@ def test_batch_export_packs_one_clip_per_combination(models, library,
   assert "contact_sheet.png" in names and "batch.json" in names
   assert "01_chelsea__zoom_in.mp4" in names
   assert sheet.shape[0] == 4 * 64 + 3 * 4  # one row per combination
-  with pytest.raises(inputs.InputError, match="above the batch limit of 12"):
+  with pytest.raises(uploads.InputError, match="above the batch limit of 12"):
     export.batch_export(models, library, sm, contexts * 4, motions * 2,
                         jobs.TransferSettings(num_frames=4), tmp_path)
 
@@ -465,7 +465,7 @@ def test_check_reports_tps_and_a_plot(example_result):
   assert report.figure.ndim == 3 and report.figure.dtype == np.uint8
   assert "8 of 8 frames" in report.summary
   replayed = jobs.TransferResult(**{**example_result.__dict__, "target": None})
-  with pytest.raises(inputs.InputError, match="replayed a saved camera path"):
+  with pytest.raises(uploads.InputError, match="replayed a saved camera path"):
     check.check_transfer(replayed)
 
 

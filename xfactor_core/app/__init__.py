@@ -3,7 +3,7 @@
 Modules:
   registry      ModelSpec, discover_models (shipped defaults + --checkpoints
                 DIR), ModelRegistry (lazy loading, bounded LRU cache).
-  inputs        InputError, Limits, file/context/video/frames/.npy readers that
+  uploads       InputError, Limits, file/context/video/frames/.npy readers that
                 validate type, size, pixels and frame counts.
   jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
                 (streamed, cancellable), transfer, scrub (fractional frames),

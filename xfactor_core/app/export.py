@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from xfactor_core import __version__
-from xfactor_core.app import inputs, jobs
-from xfactor_core.app.inputs import InputError
+from xfactor_core.app import jobs, uploads
 from xfactor_core.app.presets import PresetLibrary, slugify
 from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.uploads import InputError
 from xfactor_core.inference import frames as frame_utils
 from xfactor_core.inference import media
 
@@ -47,7 +47,7 @@ def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
       "context": jobs.context_names(request.context_files),
       "motion": {"source": request.motion.source,
                  "preset": request.motion.preset,
-                 "files": [inputs.display_name(f)
+                 "files": [uploads.display_name(f)
                            for f in request.motion.files],
                  "description": request.motion.describe()},
       "settings": request.settings.to_dict(),
@@ -118,7 +118,7 @@ def batch_export(registry: ModelRegistry, presets: PresetLibrary,
                  motions: Sequence[jobs.MotionRequest],
                  settings: jobs.TransferSettings, workdir: pathlib.Path,
                  progress: Optional[Callable[[int, int, str], None]] = None,
-                 limits: inputs.Limits = inputs.DEFAULT_LIMITS
+                 limits: uploads.Limits = uploads.DEFAULT_LIMITS
                  ) -> tuple[pathlib.Path, np.ndarray]:
   """Every motion onto every context: one MP4 each, a contact sheet, a zip.
 

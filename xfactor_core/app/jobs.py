@@ -25,7 +25,6 @@ import json
 import logging
 import pathlib
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -33,10 +32,10 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from xfactor_core.app import inputs
-from xfactor_core.app.inputs import ClipSelection, InputError, Limits
+from xfactor_core.app import uploads
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.uploads import ClipSelection, InputError, Limits
 from xfactor_core.inference import frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
@@ -73,7 +72,7 @@ class TransferSettings:
   ping_pong: bool = False
   motion_strength: float = 1.0
 
-  def validate(self, limits: Limits = inputs.DEFAULT_LIMITS
+  def validate(self, limits: Limits = uploads.DEFAULT_LIMITS
                ) -> "TransferSettings":
     self.selection().validate(limits)
     if not 1.0 <= float(self.fps) <= 60.0:
@@ -111,7 +110,7 @@ class MotionRequest:
   def describe(self) -> str:
     if self.source == "preset":
       return f"preset '{self.preset}'"
-    names = [inputs.display_name(f) for f in self.files]
+    names = [uploads.display_name(f) for f in self.files]
     shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     return f"{SOURCE_LABELS.get(self.source, self.source).lower()} ({shown})"
 
@@ -119,7 +118,7 @@ class MotionRequest:
     if self.source == "preset":
       return str(self.preset)
     if self.files:
-      return pathlib.Path(inputs.display_name(self.files[0])).stem
+      return pathlib.Path(uploads.display_name(self.files[0])).stem
     return self.source
 
 
@@ -278,10 +277,6 @@ def sweep_workdirs(root: pathlib.Path, max_age_seconds: float,
   return removed
 
 
-def default_work_root() -> pathlib.Path:
-  return pathlib.Path(tempfile.gettempdir()) / "xfactor_studio"
-
-
 # ----------------------------------------------------------------- motion --
 
 
@@ -299,31 +294,31 @@ def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
       preset = presets.motion(motion.preset)
     except ValueError as e:
       raise InputError(str(e)) from e
-    return inputs.read_target_video(preset.clip, selection, size, limits), None
+    return uploads.read_target_video(preset.clip, selection, size, limits), None
   if motion.source == "video":
-    paths = inputs.file_paths(list(motion.files))
+    paths = uploads.file_paths(list(motion.files))
     if not paths:
       raise InputError("no target video given; upload an mp4, mov, webm or "
                        "gif (or pick a preset)")
     if len(paths) > 1:
       raise InputError(f"{len(paths)} videos given; give one target video")
-    return inputs.read_target_video(paths[0], selection, size, limits), None
+    return uploads.read_target_video(paths[0], selection, size, limits), None
   if motion.source == "frames":
     if not motion.files:
       raise InputError("no target frames given; upload two or more images "
                        "(they are ordered by file name)")
-    return inputs.read_target_images(list(motion.files), selection, size,
+    return uploads.read_target_images(list(motion.files), selection, size,
                                      limits=limits), None
   if motion.source == "pair":
-    paths = inputs.file_paths(list(motion.files))
+    paths = uploads.file_paths(list(motion.files))
     if len(paths) != 2:
       raise InputError(f"the target pair needs two images (first and second "
                        f"view), {len(paths)} given")
-    return inputs.read_target_images(paths, None, size, "target pair image",
+    return uploads.read_target_images(paths, None, size, "target pair image",
                                      limits), None
   if motion.source == "path":
     files = list(motion.files)
-    latents = inputs.read_camera_path(files[0] if files else None,
+    latents = uploads.read_camera_path(files[0] if files else None,
                                       pipe.config.pose_dim, limits)
     picked = latents[selection.indices(len(latents))]
     if len(picked) < 2:
@@ -352,7 +347,7 @@ def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
 
 def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
                  request: TransferRequest, workdir: pathlib.Path,
-                 limits: Limits = inputs.DEFAULT_LIMITS,
+                 limits: Limits = uploads.DEFAULT_LIMITS,
                  should_stop: Callable[[], bool] = lambda: False
                  ) -> Iterator[TransferUpdate]:
   """Runs one transfer, yielding progress; the last update holds the result.
@@ -386,7 +381,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
   model_id = registry.spec(request.model_id).model_id
   pipe = registry.pipeline(model_id, image_size=settings.resolution)
   spec = registry.spec(model_id)
-  images = inputs.read_context(list(request.context_files),
+  images = uploads.read_context(list(request.context_files),
                                pipe.max_context_views, pipe.kind, limits)
   context = pipe.prepare(images, "context")
   yield TransferUpdate("reading the motion", 0.06)
@@ -437,7 +432,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
 
 def transfer(registry: ModelRegistry, presets: PresetLibrary,
              request: TransferRequest, workdir: pathlib.Path,
-             limits: Limits = inputs.DEFAULT_LIMITS) -> TransferResult:
+             limits: Limits = uploads.DEFAULT_LIMITS) -> TransferResult:
   """:func:`run_transfer` to the end."""
   update = None
   for update in run_transfer(registry, presets, request, workdir, limits):
@@ -585,7 +580,7 @@ def motion_from_ui(source: str, preset: Any, video: Any, frames: Any,
   """UI widget values -> a :class:`MotionRequest` of the chosen source."""
   key = {label.lower(): name for name, label in SOURCE_LABELS.items()}.get(
       str(source or "").lower(), str(source or "").lower())
-  as_strings = lambda values: tuple(str(p) for p in inputs.file_paths(values))
+  as_strings = lambda values: tuple(str(p) for p in uploads.file_paths(values))
   if key == "preset":
     return MotionRequest("preset", preset=preset or None)
   if key == "video":
@@ -602,7 +597,7 @@ def motion_from_ui(source: str, preset: Any, video: Any, frames: Any,
 
 
 def context_names(files: Sequence[str]) -> list[str]:
-  return [inputs.display_name(f) for f in files]
+  return [uploads.display_name(f) for f in files]
 
 
 def log_result(result: TransferResult) -> None:

@@ -21,10 +21,10 @@ import gradio as gr
 import numpy as np
 
 from xfactor_core import checkpoints
-from xfactor_core.app import export, inputs, jobs
-from xfactor_core.app.inputs import InputError, Limits
+from xfactor_core.app import export, jobs, uploads
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry, RegistryError
+from xfactor_core.app.uploads import InputError, Limits
 from xfactor_core.inference.frames import FrameError
 from xfactor_core.inference.media import MediaError
 from xfactor_core.inference.pipeline import TransferError
@@ -36,7 +36,6 @@ SESSION_TTL_SECONDS = 2 * 3600
 WORKDIR_MAX_AGE_SECONDS = 2 * 3600
 VIDEO_TYPES = [".mp4", ".mov", ".webm", ".gif"]
 DISPLAY_SIDE = 256
-DEFAULT_FRAMES = jobs.DEFAULT_FRAMES
 EXAMPLE_PAIRS = (
     ("photo: astronaut", "zoom in"), ("synthetic room 1", "orbit left"),
     ("photo: cat", "pan right"), ("photo: coffee cup", "spiral"),
@@ -101,7 +100,7 @@ class Studio:
   registry: ModelRegistry
   presets: PresetLibrary
   work_root: pathlib.Path
-  limits: Limits = inputs.DEFAULT_LIMITS
+  limits: Limits = uploads.DEFAULT_LIMITS
   example_cache: Optional[jobs.ExampleCache] = None
   job_board: jobs.JobBoard = dataclasses.field(default_factory=jobs.JobBoard)
 
@@ -144,7 +143,7 @@ class Studio:
 
   @staticmethod
   def context_gallery(files: Any) -> list[str]:
-    return [str(p) for p in inputs.file_paths(files)]
+    return [str(p) for p in uploads.file_paths(files)]
 
   @staticmethod
   def source_visibility(source: str) -> list[Any]:
@@ -186,7 +185,7 @@ class Studio:
         request = jobs.TransferRequest(
             model_id=model_id,
             context_files=tuple(
-                str(p) for p in inputs.file_paths(context_files)),
+                str(p) for p in uploads.file_paths(context_files)),
             motion=jobs.motion_from_ui(source, preset, video, frames, first,
                                        second, camera_path),
             settings=jobs.settings_from_ui(num_frames, stride, start,
@@ -284,13 +283,13 @@ class Studio:
       settings = jobs.settings_from_ui(num_frames, stride, start, resolution,
                                        fps, reverse, ping_pong, strength
                                        ).validate(self.limits)
-      contexts = [[str(p)] for p in inputs.file_paths(batch_contexts)]
+      contexts = [[str(p)] for p in uploads.file_paths(batch_contexts)]
       if not contexts:
-        contexts = [[str(p) for p in inputs.file_paths(context_files)]]
+        contexts = [[str(p) for p in uploads.file_paths(context_files)]]
       motions = [jobs.MotionRequest("preset", preset=name)
                  for name in (batch_presets or [])]
       motions += [jobs.MotionRequest("video", files=(str(p),))
-                  for p in inputs.file_paths(batch_videos)]
+                  for p in uploads.file_paths(batch_videos)]
       if not motions:
         motions = [jobs.motion_from_ui(source, preset, video, frames, first,
                                        second, camera_path)]
@@ -330,15 +329,15 @@ class Studio:
       num_frames: number of target frames to use.
     """
     with _as_gradio_errors():
-      target_path = inputs.file_path(target)
+      target_path = uploads.file_path(target)
       if target_path is not None:
         suffix = target_path.suffix.lower()
         if suffix == ".npy":
           motion = jobs.MotionRequest("path", files=(str(target_path),))
-        elif suffix in inputs.VIDEO_SUFFIXES:
+        elif suffix in uploads.VIDEO_SUFFIXES:
           motion = jobs.MotionRequest("video", files=(str(target_path),))
         else:
-          raise InputError(f"target {inputs.display_name(target_path)} is "
+          raise InputError(f"target {uploads.display_name(target_path)} is "
                            "neither a video (mp4, mov, webm, gif) nor a "
                            "camera path (.npy)")
         if preset:
@@ -351,7 +350,7 @@ class Studio:
       settings = jobs.settings_from_ui(num_frames, 1, 0, None, 12.0, False,
                                        False, 1.0).validate(self.limits)
       request = jobs.TransferRequest(
-          None, tuple(str(p) for p in inputs.file_paths(context)), motion,
+          None, tuple(str(p) for p in uploads.file_paths(context)), motion,
           settings)
       workdir = self._session_workdir()
       result = jobs.transfer(self.registry, self.presets, request, workdir,
@@ -441,7 +440,7 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
                                 label="Camera path (.npy from an export)")
         with gr.Accordion("Options", open=False):
           with gr.Row():
-            num_frames = gr.Slider(2, limits.max_frames, value=DEFAULT_FRAMES,
+            num_frames = gr.Slider(2, limits.max_frames, value=jobs.DEFAULT_FRAMES,
                                    step=1, label="Frames")
             stride = gr.Slider(1, 10, value=1, step=1, label="Frame stride")
             start = gr.Number(0, precision=0, minimum=0, label="Start frame")
@@ -525,7 +524,7 @@ def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
       api_target = gr.File(label="target")
       api_preset = gr.Dropdown(presets.motion_names, value=None,
                                label="preset", allow_custom_value=True)
-      api_num_frames = gr.Number(DEFAULT_FRAMES, precision=0,
+      api_num_frames = gr.Number(jobs.DEFAULT_FRAMES, precision=0,
                                  label="num_frames")
       api_video = gr.File(label="video")
       api_path = gr.File(label="camera_path")
