@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfactor_core.app import (check, export, jobs, make_presets, presets,
-                              registry, testing, ui, uploads)
+from xfactor_core.app import (check, example_cache, export, job_board, jobs,
+                              make_presets, presets, registry, sessions,
+                              testing, ui, uploads)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 
@@ -300,7 +301,7 @@ def test_a_stopped_transfer_ends_with_the_frames_it_had(models, library,
 
 
 def test_job_board_cancels_only_open_jobs():
-  board = jobs.JobBoard(ttl_seconds=3600)
+  board = job_board.JobBoard(ttl_seconds=3600)
   first, second = board.open(), board.open()
   assert first != second and len(board) == 2
   assert board.cancel(first) and board.cancelled(first)
@@ -379,7 +380,7 @@ def test_scrub_renders_the_blend_of_neighbouring_latents(models,
 
 def test_example_cache_only_keeps_shipped_inputs(library, example_result,
                                                  tmp_path):
-  cache = jobs.ExampleCache(library, tmp_path, max_entries=1)
+  cache = example_cache.ExampleCache(library, tmp_path, max_entries=1)
   request = example_result.request
   assert cache.key(request) is not None and cache.get(request) is None
   cache.put(request, example_result)
@@ -394,9 +395,9 @@ def test_example_cache_only_keeps_shipped_inputs(library, example_result,
 
 
 def test_workdirs_are_swept_by_age(tmp_path):
-  old = jobs.new_workdir(tmp_path)
-  new = jobs.new_workdir(tmp_path)
-  assert jobs.sweep_workdirs(tmp_path, 60, now=time.time() + 3600) == 2
+  old = sessions.new_workdir(tmp_path)
+  new = sessions.new_workdir(tmp_path)
+  assert sessions.sweep_workdirs(tmp_path, 60, now=time.time() + 3600) == 2
   assert not old.exists() and not new.exists()
 
 

@@ -6,8 +6,10 @@ Modules:
   uploads       InputError, Limits, file/context/video/frames/.npy readers that
                 validate type, size, pixels and frame counts.
   jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
-                (streamed, cancellable), transfer, scrub (fractional frames),
-                ExampleCache (lazy cache of the shipped examples).
+                (streamed, cancellable), transfer, scrub (fractional frames).
+  job_board     JobBoard: open jobs and which of them were cancelled.
+  sessions      the sessions' job folders (made per job, swept by age).
+  example_cache ExampleCache: lazy cache of the shipped examples' results.
   export        export_result (one zip: MP4, side by side, GIF, PNGs, camera
                 path, settings) and batch_export (grid + contact sheet).
   check         check_transfer: TPS with a pose oracle (COLMAP) and a plot.

@@ -44,7 +44,7 @@ def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
       "model": result.model_info,
-      "context": jobs.context_names(request.context_files),
+      "context": [uploads.display_name(f) for f in request.context_files],
       "motion": {"source": request.motion.source,
                  "preset": request.motion.preset,
                  "files": [uploads.display_name(f)
@@ -155,7 +155,7 @@ def batch_export(registry: ModelRegistry, presets: PresetLibrary,
       files.append((result.video, f"{name}.mp4"))
       rows.append(result.generated)
       entries.append({"file": f"{name}.mp4", "row": len(rows),
-                      "context": jobs.context_names(context),
+                      "context": [uploads.display_name(f) for f in context],
                       "motion": motion.describe(),
                       "num_frames": result.num_frames})
       if progress is not None:

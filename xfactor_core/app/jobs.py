@@ -12,23 +12,19 @@ TPS check need.
 
 Cancelling is cooperative: ``run_transfer`` asks its ``should_stop`` callback
 between stages and rendered chunks, and a stopped job ends with a last update
-marked ``cancelled`` that holds the frames rendered so far. A
-:class:`JobBoard` records which jobs their users asked to stop.
+marked ``cancelled`` that holds the frames rendered so far
+(:class:`job_board.JobBoard` records which jobs their users asked to stop).
+The sessions' job folders live in :mod:`sessions`, the cache of the shipped
+examples' results in :mod:`example_cache`.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
-import json
 import logging
 import pathlib
-import shutil
-import threading
 import time
-import uuid
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -187,94 +183,6 @@ class TransferUpdate:
   frames: Optional[list[np.ndarray]] = None
   result: Optional[TransferResult] = None
   cancelled: bool = False
-
-
-class JobBoard:
-  """The transfer jobs that are queued or running, and which were cancelled.
-
-  A UI opens a job when its button is clicked (before the job waits in a
-  queue), asks for it to be cancelled from another event, and passes
-  ``lambda: board.cancelled(job_id)`` to :func:`run_transfer` as
-  ``should_stop``. A cancelled job then ends like any other run, with the
-  frames it had, instead of being killed mid-event. Thread-safe. Jobs that
-  never closed (a client that left while queued) expire after
-  ``ttl_seconds``.
-  """
-
-  def __init__(self, ttl_seconds: float = 6 * 3600):
-    self.ttl_seconds = ttl_seconds
-    self._opened: dict[str, float] = {}
-    self._cancelled: set[str] = set()
-    self._lock = threading.Lock()
-
-  def open(self) -> str:
-    """Registers a new job; returns its id."""
-    job_id = uuid.uuid4().hex
-    now = time.monotonic()
-    with self._lock:
-      for old, opened in list(self._opened.items()):
-        if now - opened > self.ttl_seconds:
-          self._forget(old)
-      self._opened[job_id] = now
-    return job_id
-
-  def cancel(self, job_id: Optional[str]) -> bool:
-    """Asks an open job to stop; False when it is not open (finished,
-    expired or never started)."""
-    with self._lock:
-      if job_id not in self._opened:
-        return False
-      self._cancelled.add(job_id)
-      return True
-
-  def cancelled(self, job_id: Optional[str]) -> bool:
-    with self._lock:
-      return job_id in self._cancelled
-
-  def close(self, job_id: Optional[str]) -> None:
-    """The job ended (finished, failed or stopped)."""
-    with self._lock:
-      self._forget(job_id)
-
-  def _forget(self, job_id: Optional[str]) -> None:
-    self._opened.pop(job_id, None)
-    self._cancelled.discard(job_id)
-
-  def __len__(self) -> int:
-    with self._lock:
-      return len(self._opened)
-
-
-# ------------------------------------------------------------- workdirs --
-
-
-def new_workdir(root: pathlib.Path, prefix: str = "job") -> pathlib.Path:
-  """A fresh folder under ``root`` for one job's files."""
-  root.mkdir(parents=True, exist_ok=True)
-  stamp = time.strftime("%Y%m%d_%H%M%S")
-  path = root / f"{prefix}_{stamp}_{uuid.uuid4().hex[:8]}"
-  path.mkdir()
-  return path
-
-
-def sweep_workdirs(root: pathlib.Path, max_age_seconds: float,
-                   now: Optional[float] = None) -> int:
-  """Deletes job folders under ``root`` older than ``max_age_seconds``.
-
-  Returns the number deleted.
-  """
-  if not root.is_dir():
-    return 0
-  now = time.time() if now is None else now
-  removed = 0
-  for entry in root.iterdir():
-    try:
-      if entry.is_dir() and now - entry.stat().st_mtime > max_age_seconds:
-        shutil.rmtree(entry, ignore_errors=True)
-        removed += 1
-    except OSError:
-      continue
-  return removed
 
 
 # ----------------------------------------------------------------- motion --
@@ -468,82 +376,6 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
   return target, frame_utils.to_uint8(frame[0])
 
 
-# ---------------------------------------------------------- example cache --
-
-
-def _file_fingerprint(path: str) -> tuple[str, int, int]:
-  p = pathlib.Path(path)
-  stat = p.stat()
-  return (str(p.resolve()), stat.st_size, int(stat.st_mtime))
-
-
-class ExampleCache:
-  """Lazily cached results of the shipped examples, shared by all sessions.
-
-  Only requests whose files are all shipped presets are cached (keyed by the
-  model, the files' path/size/mtime and the settings), so the first click on
-  an example costs one normal transfer and later clicks are instant. Results
-  are never mutated; their files live under the cache's own folder.
-  """
-
-  def __init__(self, presets: PresetLibrary, root: pathlib.Path,
-               max_entries: int = 32):
-    self._presets = presets
-    self._root = root
-    self._max_entries = max_entries
-    self._entries: collections.OrderedDict[str, TransferResult] = (
-        collections.OrderedDict())
-    self._lock = threading.Lock()
-
-  @property
-  def root(self) -> pathlib.Path:
-    return self._root
-
-  def key(self, request: TransferRequest) -> Optional[str]:
-    """The cache key, or None when the request uses uploads."""
-    files = list(request.context_files) + list(request.motion.files)
-    if not request.context_files or not all(
-        self._presets.is_shipped(f) for f in files):
-      return None
-    try:
-      payload = {
-          "model": request.model_id,
-          "files": [_file_fingerprint(f) for f in files],
-          "source": request.motion.source, "preset": request.motion.preset,
-          "settings": request.settings.to_dict()}
-    except OSError:
-      return None
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()
-                          ).hexdigest()
-
-  def get(self, request: TransferRequest) -> Optional[TransferResult]:
-    key = self.key(request)
-    if key is None:
-      return None
-    with self._lock:
-      result = self._entries.get(key)
-      if result is not None:
-        self._entries.move_to_end(key)
-      return result
-
-  def workdir(self) -> pathlib.Path:
-    return new_workdir(self._root, "example")
-
-  def put(self, request: TransferRequest, result: TransferResult) -> None:
-    key = self.key(request)
-    if key is None:
-      return
-    with self._lock:
-      self._entries[key] = result
-      while len(self._entries) > self._max_entries:
-        _, dropped = self._entries.popitem(last=False)
-        shutil.rmtree(dropped.video.parent, ignore_errors=True)
-
-  def __len__(self) -> int:
-    with self._lock:
-      return len(self._entries)
-
-
 def settings_from_ui(num_frames: Any, stride: Any, start: Any,
                      resolution: Any, fps: Any, reverse: Any, ping_pong: Any,
                      motion_strength: Any) -> TransferSettings:
@@ -594,10 +426,6 @@ def motion_from_ui(source: str, preset: Any, video: Any, frames: Any,
     return MotionRequest("path", files=as_strings(camera_path))
   raise InputError(f"unknown motion source {source!r}; choose one of "
                    + ", ".join(SOURCE_LABELS.values()))
-
-
-def context_names(files: Sequence[str]) -> list[str]:
-  return [uploads.display_name(f) for f in files]
 
 
 def log_result(result: TransferResult) -> None:

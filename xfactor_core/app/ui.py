@@ -21,7 +21,9 @@ import gradio as gr
 import numpy as np
 
 from xfactor_core import checkpoints
-from xfactor_core.app import export, jobs, uploads
+from xfactor_core.app import export, jobs, sessions, uploads
+from xfactor_core.app.example_cache import ExampleCache
+from xfactor_core.app.job_board import JobBoard
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import InputError, Limits
@@ -101,28 +103,23 @@ class Studio:
   presets: PresetLibrary
   work_root: pathlib.Path
   limits: Limits = uploads.DEFAULT_LIMITS
-  example_cache: Optional[jobs.ExampleCache] = None
-  job_board: jobs.JobBoard = dataclasses.field(default_factory=jobs.JobBoard)
+  example_cache: Optional[ExampleCache] = None
+  job_board: JobBoard = dataclasses.field(default_factory=JobBoard)
 
   def __post_init__(self):
     self.work_root = pathlib.Path(self.work_root)
-    self.sessions_root = self.work_root / "sessions"
+    self.sessions = sessions.SessionFolders(self.work_root / "sessions",
+                                            WORKDIR_MAX_AGE_SECONDS)
     if self.example_cache is None:
-      self.example_cache = jobs.ExampleCache(self.presets,
-                                             self.work_root / "examples")
+      self.example_cache = ExampleCache(self.presets,
+                                        self.work_root / "examples")
 
   # ------------------------------------------------------------- helpers --
-
-  def _session_workdir(self) -> pathlib.Path:
-    jobs.sweep_workdirs(self.sessions_root, WORKDIR_MAX_AGE_SECONDS)
-    return jobs.new_workdir(self.sessions_root)
 
   def discard(self, result: Any) -> None:
     """``gr.State`` delete callback: removes a session's job folder."""
     if isinstance(result, jobs.TransferResult):
-      folder = result.video.parent
-      if self.sessions_root.resolve() in folder.resolve().parents:
-        shutil.rmtree(folder, ignore_errors=True)
+      self.sessions.discard(result.video.parent)
 
   def cleanup(self) -> None:
     """Removes every file the app wrote (call at shutdown)."""
@@ -200,7 +197,7 @@ class Studio:
           return
         cacheable = self.example_cache.key(request) is not None
         workdir = (self.example_cache.workdir() if cacheable
-                   else self._session_workdir())
+                   else self.sessions.new())
         for update in jobs.run_transfer(self.registry, self.presets, request,
                                         workdir, self.limits,
                                         should_stop=should_stop):
@@ -267,7 +264,7 @@ class Studio:
     with _as_gradio_errors():
       if result is None:
         raise InputError("nothing to export yet; run a transfer first")
-      return str(export.export_result(result, self._session_workdir()))
+      return str(export.export_result(result, self.sessions.new()))
 
   def batch(self, model_id, batch_contexts, context_files, batch_presets,
             batch_videos, source, preset, video, frames, first, second,
@@ -296,7 +293,7 @@ class Studio:
       progress(0.0, desc="batch")
       archive, sheet = export.batch_export(
           self.registry, self.presets, model_id, contexts, motions, settings,
-          self._session_workdir(),
+          self.sessions.new(),
           progress=lambda done, total, name: progress(
               done / total, desc=f"{done}/{total}: {name}"),
           limits=self.limits)
@@ -352,7 +349,7 @@ class Studio:
       request = jobs.TransferRequest(
           None, tuple(str(p) for p in uploads.file_paths(context)), motion,
           settings)
-      workdir = self._session_workdir()
+      workdir = self.sessions.new()
       result = jobs.transfer(self.registry, self.presets, request, workdir,
                              self.limits)
       jobs.log_result(result)
