@@ -220,25 +220,28 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
   with pytest.raises(uploads.InputError, match=r"needs N x 32 latents"):
     uploads.read_camera_path(str(npy), 32)
   with pytest.raises(uploads.InputError, match="whole number"):
-    jobs.settings_from_ui(2.5, 1, 0, "native", 12, False, False, 1.0)
+    ui.settings_from_ui({"num_frames": 2.5, "stride": 1, "start": 0,
+                         "resolution": "native", "fps": 12, "reverse": False,
+                         "ping_pong": False, "strength": 1.0})
   with pytest.raises(uploads.InputError, match="motion strength 2.0"):
     jobs.TransferSettings(motion_strength=2.0).validate()
 
 
 def test_ui_values_map_to_motion_requests():
-  assert jobs.motion_from_ui("Preset", "spiral", "v.mp4", None, None, None,
-                             None) == jobs.MotionRequest("preset", "spiral")
-  assert jobs.motion_from_ui("Video", None, "v.mp4", None, None, None,
-                             None).files == ("v.mp4",)
-  assert jobs.motion_from_ui("Frames", None, None, ["b.png", "a.png"], None,
-                             None, None).files == ("b.png", "a.png")
-  pair = jobs.motion_from_ui("Image pair", None, None, None, "1.png", None,
-                             None)
+  assert ui.motion_from_ui({"source": "Preset", "preset": "spiral",
+                            "video": "v.mp4"}) == jobs.MotionRequest(
+                                "preset", "spiral")
+  assert ui.motion_from_ui({"source": "Video",
+                            "video": "v.mp4"}).files == ("v.mp4",)
+  assert ui.motion_from_ui({"source": "Frames", "frames": [
+      "b.png", "a.png"]}).files == ("b.png", "a.png")
+  pair = ui.motion_from_ui({"source": "Image pair", "first": "1.png",
+                            "second": None})
   assert pair.source == "pair" and pair.files == ("1.png",)
-  assert jobs.motion_from_ui("Camera path (.npy)", None, None, None, None,
-                             None, {"path": "p.npy"}).files == ("p.npy",)
+  assert ui.motion_from_ui({"source": "Camera path (.npy)", "camera_path": {
+      "path": "p.npy"}}).files == ("p.npy",)
   with pytest.raises(uploads.InputError, match="unknown motion source"):
-    jobs.motion_from_ui("Webcam", None, None, None, None, None, None)
+    ui.motion_from_ui({"source": "Webcam"})
 
 
 def test_frames_are_taken_in_natural_name_order(tmp_path):
@@ -489,46 +492,52 @@ def studio(models, library, tmp_path):
   return ui.Studio(models, library, work_root=tmp_path / "work")
 
 
+OPTIONS = {"num_frames": 6, "stride": 1, "start": 0, "resolution": "native",
+           "fps": 12, "reverse": False, "ping_pong": False, "strength": 1.0}
+
+
 def test_handlers_turn_bad_input_into_gradio_errors(studio, models, tmp_path):
   sm, _ = _ids(models)
-  options = (6, 1, 0, "native", 12, False, False, 1.0)
   with pytest.raises(gr.Error, match="no context image given"):
-    list(studio.run_transfer(sm, None, "Preset", "zoom in", None, None, None,
-                             None, None, *options))
+    list(studio.run_transfer({"model": sm, "context": None, "source": "Preset",
+                              "preset": "zoom in", **OPTIONS}))
   with pytest.raises(gr.Error, match="no target video given"):
-    list(studio.run_transfer(sm, [str(studio.presets.contexts[0].files[0])],
-                             "Video", None, None, None, None, None, None,
-                             *options))
+    list(studio.run_transfer({
+        "model": sm, "context": [str(studio.presets.contexts[0].files[0])],
+        "source": "Video", **OPTIONS}))
   context = [str(studio.presets.contexts[0].files[0])]
   with pytest.raises(gr.Error, match="the target pair needs two images"):
-    list(studio.run_transfer(sm, context, "Image pair", None, None, None,
-                             context[0], None, None, *options))
+    list(studio.run_transfer({"model": sm, "context": context,
+                              "source": "Image pair", "first": context[0],
+                              **OPTIONS}))
   with pytest.raises(gr.Error, match="give a target video or a preset"):
     studio.api_transfer([str(studio.presets.contexts[0].files[0])], None,
                         None, 6)
   with pytest.raises(gr.Error, match="run a transfer first"):
-    studio.export(None)
-  assert studio.scrub(None, 1.0) == (None, None)
+    studio.export({"result": None})
+  assert studio.scrub({"result": None, "scrub": 1.0}) == {
+      "scrub_target": None, "scrub_generated": None}
 
 
 def test_transfer_handler_streams_then_caches_examples(studio, models):
   sm, _ = _ids(models)
   context = [str(f) for f in studio.presets.context("photo: rocket launch")
              .files]
-  args = (sm, context, "Preset", "move up", None, None, None, None, None, 6,
-          1, 0, "native", 12, False, False, 1.0)
-  first = list(studio.run_transfer(*args))
+  form = {"model": sm, "context": context, "source": "Preset",
+          "preset": "move up", **OPTIONS}
+  first = list(studio.run_transfer(form))
   # The preview is cleared, two chunks stream in, then the result arrives.
-  assert [len(y[0]) for y in first] == [0, 4, 6, 6]
-  preview, video, slider, target, generated, status, state, info = first[-1]
+  assert [len(y["preview"]) for y in first] == [0, 4, 6, 6]
+  preview, video, slider, target, generated, status, state, info = (
+      first[-1][name] for name in ui.TRANSFER_OUTPUTS)
   assert status.startswith("Done: 6 frames at 64 px")
   assert isinstance(state, jobs.TransferResult)
   assert pathlib.Path(video).is_file()
   assert slider["maximum"] == 5 and len(preview) == 6
   assert "476.7 K parameters" in info
-  again = list(studio.run_transfer(*args))
-  assert len(again) == 1 and again[0][5].startswith("Example (cached)")
-  assert again[0][6] is state
+  again = list(studio.run_transfer(form))
+  assert len(again) == 1 and again[0]["status"].startswith("Example (cached)")
+  assert again[0]["result"] is state
   studio.discard(state)  # example results live in the cache, not the session
   assert pathlib.Path(video).is_file()
 
@@ -536,25 +545,26 @@ def test_transfer_handler_streams_then_caches_examples(studio, models):
 def test_cancel_button_stops_the_sessions_job_between_chunks(studio, models):
   sm, _ = _ids(models)
   context = [str(studio.presets.contexts[0].files[0])]
-  args = (sm, context, "Preset", "zoom in", None, None, None, None, None, 10,
-          1, 0, "native", 12, False, False, 1.0)
-  assert isinstance(studio.cancel_job(None), type(gr.skip()))
-  job = studio.open_job()
+  form = {"model": sm, "context": context, "source": "Preset",
+          "preset": "zoom in", **OPTIONS, "num_frames": 10}
+  assert studio.cancel_job({"job": None}) == {}  # the status stays
+  job = studio.open_job({})["job"]
   outputs = []
-  for out in studio.run_transfer(*args, job_id=job):
+  for out in studio.run_transfer({**form, "job": job}):
     outputs.append(out)
-    if len(out[0]) > 0:  # the first chunk is on screen: the user cancels
-      assert studio.cancel_job(job).startswith("Cancelling")
-  preview, *_, status, state, _ = outputs[-1]
-  assert len(preview) == 8 and state is not None
+    if len(out["preview"]) > 0:  # the first chunk is on screen: cancel
+      assert studio.cancel_job({"job": job})["status"].startswith(
+          "Cancelling")
+  preview, status = outputs[-1]["preview"], outputs[-1]["status"]
+  assert len(preview) == 8
   assert status == "Cancelled after 8 of 10 frames; the last finished " \
       "result is kept."
-  assert not isinstance(state, jobs.TransferResult)  # the state is kept
+  assert "result" not in outputs[-1]  # the state is kept
   assert len(studio.job_board) == 0  # the job was closed
-  queued = studio.open_job()
-  studio.cancel_job(queued)  # cancelled while it waited in the queue
-  outputs = list(studio.run_transfer(*args, job_id=queued))
-  assert len(outputs) == 1 and outputs[0][5] == "Cancelled before it started."
+  queued = studio.open_job({})["job"]
+  studio.cancel_job({"job": queued})  # cancelled while it waited in the queue
+  outputs = list(studio.run_transfer({**form, "job": queued}))
+  assert outputs == [{"status": "Cancelled before it started."}]
   assert len(studio.job_board) == 0
 
 

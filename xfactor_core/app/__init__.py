@@ -15,7 +15,9 @@ Modules:
   check         check_transfer: TPS with a pose oracle (COLMAP) and a plot.
   presets       PresetLibrary of the shipped motion clips and contexts.
   make_presets  CLI that renders presets/ with the synthetic world.
-  ui            Studio (event handlers) and build_app (the Blocks UI).
+  ui            widget adapters (settings_from_ui, motion_from_ui), Studio
+                (event handlers on forms keyed by widget name), Widgets
+                (Gradio's dict form) and build_app (the Blocks UI).
   testing       test checkpoints and a live-server context manager.
 
 Run the app with ``python app.py``.

@@ -376,58 +376,6 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
   return target, frame_utils.to_uint8(frame[0])
 
 
-def settings_from_ui(num_frames: Any, stride: Any, start: Any,
-                     resolution: Any, fps: Any, reverse: Any, ping_pong: Any,
-                     motion_strength: Any) -> TransferSettings:
-  """UI widget values (possibly None or floats) -> validated settings."""
-  def as_int(value, name, default):
-    if value is None or value == "":
-      return default
-    try:
-      number = float(value)
-    except (TypeError, ValueError) as e:
-      raise InputError(f"{name} must be a whole number, got {value!r}") from e
-    if number != int(number):
-      raise InputError(f"{name} must be a whole number, got {value}")
-    return int(number)
-  res = None
-  if resolution not in (None, "", "native") and not str(resolution).startswith(
-      "native"):
-    res = as_int(resolution, "resolution", None)
-  try:
-    fps_value = float(fps if fps is not None else 12.0)
-    strength = float(motion_strength if motion_strength is not None else 1.0)
-  except (TypeError, ValueError) as e:
-    raise InputError(f"fps and motion strength must be numbers ({e})") from e
-  return TransferSettings(
-      num_frames=as_int(num_frames, "number of frames", DEFAULT_FRAMES),
-      stride=as_int(stride, "frame stride", 1),
-      start=as_int(start, "start frame", 0), resolution=res, fps=fps_value,
-      reverse=bool(reverse), ping_pong=bool(ping_pong),
-      motion_strength=strength)
-
-
-def motion_from_ui(source: str, preset: Any, video: Any, frames: Any,
-                   first: Any, second: Any, camera_path: Any) -> MotionRequest:
-  """UI widget values -> a :class:`MotionRequest` of the chosen source."""
-  key = {label.lower(): name for name, label in SOURCE_LABELS.items()}.get(
-      str(source or "").lower(), str(source or "").lower())
-  as_strings = lambda values: tuple(str(p) for p in uploads.file_paths(values))
-  if key == "preset":
-    return MotionRequest("preset", preset=preset or None)
-  if key == "video":
-    return MotionRequest("video", files=as_strings(video))
-  if key == "frames":
-    return MotionRequest("frames", files=as_strings(frames))
-  if key == "pair":
-    return MotionRequest("pair", files=as_strings([f for f in (first, second)
-                                                    if f is not None]))
-  if key == "path":
-    return MotionRequest("path", files=as_strings(camera_path))
-  raise InputError(f"unknown motion source {source!r}; choose one of "
-                   + ", ".join(SOURCE_LABELS.values()))
-
-
 def log_result(result: TransferResult) -> None:
   logging.info("transfer: %s, %d frames at %d px in %.2f s (%s)",
                result.model_label, result.num_frames, result.image_size,
