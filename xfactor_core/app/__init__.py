@@ -3,8 +3,9 @@
 Modules:
   registry      ModelSpec, discover_models (shipped defaults + --checkpoints
                 DIR), ModelRegistry (lazy loading, bounded LRU cache).
-  uploads       InputError, Limits, file/context/video/frames/.npy readers that
-                validate type, size, pixels and frame counts.
+  uploads       InputError, Limits, UploadPolicy (which files a caller may
+                name), file/context/video/frames/.npy readers that validate
+                type, size, pixels and frame counts.
   jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
                 (streamed, cancellable), transfer, scrub (fractional frames).
   job_board     JobBoard: open jobs and which of them were cancelled.
@@ -15,6 +16,9 @@ Modules:
   check         check_transfer: TPS with a pose oracle (COLMAP) and a plot.
   presets       PresetLibrary of the shipped motion clips and contexts.
   make_presets  CLI that renders presets/ with the synthetic world.
+  gate          GatedBlocks: every event's raw values are checked before
+                Gradio reads them (uploads and presets only, file counts,
+                finite numbers, text length).
   ui            widget adapters (settings_from_ui, motion_from_ui), Studio
                 (event handlers on forms keyed by widget name), Widgets
                 (Gradio's dict form) and build_app (the Blocks UI).

@@ -35,7 +35,7 @@ import gradio as gr
 import numpy as np
 
 from xfactor_core import checkpoints
-from xfactor_core.app import export, jobs, sessions, uploads
+from xfactor_core.app import export, gate, jobs, sessions, uploads
 from xfactor_core.app.example_cache import ExampleCache
 from xfactor_core.app.job_board import JobBoard
 from xfactor_core.app.presets import PresetLibrary
@@ -419,7 +419,8 @@ class Studio:
     videos (default: the current motion).
     """
     settings = settings_from_ui(form).validate(self.limits)
-    contexts = [[str(p)] for p in uploads.file_paths(form.get("batch_contexts"))]
+    contexts = [[str(p)]
+                for p in uploads.file_paths(form.get("batch_contexts"))]
     if not contexts:
       contexts = [[str(p) for p in uploads.file_paths(form.get("context"))]]
     motions = [jobs.MotionRequest("preset", preset=name)
@@ -805,12 +806,19 @@ def _wire_events(studio: Studio, w: Widgets, demo: gr.Blocks,
       w.outputs(["api_video", "api_path"]), api_name="transfer", **heavy)
 
 
-def build_app(studio: Studio, *, max_jobs: int = 1) -> gr.Blocks:
+def build_app(studio: Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
   """The Blocks UI, queued (at most ``max_jobs`` transfers at once); launch
-  it yourself."""
+  it yourself.
+
+  Every event, whichever endpoint it is called through, passes the
+  :mod:`gate` (uploads and presets only, file counts, finite numbers) before
+  Gradio reads its values.
+  """
   gr.set_static_paths([str(studio.presets.root)])
-  with gr.Blocks(title="XFactor Studio", analytics_enabled=False,
-                 delete_cache=(1800, WORKDIR_MAX_AGE_SECONDS)) as demo:
+  with gate.GatedBlocks(shipped_roots=[studio.presets.root],
+                        limits=studio.limits, title="XFactor Studio",
+                        analytics_enabled=False,
+                        delete_cache=(1800, WORKDIR_MAX_AGE_SECONDS)) as demo:
     parts: dict[str, gr.blocks.Block] = {
         "result": gr.State(None, time_to_live=SESSION_TTL_SECONDS,
                            delete_callback=studio.discard),
