@@ -30,9 +30,16 @@ def _secret_image(folder: pathlib.Path) -> pathlib.Path:
   """A readable image outside the upload folder (what must not leak)."""
   folder.mkdir(parents=True, exist_ok=True)
   secret = folder / "secret.png"
-  Image.fromarray(np.random.default_rng(7).integers(
+  Image.fromarray(np.random.default_rng().integers(  # unique to this call
       0, 255, (32, 32, 3), np.uint8)).save(secret)
   return secret
+
+
+def _copies(folder: pathlib.Path, original: pathlib.Path) -> list:
+  """Files under ``folder`` with the bytes of ``original`` (not links)."""
+  content = original.read_bytes()
+  return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()
+          and p.stat().st_size == len(content) and p.read_bytes() == content]
 
 
 # ----------------------------------------------------- the check, in-process --
@@ -200,10 +207,7 @@ def test_every_endpoint_refuses_server_paths(server, endpoints, kind,
   # Refusals are logged, and nothing of the file reached the upload folder
   # (Gradio copies a file value there before a handler runs).
   assert "refused" in log.read_text()
-  content = secret.read_bytes()
-  copies = [p for p in upload_root.rglob("*") if p.is_file()
-            and not p.is_symlink() and p.read_bytes() == content]
-  assert copies == []
+  assert _copies(upload_root, secret) == []
 
 
 def test_every_endpoint_refuses_strings_for_files(server, endpoints):
@@ -351,3 +355,44 @@ def test_many_files_at_once_are_refused(server, endpoints):
   outcome = testing.call_event(url, endpoint["fn_index"], data)
   assert not outcome["success"]
   assert "more than 500 files in one request" in outcome["error"]
+
+
+def test_a_mounted_app_refuses_server_paths_too(reference_dir, tmp_path):
+  """Mounted in FastAPI (not ``launch()``), Gradio skips its own path check
+  and copies any file named into its cache; the gate still refuses."""
+  import threading
+  import time
+
+  import fastapi
+  import gradio as gr
+  import uvicorn
+
+  from xfactor_core.app import registry
+  folder = testing.write_test_checkpoints(
+      tmp_path / "ckpts", reference_dir / "official_format_checkpoint")
+  studio = ui.Studio(registry.ModelRegistry(registry.discover_models(
+      folder, defaults={})), LIBRARY, work_root=tmp_path / "work")
+  demo = ui.build_app(studio)
+  port = testing.free_port()
+  server = uvicorn.Server(uvicorn.Config(
+      gr.mount_gradio_app(fastapi.FastAPI(), demo, path="/"),
+      host="127.0.0.1", port=port, log_level="warning"))
+  thread = threading.Thread(target=server.run, daemon=True)
+  thread.start()
+  url = f"http://127.0.0.1:{port}/"
+  try:
+    testing.wait_for_http(url, 60)
+    secret = _secret_image(tmp_path / "private")
+    api = next(fn for fn in demo.fns.values() if fn.api_name == "transfer")
+    outcome = testing.call_event(url, api._id, [
+        [testing.file_value(secret)], None, "zoom in", 2])
+    assert not outcome["success"] and uploads.REFUSAL in outcome["error"]
+    assert _copies(pathlib.Path(demo.GRADIO_CACHE), secret) == []
+    uploaded = testing.file_value(testing.upload(url, CAT))
+    outcome = testing.call_event(url, api._id, [[uploaded], None, "zoom in",
+                                                2])
+    assert outcome["success"], outcome
+  finally:
+    server.should_exit = True
+    thread.join(timeout=30)
+    studio.cleanup()
