@@ -63,7 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   # values must lie in it (see xfactor_core.app.gate).
   os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(work_root, "uploads"))
   from xfactor_core import runtime
-  from xfactor_core.app import presets, registry, ui, uploads
+  from xfactor_core.app import layout, presets, registry, ui, uploads
 
   runtime.enable_compilation_cache()
   try:
@@ -82,12 +82,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      presets.load_presets(),
                      work_root=work_root,
                      limits=uploads.Limits(max_file_mb=args.max_file_mb))
-  demo = ui.build_app(studio, max_jobs=args.max_jobs)
+  demo = layout.build_app(studio, max_jobs=args.max_jobs)
   try:
     demo.launch(server_name=args.server_name, server_port=args.port,
                 share=args.share,
                 max_file_size=int(studio.limits.max_file_mb * 2 ** 20),
-                allowed_paths=[str(studio.presets.root)], theme=ui.theme(),
+                allowed_paths=[str(studio.presets.root)], theme=layout.theme(),
                 footer_links=["api", "settings"])
   finally:
     studio.cleanup()

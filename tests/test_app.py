@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from xfactor_core.app import (check, example_cache, export, job_board, jobs,
-                              make_presets, presets, registry, sessions,
-                              testing, ui, uploads)
+                              layout, make_presets, presets, registry,
+                              sessions, testing, ui, uploads)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 
@@ -569,7 +569,7 @@ def test_cancel_button_stops_the_sessions_job_between_chunks(studio, models):
 
 
 def test_build_app_wires_the_transfer_endpoint(studio):
-  demo = ui.build_app(studio)
+  demo = layout.build_app(studio)
   names = {d.api_name for d in demo.fns.values()}
   assert {"transfer", "transfer_ui"} <= names
   api = next(d for d in demo.fns.values() if d.api_name == "transfer")

@@ -9,15 +9,20 @@ too, and fails the suite unless the check refuses it.
 
 import os
 import pathlib
+import threading
 import uuid
 
+import fastapi
+import gradio as gr
 import numpy as np
 import pytest
+import uvicorn
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from xfactor_core.app import gate, presets, testing, ui, uploads
+from xfactor_core.app import (gate, layout, presets, registry, testing, ui,
+                              uploads)
 from xfactor_core.inference import media
 
 LIBRARY = presets.load_presets()
@@ -74,7 +79,6 @@ def test_policy_accepts_uploads_and_presets_only(policy, tmp_path, caplog):
 
 
 def test_event_check_refuses_hostile_values(policy, tmp_path):
-  import gradio as gr
   with gr.Blocks():
     files = gr.File(file_count="multiple", label="context")
     number = gr.Number(label="num_frames")
@@ -360,19 +364,11 @@ def test_many_files_at_once_are_refused(server, endpoints):
 def test_a_mounted_app_refuses_server_paths_too(reference_dir, tmp_path):
   """Mounted in FastAPI (not ``launch()``), Gradio skips its own path check
   and copies any file named into its cache; the gate still refuses."""
-  import threading
-  import time
-
-  import fastapi
-  import gradio as gr
-  import uvicorn
-
-  from xfactor_core.app import registry
   folder = testing.write_test_checkpoints(
       tmp_path / "ckpts", reference_dir / "official_format_checkpoint")
   studio = ui.Studio(registry.ModelRegistry(registry.discover_models(
       folder, defaults={})), LIBRARY, work_root=tmp_path / "work")
-  demo = ui.build_app(studio)
+  demo = layout.build_app(studio)
   port = testing.free_port()
   server = uvicorn.Server(uvicorn.Config(
       gr.mount_gradio_app(fastapi.FastAPI(), demo, path="/"),

@@ -19,9 +19,10 @@ Modules:
   gate          GatedBlocks: every event's raw values are checked before
                 Gradio reads them (uploads and presets only, file counts,
                 finite numbers, text length).
-  ui            widget adapters (settings_from_ui, motion_from_ui), Studio
-                (event handlers on forms keyed by widget name), Widgets
-                (Gradio's dict form) and build_app (the Blocks UI).
+  ui            widget adapters (settings_from_ui, motion_from_ui) and Studio
+                (event handlers on forms keyed by widget name).
+  layout        build_app (the page, one helper per panel) and the wiring of
+                its events; Widgets (Gradio's dict form by widget name).
   testing       test checkpoints and a live-server context manager.
 
 Run the app with ``python app.py``.
