@@ -62,7 +62,8 @@ class Widgets:
     """The input set of an event (Gradio's dict form)."""
     return {self[name] for name in names}
 
-  def outputs(self, names: Iterable[str]) -> list[gr.blocks.Block]:
+  def listed(self, names: Iterable[str]) -> list[gr.blocks.Block]:
+    """Components in order (outputs, or the inputs of a positional API)."""
     return [self[name] for name in names]
 
   def form(self, values: Mapping[gr.blocks.Block, Any]) -> dict[str, Any]:
@@ -293,12 +294,12 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   on = w.bind
 
   w["model"].change(on(studio.describe_model), w.inputs(["model"]),
-                    w.outputs(["model_info"]), **quiet)
+                    w.listed(["model_info"]), **quiet)
   w["context"].change(on(studio.context_gallery), w.inputs(["context"]),
-                      w.outputs(["context_preview"]), **quiet)
+                      w.listed(["context_preview"]), **quiet)
   w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
-                     w.outputs(ui.SOURCE_GROUPS.values()), **quiet)
-  preview_outputs = w.outputs(["preset_preview", "preset_note"])
+                     w.listed(ui.SOURCE_GROUPS.values()), **quiet)
+  preview_outputs = w.listed(["preset_preview", "preset_note"])
   w["preset"].change(on(studio.preset_preview), w.inputs(["preset"]),
                      preview_outputs, **quiet)
   demo.load(on(studio.preset_preview), w.inputs(["preset"]), preview_outputs,
@@ -310,10 +311,10 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   # ``cancels=`` kills the event instead, and the "error" status the killed
   # event leaves on its outputs can land after the Cancel handler's text.
   open_job = dict(fn=on(studio.open_job), inputs=set(),
-                  outputs=w.outputs(["job"]), queue=False, **quiet)
+                  outputs=w.listed(["job"]), queue=False, **quiet)
   transfer = dict(fn=on(studio.run_transfer),
                   inputs=w.inputs(ui.TRANSFER_FIELDS),
-                  outputs=w.outputs(ui.TRANSFER_OUTPUTS), **heavy)
+                  outputs=w.listed(ui.TRANSFER_OUTPUTS), **heavy)
   transfer_events = [w["run"].click(**open_job).then(
       api_name="transfer_ui", api_visibility="undocumented", **transfer)]
   if examples is not None:
@@ -323,25 +324,25 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
     event.success(on(studio.warm_scrub), w.inputs(["result"]), None,
                   concurrency_limit=2, concurrency_id="scrub", **quiet)
   w["cancel"].click(on(studio.cancel_job), w.inputs(["job"]),
-                    w.outputs(["status"]), queue=False, **quiet)
+                    w.listed(["status"]), queue=False, **quiet)
   w["scrub"].input(on(studio.scrub), w.inputs(["result", "scrub"]),
-                   w.outputs(["scrub_target", "scrub_generated"]),
+                   w.listed(["scrub_target", "scrub_generated"]),
                    trigger_mode="always_last", concurrency_limit=2,
                    concurrency_id="scrub", **quiet)
   w["export_button"].click(on(studio.export), w.inputs(["result"]),
-                           w.outputs(["export_file"]),
+                           w.listed(["export_file"]),
                            api_visibility="private", **heavy)
   w["batch_button"].click(on(studio.batch), w.inputs(ui.BATCH_FIELDS),
-                          w.outputs(["batch_file", "batch_sheet"]),
+                          w.listed(["batch_file", "batch_sheet"]),
                           api_visibility="private", **heavy)
   w["check_button"].click(on(studio.check), w.inputs(["result"]),
-                          w.outputs(["check_table", "check_plot",
+                          w.listed(["check_table", "check_plot",
                                      "check_summary"]),
                           api_visibility="private", **heavy)
   w["api_button"].click(
       studio.api_transfer,
-      w.outputs(["api_context", "api_target", "api_preset", "api_num_frames"]),
-      w.outputs(["api_video", "api_path"]), api_name="transfer", **heavy)
+      w.listed(["api_context", "api_target", "api_preset", "api_num_frames"]),
+      w.listed(["api_video", "api_path"]), api_name="transfer", **heavy)
 
 
 def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
