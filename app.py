@@ -2,9 +2,11 @@
 
     python app.py [--checkpoints DIR] [--share] [--server-name HOST] [--port N]
 
-Honours GRADIO_SERVER_NAME and GRADIO_SERVER_PORT; models come from the shipped
-defaults (assets/models/) and from --checkpoints DIR or XFACTOR_CHECKPOINTS.
-Nothing is downloaded at start. The UI and its logic live in xfactor_core.app.
+Honours GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and GRADIO_TEMP_DIR (uploads;
+default: a folder of this server, removed at shutdown); models come from the
+shipped defaults (assets/models/) and from --checkpoints DIR or
+XFACTOR_CHECKPOINTS. Nothing is downloaded at start. The UI and its logic live
+in xfactor_core.app; README.md, "Security", says what the app exposes.
 """
 
 from __future__ import annotations
@@ -55,8 +57,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+  work_root = tempfile.mkdtemp(prefix="xfactor_studio_")
+  # Uploads go to a folder of this server only (not the <tmp>/gradio that all
+  # Gradio apps of the host share), removed with the rest at shutdown; file
+  # values must lie in it (see xfactor_core.app.gate).
+  os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(work_root, "uploads"))
   from xfactor_core import runtime
-  from xfactor_core.app import inputs, presets, registry, ui
+  from xfactor_core.app import layout, presets, registry, ui, uploads
 
   runtime.enable_compilation_cache()
   try:
@@ -65,6 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         defaults={} if args.no_default_models else registry.DEFAULT_MODELS)
   except registry.RegistryError as e:
     logging.error("%s", e)
+    os.rmdir(work_root)
     return 2
   if not specs:
     logging.warning("no model found: the shipped models are not trained yet; "
@@ -72,14 +80,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     registry.CHECKPOINTS_ENV)
   studio = ui.Studio(registry.ModelRegistry(specs, max_loaded=args.max_models),
                      presets.load_presets(),
-                     work_root=tempfile.mkdtemp(prefix="xfactor_studio_"),
-                     limits=inputs.Limits(max_file_mb=args.max_file_mb))
-  demo = ui.build_app(studio, max_jobs=args.max_jobs)
+                     work_root=work_root,
+                     limits=uploads.Limits(max_file_mb=args.max_file_mb))
+  demo = layout.build_app(studio, max_jobs=args.max_jobs)
   try:
     demo.launch(server_name=args.server_name, server_port=args.port,
                 share=args.share,
                 max_file_size=int(studio.limits.max_file_mb * 2 ** 20),
-                allowed_paths=[str(studio.presets.root)], theme=ui.theme(),
+                allowed_paths=[str(studio.presets.root)], theme=layout.theme(),
                 footer_links=["api", "settings"])
   finally:
     studio.cleanup()

@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from xfactor_core import benchmarking, checkpoints, models
-from xfactor_core.app import jobs, presets, registry, testing
+from xfactor_core.app import jobs, presets, registry, sessions, testing
 from xfactor_core.inference.pipeline import DEFAULT_MODELS
 
 CONTEXT = "photo: cat"
@@ -88,7 +88,7 @@ def time_in_process(checkpoint: pathlib.Path, frames: int, repeats: int,
     for index in range(repeats + 1):
       start = time.perf_counter()
       result = jobs.transfer(models_, library, request,
-                             jobs.new_workdir(pathlib.Path(tmp)))
+                             sessions.new_workdir(pathlib.Path(tmp)))
       times.append(time.perf_counter() - start)
       logging.info("in-process run %d: %.2f s", index, times[-1])
   spec = models_.spec(specs[0].model_id)

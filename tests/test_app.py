@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfactor_core.app import (check, export, inputs, jobs, make_presets,
-                              presets, registry, testing, ui)
+from xfactor_core.app import (check, example_cache, export, job_board, jobs,
+                              layout, make_presets, presets, registry,
+                              sessions, testing, ui, uploads)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 
@@ -177,67 +178,70 @@ def test_registry_loads_lazily_and_bounds_its_cache(checkpoints_dir):
     models.get("elsewhere")
 
 
-# ----------------------------------------------------------------- inputs --
+# ---------------------------------------------------------------- uploads --
 
 
 def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
   text = tmp_path / "notes.txt"
   text.write_text("hello")
-  with pytest.raises(inputs.InputError,
+  with pytest.raises(uploads.InputError,
                      match=r"wrong type \(\.txt\); use .*png"):
-    inputs.read_context([str(text)], 1, "stereo-monocular")
+    uploads.read_context([str(text)], 1, "stereo-monocular")
   image = tmp_path / "a.png"
   Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(image)
-  with pytest.raises(inputs.InputError, match="takes at most 1; remove 1 or "
+  with pytest.raises(uploads.InputError, match="takes at most 1; remove 1 or "
                      "pick a multi-view model"):
-    inputs.read_context([str(image), str(image)], 1, "stereo-monocular")
-  with pytest.raises(inputs.InputError, match="no context image"):
-    inputs.read_context(None, 1, "stereo-monocular")
-  small = inputs.Limits(max_image_pixels=1000)
-  with pytest.raises(inputs.InputError, match="30 x 40 pixels, above the "
+    uploads.read_context([str(image), str(image)], 1, "stereo-monocular")
+  with pytest.raises(uploads.InputError, match="no context image"):
+    uploads.read_context(None, 1, "stereo-monocular")
+  small = uploads.Limits(max_image_pixels=1000)
+  with pytest.raises(uploads.InputError, match="30 x 40 pixels, above the "
                      "limit of 0.001 megapixels; downscale"):
-    inputs.read_context([str(image)], 1, "stereo-monocular", small)
-  with pytest.raises(inputs.InputError, match="limit of 0 MB"):
-    inputs.check_file(image, inputs.IMAGE_SUFFIXES, "image",
-                      inputs.Limits(max_file_mb=1e-6))
+    uploads.read_context([str(image)], 1, "stereo-monocular", small)
+  with pytest.raises(uploads.InputError, match="limit of 0 MB"):
+    uploads.check_file(image, uploads.IMAGE_SUFFIXES, "image",
+                      uploads.Limits(max_file_mb=1e-6))
   broken = tmp_path / "broken.mp4"
   broken.write_bytes(b"\x00not a video" * 50)
-  with pytest.raises(inputs.InputError, match="cannot be opened"):
-    inputs.read_target_video(broken, inputs.ClipSelection(count=4), 64)
+  with pytest.raises(uploads.InputError, match="cannot be opened"):
+    uploads.read_target_video(broken, uploads.ClipSelection(count=4), 64)
   clip = tmp_path / "clip.mp4"
   media.write_video(clip, np.random.default_rng(0).integers(
       0, 255, (5, 32, 48, 3), np.uint8))
-  with pytest.raises(inputs.InputError, match="only 1 frame .*lower the "
+  with pytest.raises(uploads.InputError, match="only 1 frame .*lower the "
                      "start frame or the stride"):
-    inputs.read_target_video(clip, inputs.ClipSelection(4, 1, 8), 64)
-  frames = inputs.read_target_video(clip, inputs.ClipSelection(1, 2, 8), 16)
+    uploads.read_target_video(clip, uploads.ClipSelection(4, 1, 8), 64)
+  frames = uploads.read_target_video(clip, uploads.ClipSelection(1, 2, 8), 16)
   assert frames.shape == (2, 16, 16, 3)
-  with pytest.raises(inputs.InputError, match="above the limit of 120"):
-    inputs.ClipSelection(count=500).validate()
+  with pytest.raises(uploads.InputError, match="above the limit of 120"):
+    uploads.ClipSelection(count=500).validate()
   npy = tmp_path / "path.npy"
   np.save(npy, np.zeros((5, 7), np.float32))
-  with pytest.raises(inputs.InputError, match=r"needs N x 32 latents"):
-    inputs.read_camera_path(str(npy), 32)
-  with pytest.raises(inputs.InputError, match="whole number"):
-    jobs.settings_from_ui(2.5, 1, 0, "native", 12, False, False, 1.0)
-  with pytest.raises(inputs.InputError, match="motion strength 2.0"):
+  with pytest.raises(uploads.InputError, match=r"needs N x 32 latents"):
+    uploads.read_camera_path(str(npy), 32)
+  with pytest.raises(uploads.InputError, match="whole number"):
+    ui.settings_from_ui({"num_frames": 2.5, "stride": 1, "start": 0,
+                         "resolution": "native", "fps": 12, "reverse": False,
+                         "ping_pong": False, "strength": 1.0})
+  with pytest.raises(uploads.InputError, match="motion strength 2.0"):
     jobs.TransferSettings(motion_strength=2.0).validate()
 
 
 def test_ui_values_map_to_motion_requests():
-  assert jobs.motion_from_ui("Preset", "spiral", "v.mp4", None, None, None,
-                             None) == jobs.MotionRequest("preset", "spiral")
-  assert jobs.motion_from_ui("Video", None, "v.mp4", None, None, None,
-                             None).files == ("v.mp4",)
-  assert jobs.motion_from_ui("Frames", None, None, ["b.png", "a.png"], None,
-                             None, None).files == ("b.png", "a.png")
-  pair = jobs.motion_from_ui("Image pair", None, None, None, "1.png", None,
-                             None)
+  assert ui.motion_from_ui({"source": "Preset", "preset": "spiral",
+                            "video": "v.mp4"}) == jobs.MotionRequest(
+                                "preset", "spiral")
+  assert ui.motion_from_ui({"source": "Video",
+                            "video": "v.mp4"}).files == ("v.mp4",)
+  assert ui.motion_from_ui({"source": "Frames", "frames": [
+      "b.png", "a.png"]}).files == ("b.png", "a.png")
+  pair = ui.motion_from_ui({"source": "Image pair", "first": "1.png",
+                            "second": None})
   assert pair.source == "pair" and pair.files == ("1.png",)
-  assert jobs.motion_from_ui("Camera path (.npy)", None, None, None, None,
-                             None, {"path": "p.npy"}).files == ("p.npy",)
-  with pytest.raises(inputs.InputError, match="unknown motion source"):
-    jobs.motion_from_ui("Webcam", None, None, None, None, None, None)
+  assert ui.motion_from_ui({"source": "Camera path (.npy)", "camera_path": {
+      "path": "p.npy"}}).files == ("p.npy",)
+  with pytest.raises(uploads.InputError, match="unknown motion source"):
+    ui.motion_from_ui({"source": "Webcam"})
 
 
 def test_frames_are_taken_in_natural_name_order(tmp_path):
@@ -246,7 +250,7 @@ def test_frames_are_taken_in_natural_name_order(tmp_path):
     path = tmp_path / f"f{index}.png"
     Image.fromarray(np.full((8, 8, 3), index * 20, np.uint8)).save(path)
     files.append(str(path))
-  frames = inputs.read_target_images(files, inputs.ClipSelection(count=3), 8)
+  frames = uploads.read_target_images(files, uploads.ClipSelection(count=3), 8)
   assert [int(f[0, 0, 0]) for f in frames] == [20, 40, 200]
 
 
@@ -300,7 +304,7 @@ def test_a_stopped_transfer_ends_with_the_frames_it_had(models, library,
 
 
 def test_job_board_cancels_only_open_jobs():
-  board = jobs.JobBoard(ttl_seconds=3600)
+  board = job_board.JobBoard(ttl_seconds=3600)
   first, second = board.open(), board.open()
   assert first != second and len(board) == 2
   assert board.cancel(first) and board.cancelled(first)
@@ -353,7 +357,7 @@ def test_multi_view_context_and_view_limits(models, library, tmp_path):
                                  jobs.TransferSettings(num_frames=4))
   assert jobs.transfer(models, library, request, tmp_path).context.shape == (
       3, 64, 64, 3)
-  with pytest.raises(inputs.InputError, match="takes at most 1"):
+  with pytest.raises(uploads.InputError, match="takes at most 1"):
     jobs.transfer(models, library, jobs.TransferRequest(
         sm, views, request.motion, request.settings), tmp_path)
 
@@ -379,7 +383,7 @@ def test_scrub_renders_the_blend_of_neighbouring_latents(models,
 
 def test_example_cache_only_keeps_shipped_inputs(library, example_result,
                                                  tmp_path):
-  cache = jobs.ExampleCache(library, tmp_path, max_entries=1)
+  cache = example_cache.ExampleCache(library, tmp_path, max_entries=1)
   request = example_result.request
   assert cache.key(request) is not None and cache.get(request) is None
   cache.put(request, example_result)
@@ -394,9 +398,9 @@ def test_example_cache_only_keeps_shipped_inputs(library, example_result,
 
 
 def test_workdirs_are_swept_by_age(tmp_path):
-  old = jobs.new_workdir(tmp_path)
-  new = jobs.new_workdir(tmp_path)
-  assert jobs.sweep_workdirs(tmp_path, 60, now=time.time() + 3600) == 2
+  old = sessions.new_workdir(tmp_path)
+  new = sessions.new_workdir(tmp_path)
+  assert sessions.sweep_workdirs(tmp_path, 60, now=time.time() + 3600) == 2
   assert not old.exists() and not new.exists()
 
 
@@ -439,7 +443,7 @@ def test_batch_export_packs_one_clip_per_combination(models, library,
   assert "contact_sheet.png" in names and "batch.json" in names
   assert "01_chelsea__zoom_in.mp4" in names
   assert sheet.shape[0] == 4 * 64 + 3 * 4  # one row per combination
-  with pytest.raises(inputs.InputError, match="above the batch limit of 12"):
+  with pytest.raises(uploads.InputError, match="above the batch limit of 12"):
     export.batch_export(models, library, sm, contexts * 4, motions * 2,
                         jobs.TransferSettings(num_frames=4), tmp_path)
 
@@ -465,7 +469,7 @@ def test_check_reports_tps_and_a_plot(example_result):
   assert report.figure.ndim == 3 and report.figure.dtype == np.uint8
   assert "8 of 8 frames" in report.summary
   replayed = jobs.TransferResult(**{**example_result.__dict__, "target": None})
-  with pytest.raises(inputs.InputError, match="replayed a saved camera path"):
+  with pytest.raises(uploads.InputError, match="replayed a saved camera path"):
     check.check_transfer(replayed)
 
 
@@ -488,46 +492,52 @@ def studio(models, library, tmp_path):
   return ui.Studio(models, library, work_root=tmp_path / "work")
 
 
+OPTIONS = {"num_frames": 6, "stride": 1, "start": 0, "resolution": "native",
+           "fps": 12, "reverse": False, "ping_pong": False, "strength": 1.0}
+
+
 def test_handlers_turn_bad_input_into_gradio_errors(studio, models, tmp_path):
   sm, _ = _ids(models)
-  options = (6, 1, 0, "native", 12, False, False, 1.0)
   with pytest.raises(gr.Error, match="no context image given"):
-    list(studio.run_transfer(sm, None, "Preset", "zoom in", None, None, None,
-                             None, None, *options))
+    list(studio.run_transfer({"model": sm, "context": None, "source": "Preset",
+                              "preset": "zoom in", **OPTIONS}))
   with pytest.raises(gr.Error, match="no target video given"):
-    list(studio.run_transfer(sm, [str(studio.presets.contexts[0].files[0])],
-                             "Video", None, None, None, None, None, None,
-                             *options))
+    list(studio.run_transfer({
+        "model": sm, "context": [str(studio.presets.contexts[0].files[0])],
+        "source": "Video", **OPTIONS}))
   context = [str(studio.presets.contexts[0].files[0])]
   with pytest.raises(gr.Error, match="the target pair needs two images"):
-    list(studio.run_transfer(sm, context, "Image pair", None, None, None,
-                             context[0], None, None, *options))
+    list(studio.run_transfer({"model": sm, "context": context,
+                              "source": "Image pair", "first": context[0],
+                              **OPTIONS}))
   with pytest.raises(gr.Error, match="give a target video or a preset"):
     studio.api_transfer([str(studio.presets.contexts[0].files[0])], None,
                         None, 6)
   with pytest.raises(gr.Error, match="run a transfer first"):
-    studio.export(None)
-  assert studio.scrub(None, 1.0) == (None, None)
+    studio.export({"result": None})
+  assert studio.scrub({"result": None, "scrub": 1.0}) == {
+      "scrub_target": None, "scrub_generated": None}
 
 
 def test_transfer_handler_streams_then_caches_examples(studio, models):
   sm, _ = _ids(models)
   context = [str(f) for f in studio.presets.context("photo: rocket launch")
              .files]
-  args = (sm, context, "Preset", "move up", None, None, None, None, None, 6,
-          1, 0, "native", 12, False, False, 1.0)
-  first = list(studio.run_transfer(*args))
+  form = {"model": sm, "context": context, "source": "Preset",
+          "preset": "move up", **OPTIONS}
+  first = list(studio.run_transfer(form))
   # The preview is cleared, two chunks stream in, then the result arrives.
-  assert [len(y[0]) for y in first] == [0, 4, 6, 6]
-  preview, video, slider, target, generated, status, state, info = first[-1]
+  assert [len(y["preview"]) for y in first] == [0, 4, 6, 6]
+  preview, video, slider, target, generated, status, state, info = (
+      first[-1][name] for name in ui.TRANSFER_OUTPUTS)
   assert status.startswith("Done: 6 frames at 64 px")
   assert isinstance(state, jobs.TransferResult)
   assert pathlib.Path(video).is_file()
   assert slider["maximum"] == 5 and len(preview) == 6
   assert "476.7 K parameters" in info
-  again = list(studio.run_transfer(*args))
-  assert len(again) == 1 and again[0][5].startswith("Example (cached)")
-  assert again[0][6] is state
+  again = list(studio.run_transfer(form))
+  assert len(again) == 1 and again[0]["status"].startswith("Example (cached)")
+  assert again[0]["result"] is state
   studio.discard(state)  # example results live in the cache, not the session
   assert pathlib.Path(video).is_file()
 
@@ -535,30 +545,31 @@ def test_transfer_handler_streams_then_caches_examples(studio, models):
 def test_cancel_button_stops_the_sessions_job_between_chunks(studio, models):
   sm, _ = _ids(models)
   context = [str(studio.presets.contexts[0].files[0])]
-  args = (sm, context, "Preset", "zoom in", None, None, None, None, None, 10,
-          1, 0, "native", 12, False, False, 1.0)
-  assert isinstance(studio.cancel_job(None), type(gr.skip()))
-  job = studio.open_job()
+  form = {"model": sm, "context": context, "source": "Preset",
+          "preset": "zoom in", **OPTIONS, "num_frames": 10}
+  assert studio.cancel_job({"job": None}) == {}  # the status stays
+  job = studio.open_job({})["job"]
   outputs = []
-  for out in studio.run_transfer(*args, job_id=job):
+  for out in studio.run_transfer({**form, "job": job}):
     outputs.append(out)
-    if len(out[0]) > 0:  # the first chunk is on screen: the user cancels
-      assert studio.cancel_job(job).startswith("Cancelling")
-  preview, *_, status, state, _ = outputs[-1]
-  assert len(preview) == 8 and state is not None
+    if len(out["preview"]) > 0:  # the first chunk is on screen: cancel
+      assert studio.cancel_job({"job": job})["status"].startswith(
+          "Cancelling")
+  preview, status = outputs[-1]["preview"], outputs[-1]["status"]
+  assert len(preview) == 8
   assert status == "Cancelled after 8 of 10 frames; the last finished " \
       "result is kept."
-  assert not isinstance(state, jobs.TransferResult)  # the state is kept
+  assert "result" not in outputs[-1]  # the state is kept
   assert len(studio.job_board) == 0  # the job was closed
-  queued = studio.open_job()
-  studio.cancel_job(queued)  # cancelled while it waited in the queue
-  outputs = list(studio.run_transfer(*args, job_id=queued))
-  assert len(outputs) == 1 and outputs[0][5] == "Cancelled before it started."
+  queued = studio.open_job({})["job"]
+  studio.cancel_job({"job": queued})  # cancelled while it waited in the queue
+  outputs = list(studio.run_transfer({**form, "job": queued}))
+  assert outputs == [{"status": "Cancelled before it started."}]
   assert len(studio.job_board) == 0
 
 
 def test_build_app_wires_the_transfer_endpoint(studio):
-  demo = ui.build_app(studio)
+  demo = layout.build_app(studio)
   names = {d.api_name for d in demo.fns.values()}
   assert {"transfer", "transfer_ui"} <= names
   api = next(d for d in demo.fns.values() if d.api_name == "transfer")

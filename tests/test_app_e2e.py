@@ -130,3 +130,15 @@ def test_shipped_default_model_serves_the_endpoint(tmp_path):
   size = pipe.image_size
   assert media.read_video(video).shape == (4, size, size, 3)
   assert np.load(path).shape == (4, pipe.config.pose_dim)
+
+
+def test_uploads_stay_in_the_apps_own_folder(server, client, tmp_path):
+  """Without GRADIO_TEMP_DIR the app keeps uploads in its work folder (not
+  the <tmp>/gradio all Gradio apps share); SIGTERM removes them with it."""
+  image = tmp_path / "unique_name_for_this_test.png"
+  image.write_bytes(pathlib.Path(CAT).read_bytes())
+  client.predict(context=[handle_file(str(image))], target=None,
+                 preset="zoom in", num_frames=2, api_name="/transfer")
+  _, temp, _ = server
+  assert list(temp.glob(f"xfactor_studio_*/uploads/*/{image.name}"))
+  assert not list((temp / "gradio").glob(f"*/{image.name}"))

@@ -385,17 +385,6 @@ def test_layout_errors(tmp_path):
                               "intrinsics": np.zeros((2, 3, 3))}, tmp_path / "y")
 
 
-def test_contact_sheet_tiles_rows_and_columns(sequences):
-  chosen = [sequences["pan"], sequences["dolly"]]
-  sheet = synthetic.contact_sheet(chosen, max_frames=3, gap=2)
-  assert sheet.dtype == np.uint8
-  assert sheet.shape == (2 * SIZE + 2, 3 * SIZE + 4, 3)
-  np.testing.assert_array_equal(sheet[:SIZE, :SIZE], chosen[0]["frames"][0])
-  np.testing.assert_array_equal(sheet[SIZE + 2:, -SIZE:], chosen[1]["frames"][-1])
-  with pytest.raises(ValueError, match="at least one sequence"):
-    synthetic.contact_sheet([], 3)
-
-
 def test_texture_atlas_loads_and_is_sampled(tmp_path):
   rng = np.random.default_rng(0)
   for index in range(2):

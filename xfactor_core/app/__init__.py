@@ -3,17 +3,26 @@
 Modules:
   registry      ModelSpec, discover_models (shipped defaults + --checkpoints
                 DIR), ModelRegistry (lazy loading, bounded LRU cache).
-  inputs        InputError, Limits, file/context/video/frames/.npy readers that
-                validate type, size, pixels and frame counts.
+  uploads       InputError, Limits, UploadPolicy (which files a caller may
+                name), file/context/video/frames/.npy readers that validate
+                type, size, pixels and frame counts.
   jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
-                (streamed, cancellable), transfer, scrub (fractional frames),
-                ExampleCache (lazy cache of the shipped examples).
+                (streamed, cancellable), transfer, scrub (fractional frames).
+  job_board     JobBoard: open jobs and which of them were cancelled.
+  sessions      the sessions' job folders (made per job, swept by age).
+  example_cache ExampleCache: lazy cache of the shipped examples' results.
   export        export_result (one zip: MP4, side by side, GIF, PNGs, camera
                 path, settings) and batch_export (grid + contact sheet).
   check         check_transfer: TPS with a pose oracle (COLMAP) and a plot.
   presets       PresetLibrary of the shipped motion clips and contexts.
   make_presets  CLI that renders presets/ with the synthetic world.
-  ui            Studio (event handlers) and build_app (the Blocks UI).
+  gate          GatedBlocks: every event's raw values are checked before
+                Gradio reads them (uploads and presets only, file counts,
+                finite numbers, text length).
+  ui            widget adapters (settings_from_ui, motion_from_ui) and Studio
+                (event handlers on forms keyed by widget name).
+  layout        build_app (the page, one helper per panel) and the wiring of
+                its events; Widgets (Gradio's dict form by widget name).
   testing       test checkpoints and a live-server context manager.
 
 Run the app with ``python app.py``.

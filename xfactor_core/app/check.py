@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from xfactor_core.app import jobs
-from xfactor_core.app.inputs import InputError
+from xfactor_core.app.uploads import InputError
 
 HEADLINE_METRICS = ("Rac_10", "Tac_10", "Rac_30", "Tac_30", "Rot_Auc_30",
                     "Trans_Auc_30", "SE3_Auc_30", "traj_err_scale_invariant")

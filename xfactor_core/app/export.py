@@ -25,10 +25,10 @@ import numpy as np
 from PIL import Image
 
 from xfactor_core import __version__
-from xfactor_core.app import inputs, jobs
-from xfactor_core.app.inputs import InputError
+from xfactor_core.app import jobs, uploads
 from xfactor_core.app.presets import PresetLibrary, slugify
 from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.uploads import InputError
 from xfactor_core.inference import media
 
 MAX_BATCH_COMBINATIONS = 12
@@ -43,10 +43,10 @@ def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
       "model": result.model_info,
-      "context": jobs.context_names(request.context_files),
+      "context": [uploads.display_name(f) for f in request.context_files],
       "motion": {"source": request.motion.source,
                  "preset": request.motion.preset,
-                 "files": [inputs.display_name(f)
+                 "files": [uploads.display_name(f)
                            for f in request.motion.files],
                  "description": request.motion.describe()},
       "settings": request.settings.to_dict(),
@@ -107,9 +107,7 @@ def context_label(path: str) -> str:
 def contact_sheet(rows: Sequence[np.ndarray], max_frames: int = 8
                   ) -> np.ndarray:
   """Rows of uint8 clips (``F x H x W x 3``) -> one image (rows x frames)."""
-  from xfactor_core.data import synthetic  # the project's contact sheet
-  return synthetic.contact_sheet([{"frames": clip} for clip in rows],
-                                 max_frames=max_frames)
+  return media.contact_sheet(rows, max_frames=max_frames)
 
 
 def batch_export(registry: ModelRegistry, presets: PresetLibrary,
@@ -117,7 +115,7 @@ def batch_export(registry: ModelRegistry, presets: PresetLibrary,
                  motions: Sequence[jobs.MotionRequest],
                  settings: jobs.TransferSettings, workdir: pathlib.Path,
                  progress: Optional[Callable[[int, int, str], None]] = None,
-                 limits: inputs.Limits = inputs.DEFAULT_LIMITS
+                 limits: uploads.Limits = uploads.DEFAULT_LIMITS
                  ) -> tuple[pathlib.Path, np.ndarray]:
   """Every motion onto every context: one MP4 each, a contact sheet, a zip.
 
@@ -154,7 +152,7 @@ def batch_export(registry: ModelRegistry, presets: PresetLibrary,
       files.append((result.video, f"{name}.mp4"))
       rows.append(result.generated)
       entries.append({"file": f"{name}.mp4", "row": len(rows),
-                      "context": jobs.context_names(context),
+                      "context": [uploads.display_name(f) for f in context],
                       "motion": motion.describe(),
                       "num_frames": result.num_frames})
       if progress is not None:

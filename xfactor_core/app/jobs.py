@@ -12,31 +12,26 @@ TPS check need.
 
 Cancelling is cooperative: ``run_transfer`` asks its ``should_stop`` callback
 between stages and rendered chunks, and a stopped job ends with a last update
-marked ``cancelled`` that holds the frames rendered so far. A
-:class:`JobBoard` records which jobs their users asked to stop.
+marked ``cancelled`` that holds the frames rendered so far
+(:class:`job_board.JobBoard` records which jobs their users asked to stop).
+The sessions' job folders live in :mod:`sessions`, the cache of the shipped
+examples' results in :mod:`example_cache`.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import hashlib
-import json
 import logging
 import pathlib
-import shutil
-import tempfile
-import threading
 import time
-import uuid
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from xfactor_core.app import inputs
-from xfactor_core.app.inputs import ClipSelection, InputError, Limits
+from xfactor_core.app import uploads
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.uploads import ClipSelection, InputError, Limits
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
@@ -73,7 +68,7 @@ class TransferSettings:
   ping_pong: bool = False
   motion_strength: float = 1.0
 
-  def validate(self, limits: Limits = inputs.DEFAULT_LIMITS
+  def validate(self, limits: Limits = uploads.DEFAULT_LIMITS
                ) -> "TransferSettings":
     self.selection().validate(limits)
     if not 1.0 <= float(self.fps) <= 60.0:
@@ -111,7 +106,7 @@ class MotionRequest:
   def describe(self) -> str:
     if self.source == "preset":
       return f"preset '{self.preset}'"
-    names = [inputs.display_name(f) for f in self.files]
+    names = [uploads.display_name(f) for f in self.files]
     shown = ", ".join(names[:3]) + (" ..." if len(names) > 3 else "")
     return f"{SOURCE_LABELS.get(self.source, self.source).lower()} ({shown})"
 
@@ -119,7 +114,7 @@ class MotionRequest:
     if self.source == "preset":
       return str(self.preset)
     if self.files:
-      return pathlib.Path(inputs.display_name(self.files[0])).stem
+      return pathlib.Path(uploads.display_name(self.files[0])).stem
     return self.source
 
 
@@ -190,98 +185,6 @@ class TransferUpdate:
   cancelled: bool = False
 
 
-class JobBoard:
-  """The transfer jobs that are queued or running, and which were cancelled.
-
-  A UI opens a job when its button is clicked (before the job waits in a
-  queue), asks for it to be cancelled from another event, and passes
-  ``lambda: board.cancelled(job_id)`` to :func:`run_transfer` as
-  ``should_stop``. A cancelled job then ends like any other run, with the
-  frames it had, instead of being killed mid-event. Thread-safe. Jobs that
-  never closed (a client that left while queued) expire after
-  ``ttl_seconds``.
-  """
-
-  def __init__(self, ttl_seconds: float = 6 * 3600):
-    self.ttl_seconds = ttl_seconds
-    self._opened: dict[str, float] = {}
-    self._cancelled: set[str] = set()
-    self._lock = threading.Lock()
-
-  def open(self) -> str:
-    """Registers a new job; returns its id."""
-    job_id = uuid.uuid4().hex
-    now = time.monotonic()
-    with self._lock:
-      for old, opened in list(self._opened.items()):
-        if now - opened > self.ttl_seconds:
-          self._forget(old)
-      self._opened[job_id] = now
-    return job_id
-
-  def cancel(self, job_id: Optional[str]) -> bool:
-    """Asks an open job to stop; False when it is not open (finished,
-    expired or never started)."""
-    with self._lock:
-      if job_id not in self._opened:
-        return False
-      self._cancelled.add(job_id)
-      return True
-
-  def cancelled(self, job_id: Optional[str]) -> bool:
-    with self._lock:
-      return job_id in self._cancelled
-
-  def close(self, job_id: Optional[str]) -> None:
-    """The job ended (finished, failed or stopped)."""
-    with self._lock:
-      self._forget(job_id)
-
-  def _forget(self, job_id: Optional[str]) -> None:
-    self._opened.pop(job_id, None)
-    self._cancelled.discard(job_id)
-
-  def __len__(self) -> int:
-    with self._lock:
-      return len(self._opened)
-
-
-# ------------------------------------------------------------- workdirs --
-
-
-def new_workdir(root: pathlib.Path, prefix: str = "job") -> pathlib.Path:
-  """A fresh folder under ``root`` for one job's files."""
-  root.mkdir(parents=True, exist_ok=True)
-  stamp = time.strftime("%Y%m%d_%H%M%S")
-  path = root / f"{prefix}_{stamp}_{uuid.uuid4().hex[:8]}"
-  path.mkdir()
-  return path
-
-
-def sweep_workdirs(root: pathlib.Path, max_age_seconds: float,
-                   now: Optional[float] = None) -> int:
-  """Deletes job folders under ``root`` older than ``max_age_seconds``.
-
-  Returns the number deleted.
-  """
-  if not root.is_dir():
-    return 0
-  now = time.time() if now is None else now
-  removed = 0
-  for entry in root.iterdir():
-    try:
-      if entry.is_dir() and now - entry.stat().st_mtime > max_age_seconds:
-        shutil.rmtree(entry, ignore_errors=True)
-        removed += 1
-    except OSError:
-      continue
-  return removed
-
-
-def default_work_root() -> pathlib.Path:
-  return pathlib.Path(tempfile.gettempdir()) / "xfactor_studio"
-
-
 # ----------------------------------------------------------------- motion --
 
 
@@ -299,31 +202,31 @@ def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
       preset = presets.motion(motion.preset)
     except ValueError as e:
       raise InputError(str(e)) from e
-    return inputs.read_target_video(preset.clip, selection, size, limits), None
+    return uploads.read_target_video(preset.clip, selection, size, limits), None
   if motion.source == "video":
-    paths = inputs.file_paths(list(motion.files))
+    paths = uploads.file_paths(list(motion.files))
     if not paths:
       raise InputError("no target video given; upload an mp4, mov, webm or "
                        "gif (or pick a preset)")
     if len(paths) > 1:
       raise InputError(f"{len(paths)} videos given; give one target video")
-    return inputs.read_target_video(paths[0], selection, size, limits), None
+    return uploads.read_target_video(paths[0], selection, size, limits), None
   if motion.source == "frames":
     if not motion.files:
       raise InputError("no target frames given; upload two or more images "
                        "(they are ordered by file name)")
-    return inputs.read_target_images(list(motion.files), selection, size,
+    return uploads.read_target_images(list(motion.files), selection, size,
                                      limits=limits), None
   if motion.source == "pair":
-    paths = inputs.file_paths(list(motion.files))
+    paths = uploads.file_paths(list(motion.files))
     if len(paths) != 2:
       raise InputError(f"the target pair needs two images (first and second "
                        f"view), {len(paths)} given")
-    return inputs.read_target_images(paths, None, size, "target pair image",
+    return uploads.read_target_images(paths, None, size, "target pair image",
                                      limits), None
   if motion.source == "path":
     files = list(motion.files)
-    latents = inputs.read_camera_path(files[0] if files else None,
+    latents = uploads.read_camera_path(files[0] if files else None,
                                       pipe.config.pose_dim, limits)
     picked = latents[selection.indices(len(latents))]
     if len(picked) < 2:
@@ -352,7 +255,7 @@ def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
 
 def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
                  request: TransferRequest, workdir: pathlib.Path,
-                 limits: Limits = inputs.DEFAULT_LIMITS,
+                 limits: Limits = uploads.DEFAULT_LIMITS,
                  should_stop: Callable[[], bool] = lambda: False
                  ) -> Iterator[TransferUpdate]:
   """Runs one transfer, yielding progress; the last update holds the result.
@@ -386,7 +289,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
   model_id = registry.spec(request.model_id).model_id
   pipe = registry.pipeline(model_id, image_size=settings.resolution)
   spec = registry.spec(model_id)
-  images = inputs.read_context(list(request.context_files),
+  images = uploads.read_context(list(request.context_files),
                                pipe.max_context_views, pipe.kind, limits)
   context = pipe.prepare(images, "context")
   yield TransferUpdate("reading the motion", 0.06)
@@ -437,7 +340,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
 
 def transfer(registry: ModelRegistry, presets: PresetLibrary,
              request: TransferRequest, workdir: pathlib.Path,
-             limits: Limits = inputs.DEFAULT_LIMITS) -> TransferResult:
+             limits: Limits = uploads.DEFAULT_LIMITS) -> TransferResult:
   """:func:`run_transfer` to the end."""
   update = None
   for update in run_transfer(registry, presets, request, workdir, limits):
@@ -471,138 +374,6 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
   frame = pipe.render(result.context, latent, motion_strength=float(
       result.settings.motion_strength))
   return target, frame_utils.to_uint8(frame[0])
-
-
-# ---------------------------------------------------------- example cache --
-
-
-def _file_fingerprint(path: str) -> tuple[str, int, int]:
-  p = pathlib.Path(path)
-  stat = p.stat()
-  return (str(p.resolve()), stat.st_size, int(stat.st_mtime))
-
-
-class ExampleCache:
-  """Lazily cached results of the shipped examples, shared by all sessions.
-
-  Only requests whose files are all shipped presets are cached (keyed by the
-  model, the files' path/size/mtime and the settings), so the first click on
-  an example costs one normal transfer and later clicks are instant. Results
-  are never mutated; their files live under the cache's own folder.
-  """
-
-  def __init__(self, presets: PresetLibrary, root: pathlib.Path,
-               max_entries: int = 32):
-    self._presets = presets
-    self._root = root
-    self._max_entries = max_entries
-    self._entries: collections.OrderedDict[str, TransferResult] = (
-        collections.OrderedDict())
-    self._lock = threading.Lock()
-
-  @property
-  def root(self) -> pathlib.Path:
-    return self._root
-
-  def key(self, request: TransferRequest) -> Optional[str]:
-    """The cache key, or None when the request uses uploads."""
-    files = list(request.context_files) + list(request.motion.files)
-    if not request.context_files or not all(
-        self._presets.is_shipped(f) for f in files):
-      return None
-    try:
-      payload = {
-          "model": request.model_id,
-          "files": [_file_fingerprint(f) for f in files],
-          "source": request.motion.source, "preset": request.motion.preset,
-          "settings": request.settings.to_dict()}
-    except OSError:
-      return None
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()
-                          ).hexdigest()
-
-  def get(self, request: TransferRequest) -> Optional[TransferResult]:
-    key = self.key(request)
-    if key is None:
-      return None
-    with self._lock:
-      result = self._entries.get(key)
-      if result is not None:
-        self._entries.move_to_end(key)
-      return result
-
-  def workdir(self) -> pathlib.Path:
-    return new_workdir(self._root, "example")
-
-  def put(self, request: TransferRequest, result: TransferResult) -> None:
-    key = self.key(request)
-    if key is None:
-      return
-    with self._lock:
-      self._entries[key] = result
-      while len(self._entries) > self._max_entries:
-        _, dropped = self._entries.popitem(last=False)
-        shutil.rmtree(dropped.video.parent, ignore_errors=True)
-
-  def __len__(self) -> int:
-    with self._lock:
-      return len(self._entries)
-
-
-def settings_from_ui(num_frames: Any, stride: Any, start: Any,
-                     resolution: Any, fps: Any, reverse: Any, ping_pong: Any,
-                     motion_strength: Any) -> TransferSettings:
-  """UI widget values (possibly None or floats) -> validated settings."""
-  def as_int(value, name, default):
-    if value is None or value == "":
-      return default
-    try:
-      number = float(value)
-    except (TypeError, ValueError) as e:
-      raise InputError(f"{name} must be a whole number, got {value!r}") from e
-    if number != int(number):
-      raise InputError(f"{name} must be a whole number, got {value}")
-    return int(number)
-  res = None
-  if resolution not in (None, "", "native") and not str(resolution).startswith(
-      "native"):
-    res = as_int(resolution, "resolution", None)
-  try:
-    fps_value = float(fps if fps is not None else 12.0)
-    strength = float(motion_strength if motion_strength is not None else 1.0)
-  except (TypeError, ValueError) as e:
-    raise InputError(f"fps and motion strength must be numbers ({e})") from e
-  return TransferSettings(
-      num_frames=as_int(num_frames, "number of frames", DEFAULT_FRAMES),
-      stride=as_int(stride, "frame stride", 1),
-      start=as_int(start, "start frame", 0), resolution=res, fps=fps_value,
-      reverse=bool(reverse), ping_pong=bool(ping_pong),
-      motion_strength=strength)
-
-
-def motion_from_ui(source: str, preset: Any, video: Any, frames: Any,
-                   first: Any, second: Any, camera_path: Any) -> MotionRequest:
-  """UI widget values -> a :class:`MotionRequest` of the chosen source."""
-  key = {label.lower(): name for name, label in SOURCE_LABELS.items()}.get(
-      str(source or "").lower(), str(source or "").lower())
-  as_strings = lambda values: tuple(str(p) for p in inputs.file_paths(values))
-  if key == "preset":
-    return MotionRequest("preset", preset=preset or None)
-  if key == "video":
-    return MotionRequest("video", files=as_strings(video))
-  if key == "frames":
-    return MotionRequest("frames", files=as_strings(frames))
-  if key == "pair":
-    return MotionRequest("pair", files=as_strings([f for f in (first, second)
-                                                    if f is not None]))
-  if key == "path":
-    return MotionRequest("path", files=as_strings(camera_path))
-  raise InputError(f"unknown motion source {source!r}; choose one of "
-                   + ", ".join(SOURCE_LABELS.values()))
-
-
-def context_names(files: Sequence[str]) -> list[str]:
-  return [inputs.display_name(f) for f in files]
 
 
 def log_result(result: TransferResult) -> None:

@@ -3,6 +3,8 @@
 >>> folder = write_test_checkpoints(tmp / "ckpts", source_checkpoint)
 >>> with serve_app(folder) as url:
 ...   client = gradio_client.Client(url)
+...   path = upload(url, "room.png")        # as the page uploads
+...   call_event(url, 3, [[file_value(path)]])  # any event, private too
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from xfactor_core.app.registry import write_model_info
 
 PathLike = Union[str, os.PathLike]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+HIDDEN_ERROR = "(an error Gradio does not show: not a gr.Error)"
 
 
 def _link_or_copy(source: pathlib.Path, target: pathlib.Path) -> None:
@@ -135,3 +138,72 @@ def serve_app(checkpoints_dir: Optional[PathLike] = None, *,
                   f"{time.monotonic() - stopping:.1f} s\n")
     if log_file:
       log.close()
+
+
+def file_value(path: PathLike) -> dict:
+  """A file value as the page sends it (Gradio's FileData)."""
+  return {"path": str(path), "orig_name": pathlib.Path(path).name,
+          "meta": {"_type": "gradio.FileData"}}
+
+
+def upload(url: str, path: PathLike, timeout: float = 60.0) -> str:
+  """Uploads a file to a running app as its page does; returns the server
+  path of the upload."""
+  import httpx  # a dependency of gradio_client
+  path = pathlib.Path(path)
+  with open(path, "rb") as handle:
+    response = httpx.post(url + "gradio_api/upload",
+                          files=[("files", (path.name, handle))],
+                          timeout=timeout)
+  response.raise_for_status()
+  return response.json()[0]
+
+
+def call_event(url: str, fn_index: int, data: Sequence, *, queued: bool = True,
+               timeout: float = 300.0) -> dict:
+  """Calls one event of a running app by index, as its page does.
+
+  Private and undocumented events are called like public ones (the page
+  calls them all this way, and so can anyone), which ``gradio_client``
+  does not do.
+
+  Returns:
+    ``{"success": True, "data": [...]}`` or ``{"success": False, "error":
+    message}``.
+  """
+  import json
+  import uuid
+
+  import httpx  # a dependency of gradio_client
+  session = uuid.uuid4().hex
+  # Encoded here: a caller may send NaN and Infinity, which httpx refuses to.
+  body = json.dumps({"data": list(data), "fn_index": fn_index,
+                     "session_hash": session, "event_data": None,
+                     "trigger_id": None})
+  headers = {"Content-Type": "application/json"}
+  with httpx.Client(timeout=timeout) as http:
+    if not queued:
+      response = http.post(url + "gradio_api/run/predict", content=body,
+                           headers=headers)
+      payload = response.json()
+      if response.is_success:
+        return {"success": True, "data": payload.get("data")}
+      return {"success": False, "error": payload.get("error") or HIDDEN_ERROR}
+    response = http.post(url + "gradio_api/queue/join", content=body,
+                         headers=headers)
+    response.raise_for_status()
+    event_id = response.json()["event_id"]
+    with http.stream("GET", url + "gradio_api/queue/data",
+                     params={"session_hash": session}) as stream:
+      for line in stream.iter_lines():
+        if not line.startswith("data:"):
+          continue
+        message = json.loads(line[len("data:"):])
+        if (message.get("event_id") != event_id
+            or message.get("msg") != "process_completed"):
+          continue
+        output = message.get("output") or {}
+        if message.get("success"):
+          return {"success": True, "data": output.get("data")}
+        return {"success": False, "error": output.get("error") or HIDDEN_ERROR}
+  raise RuntimeError(f"event {fn_index} ended without a result")

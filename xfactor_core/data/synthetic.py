@@ -46,7 +46,6 @@ Public API
   make_transfer_pair(seed, index, num_frames, size, trajectory=None) -> (a, b)
   sample_batch(key, batch_size, num_frames, size) -> dict  (jitted, on device)
   write_sequence / read_sequence: the generic layout (see `scene_layout`)
-  contact_sheet(sequences, max_frames) -> uint8 image
   load_texture_atlas(folder) -> photo atlas for the `texture_atlas` arguments
   TRAJECTORIES: names of the trajectory types.
 
@@ -93,7 +92,7 @@ MAX_RAYS_PER_CHUNK = 1 << 22
 
 __all__ = [
     "TRAJECTORIES", "make_sequence", "make_transfer_pair", "sample_batch",
-    "write_sequence", "read_sequence", "contact_sheet", "load_texture_atlas",
+    "write_sequence", "read_sequence", "load_texture_atlas", "atlas_from_images",
 ]
 
 
@@ -419,42 +418,6 @@ def atlas_from_images(images: Sequence[np.ndarray],
       levels.append(np.asarray(upsampled, np.float32) / 255.0)
     tiles.append(np.stack(levels))
   return np.stack(tiles).astype(np.float32)
-
-
-def contact_sheet(sequences: Sequence[dict[str, Any]], max_frames: int = 8,
-                  gap: int = 4) -> np.ndarray:
-  """Tiles sequences into one image: rows = sequences, columns = frames.
-
-  Args:
-    sequences: dicts with 'frames' (F, H, W, 3) uint8 (sizes may differ; every
-      frame is resized to the first sequence's frame size).
-    max_frames: at most this many columns, evenly spaced through each sequence.
-    gap: white pixels between tiles.
-
-  Returns:
-    (rows * (H + gap) - gap, columns * (W + gap) - gap, 3) uint8.
-  """
-  if not sequences:
-    raise ValueError("contact_sheet needs at least one sequence")
-  if max_frames < 1:
-    raise ValueError(f"max_frames must be at least 1, got {max_frames}")
-  height, width = np.asarray(sequences[0]["frames"]).shape[1:3]
-  columns = min(max_frames, max(len(s["frames"]) for s in sequences))
-  sheet = np.full((len(sequences) * (height + gap) - gap,
-                   columns * (width + gap) - gap, 3), 255, np.uint8)
-  for row, sequence in enumerate(sequences):
-    frames = np.asarray(sequence["frames"])
-    picks = np.unique(np.round(np.linspace(0, len(frames) - 1,
-                                           min(columns, len(frames)))).astype(int))
-    for column, pick in enumerate(picks):
-      frame = frames[pick]
-      if frame.shape[:2] != (height, width):
-        frame = np.asarray(Image.fromarray(frame).resize((width, height),
-                                                         Image.BILINEAR))
-      top = row * (height + gap)
-      left = column * (width + gap)
-      sheet[top:top + height, left:left + width] = frame
-  return sheet
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

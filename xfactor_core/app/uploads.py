@@ -1,16 +1,22 @@
-"""Validating and reading what users give the app.
+"""Validating and reading what users upload.
 
 Every problem raises :class:`InputError` with a message that names the
 problem and the fix; the UI shows it as a ``gr.Error``. Videos are decoded
 frame by frame and each kept frame is cropped and resized to the model's size
 at once, so a long or high-resolution upload never sits in memory whole.
+
+:class:`UploadPolicy` says which files a caller may name at all: uploads and
+the shipped presets, never other paths on the server (``gate`` applies it to
+every event before anything is read).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import pathlib
+import re
 import warnings
 from typing import Any, Iterator, Optional, Sequence, Union
 
@@ -24,6 +30,10 @@ PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = media.IMAGE_SUFFIXES
 VIDEO_SUFFIXES = media.VIDEO_SUFFIXES
 PATH_SUFFIXES = (".npy",)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+REFUSAL = "files must be uploaded; server paths are not accepted"
 
 
 class InputError(ValueError):
@@ -39,14 +49,65 @@ class Limits:
     max_image_pixels: largest accepted image / video frame (width x height).
     max_frames: most target frames per transfer.
     max_decoded_frames: most video frames decoded to reach the selection.
+    max_files: most files named in one request (all its widgets together).
+    max_text_chars: longest text value (a preset name, a choice).
   """
   max_file_mb: float = 200.0
   max_image_pixels: int = 40_000_000
   max_frames: int = 120
   max_decoded_frames: int = 3000
+  max_files: int = 500
+  max_text_chars: int = 1000
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadPolicy:
+  """Which files a caller may name: uploads and the shipped presets.
+
+  Attributes:
+    upload_root: the folder where this server's uploads are stored (Gradio's:
+      ``GRADIO_TEMP_DIR``, else ``<temp dir>/gradio``).
+    shipped_roots: folders of files the app ships (the presets).
+  """
+  upload_root: pathlib.Path
+  shipped_roots: tuple[pathlib.Path, ...] = ()
+
+  def check(self, value: Any, what: str = "file") -> pathlib.Path:
+    """The resolved path of a file value a caller may have read.
+
+    Symlinks and ``..`` are resolved first: the file itself, not the name it
+    was given under, must lie in the upload folder or a shipped folder.
+
+    Raises:
+      InputError: anything else (logged; nothing of it is read), or a file
+        of the upload folder that no longer exists.
+    """
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+      raise self._refuse(value, what, "not a path")
+    text = str(value)
+    if _URL.match(text) or "\x00" in text:
+      raise self._refuse(value, what, "a URL or not a file name")
+    resolved = pathlib.Path(os.path.abspath(text)).resolve()
+    roots = (self.upload_root, *self.shipped_roots)
+    if not any(resolved.is_relative_to(pathlib.Path(root).resolve())
+               for root in roots):
+      raise self._refuse(value, what, "outside the upload and preset folders")
+    if not resolved.is_file():
+      raise InputError(f"{what} {display_name(text)} was not found on the "
+                       "server (uploads expire after a while); upload it again")
+    return resolved
+
+  @staticmethod
+  def _refuse(value: Any, what: str, why: str) -> InputError:
+    logging.warning("refused %s %r: %s", what, value, why)
+    shown = (f" ({display_name(value)})" if isinstance(value, str) and value
+             else "")
+    return InputError(f"{REFUSAL}: {what}{shown} is not an upload of this "
+                      "app; upload the file through the page or with "
+                      "gradio_client's handle_file")
 
 
 def file_path(value: Any) -> Optional[pathlib.Path]:

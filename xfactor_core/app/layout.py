@@ -1,0 +1,387 @@
+"""The page of XFactor Studio: its panels, and the wiring of their events.
+
+:func:`build_app` lays the page out (one helper per panel) and connects each
+widget event to its :class:`ui.Studio` handler with Gradio's dict form (a set
+of input components in, a dict keyed by component out); :class:`Widgets`
+translates between components and the widget names the handlers use. The
+page is a :class:`gate.GatedBlocks`, so every event, whichever endpoint it is
+called through, passes the gate before Gradio reads its values.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import gradio as gr
+
+from xfactor_core.app import gate, jobs, ui
+from xfactor_core.app.presets import PresetLibrary
+from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.uploads import Limits
+
+RESOLUTIONS = ("native", "64", "128", "192", "256", "320", "384", "512")
+SESSION_TTL_SECONDS = 2 * 3600
+VIDEO_TYPES = [".mp4", ".mov", ".webm", ".gif"]
+EXAMPLE_PAIRS = (
+    ("photo: astronaut", "zoom in"), ("synthetic room 1", "orbit left"),
+    ("photo: cat", "pan right"), ("photo: coffee cup", "spiral"),
+    ("synthetic room 2", "move up"), ("photo: rocket launch", "tilt down"),
+    ("synthetic room 3", "zoom in + pan right"),
+    ("synthetic room, 3 views (multi-view)", "orbit right"),
+)
+INTRO = """# XFactor Studio
+Transfer the **camera motion** of a video onto **another scene**.
+XFactor learns latent camera poses from plain videos (no 3D, no calibration):
+the motion of the target clip is encoded as a latent path and re-rendered
+from your context image. Click an example below to try it in one step."""
+
+
+# ------------------------------------------------------------------ widgets --
+
+
+class Widgets:
+  """The app's components by name, for Gradio's dict form.
+
+  :meth:`bind` adapts a :class:`ui.Studio` handler to an event: Gradio
+  passes the event's input components as a dict keyed by component, the
+  handler sees them keyed by name, and its update goes back keyed by
+  component.
+  """
+
+  def __init__(self, components: Mapping[str, gr.blocks.Block]):
+    self._components = dict(components)
+    self._names = {component._id: name
+                   for name, component in self._components.items()}
+
+  def __getitem__(self, name: str) -> gr.blocks.Block:
+    return self._components[name]
+
+  def inputs(self, names: Iterable[str]) -> set[gr.blocks.Block]:
+    """The input set of an event (Gradio's dict form)."""
+    return {self[name] for name in names}
+
+  def listed(self, names: Iterable[str]) -> list[gr.blocks.Block]:
+    """Components in order (outputs, or the inputs of a positional API)."""
+    return [self[name] for name in names]
+
+  def form(self, values: Mapping[gr.blocks.Block, Any]) -> dict[str, Any]:
+    """An event's input values, keyed by name."""
+    return {self._names[component._id]: value
+            for component, value in values.items()}
+
+  def keyed(self, update: Optional[ui.Update]) -> Any:
+    """A handler's update, keyed by component (``gr.skip()`` for none)."""
+    if update is None:
+      return None
+    if not update:
+      return gr.skip()
+    return {self[name]: value for name, value in update.items()}
+
+  def bind(self, handler: Callable) -> Callable:
+    """``handler(form, *special)`` as a dict-form event function."""
+    if inspect.isgeneratorfunction(handler):
+      @functools.wraps(handler)
+      def stream(values, *args, **kwargs):
+        for update in handler(self.form(values or {}), *args, **kwargs):
+          yield self.keyed(update)
+      return stream
+
+    @functools.wraps(handler)
+    def call(values, *args, **kwargs):
+      return self.keyed(handler(self.form(values or {}), *args, **kwargs))
+    return call
+
+
+# ------------------------------------------------------------------- layout --
+
+
+def _example_rows(presets: PresetLibrary) -> tuple[list[list[Any]], list[str]]:
+  rows, labels = [], []
+  for context_name, motion_name in EXAMPLE_PAIRS:
+    try:
+      context = presets.context(context_name)
+      presets.motion(motion_name)
+    except ValueError:
+      continue
+    rows.append([[str(f) for f in context.files], "Preset", motion_name])
+    labels.append(f"{context_name.replace('photo: ', '')} · {motion_name}")
+  return rows, labels
+
+
+def _model_row(registry: ModelRegistry) -> dict[str, gr.blocks.Block]:
+  with gr.Row():
+    model = gr.Dropdown(registry.choices(), value=registry.default_id,
+                        label="Model", scale=1, interactive=True,
+                        elem_id="model")
+    model_info = gr.Markdown(registry.describe(registry.default_id),
+                             elem_id="model-info")
+  return {"model": model, "model_info": model_info}
+
+
+def _context_column(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
+  gr.Markdown("### 1 · Context (the scene to film)")
+  context = gr.File(
+      file_count="multiple", file_types=["image"], elem_id="context",
+      label="Context image(s): one for stereo-monocular models, up to the "
+            "model's view count for multi-view models")
+  preview = gr.Gallery(label="Context", columns=5, height=130,
+                       object_fit="contain", interactive=False,
+                       allow_preview=False, fit_columns=False,
+                       show_label=False)
+  if presets.contexts:
+    gr.Examples([[[str(f) for f in c.files]] for c in presets.contexts],
+                inputs=[context], label="Example contexts",
+                example_labels=[c.name for c in presets.contexts],
+                cache_examples=False, examples_per_page=10,
+                api_name="load_context_example", api_visibility="private")
+  return {"context": context, "context_preview": preview}
+
+
+def _motion_column(presets: PresetLibrary, limits: Limits
+                   ) -> dict[str, gr.blocks.Block]:
+  gr.Markdown("### 2 · Motion (the camera move to copy)")
+  w: dict[str, gr.blocks.Block] = {}
+  w["source"] = gr.Radio(list(jobs.SOURCE_LABELS.values()), value="Preset",
+                         label="Motion from", elem_id="source")
+  with gr.Group(visible=True) as w["preset_group"]:
+    w["preset"] = gr.Dropdown(presets.motion_names,
+                              value=(presets.motion_names or [None])[0],
+                              label="Preset camera motion", elem_id="preset")
+    w["preset_preview"] = gr.Video(label="Preset clip", height=160,
+                                   autoplay=True, loop=True, interactive=False)
+    w["preset_note"] = gr.Markdown("")
+  with gr.Group(visible=False) as w["video_group"]:
+    w["video"] = gr.File(file_types=VIDEO_TYPES,
+                         label="Target video (mp4, mov, webm, gif)")
+  with gr.Group(visible=False) as w["frames_group"]:
+    w["frames"] = gr.File(file_count="multiple", file_types=["image"],
+                          label="Target frames (ordered by file name)")
+  with gr.Group(visible=False) as w["pair_group"]:
+    with gr.Row():
+      w["first"] = gr.Image(type="filepath", label="First view", height=160)
+      w["second"] = gr.Image(type="filepath", label="Second view", height=160)
+  with gr.Group(visible=False) as w["path_group"]:
+    w["camera_path"] = gr.File(file_types=[".npy"],
+                               label="Camera path (.npy from an export)")
+  with gr.Accordion("Options", open=False):
+    with gr.Row():
+      w["num_frames"] = gr.Slider(2, limits.max_frames,
+                                  value=jobs.DEFAULT_FRAMES, step=1,
+                                  label="Frames")
+      w["stride"] = gr.Slider(1, 10, value=1, step=1, label="Frame stride")
+      w["start"] = gr.Number(0, precision=0, minimum=0, label="Start frame")
+    with gr.Row():
+      w["resolution"] = gr.Dropdown(
+          list(RESOLUTIONS), value="native", label="Output resolution (px)",
+          info="the model renders at this size (a multiple of its patch "
+               "size); native = the size it was trained at")
+      w["fps"] = gr.Slider(4, 30, value=12, step=1, label="fps")
+      w["strength"] = gr.Slider(0.0, jobs.MAX_STRENGTH, value=1.0, step=0.05,
+                                label="Motion strength")
+    with gr.Row():
+      w["reverse"] = gr.Checkbox(False, label="Reverse")
+      w["ping_pong"] = gr.Checkbox(False, label="Ping-pong loop")
+  return w
+
+
+def _run_row() -> dict[str, gr.blocks.Block]:
+  with gr.Row():
+    run = gr.Button("Transfer camera motion", variant="primary",
+                    elem_id="run", scale=3)
+    cancel = gr.Button("Cancel", variant="stop", elem_id="cancel", scale=1)
+  status = gr.Markdown("", elem_id="status")
+  return {"run": run, "cancel": cancel, "status": status}
+
+
+def _examples(presets: PresetLibrary, w: Mapping[str, gr.blocks.Block]
+              ) -> Optional[gr.Examples]:
+  rows, labels = _example_rows(presets)
+  if not rows:
+    return None
+  return gr.Examples(rows, inputs=[w["context"], w["source"], w["preset"]],
+                     example_labels=labels, label="Examples: one click runs "
+                     "a transfer", cache_examples=False, examples_per_page=8,
+                     elem_id="examples")
+
+
+def _result_panel() -> dict[str, gr.blocks.Block]:
+  w: dict[str, gr.blocks.Block] = {}
+  with gr.Row(equal_height=False):
+    with gr.Column(scale=1):
+      w["result_video"] = gr.Video(label="Result", autoplay=True, loop=True,
+                                   interactive=False, height=320,
+                                   elem_id="result-video")
+      w["preview"] = gr.Gallery(label="Frames as they render", columns=8,
+                                height=150, interactive=False,
+                                elem_id="preview")
+    with gr.Column(scale=1):
+      w["scrub"] = gr.Slider(0, 1, value=0, step=0.05, interactive=False,
+                             label="Scrub (fractional frames blend the two "
+                                   "neighbouring latents)", elem_id="scrub")
+      with gr.Row():
+        w["scrub_target"] = gr.Image(label="Target frame", height=256,
+                                     interactive=False,
+                                     elem_id="scrub-target")
+        w["scrub_generated"] = gr.Image(label="Generated view", height=256,
+                                        interactive=False,
+                                        elem_id="scrub-generated")
+  return w
+
+
+def _export_panels(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
+  """Export, batch export and the TPS check, each in its accordion."""
+  w: dict[str, gr.blocks.Block] = {}
+  with gr.Accordion("Export", open=False):
+    w["export_button"] = gr.Button("Export zip (MP4, side-by-side, GIF, PNG "
+                                   "frames, camera path, settings)",
+                                   elem_id="export-button")
+    w["export_file"] = gr.File(label="Export", interactive=False,
+                               elem_id="export-file")
+  with gr.Accordion("Batch export", open=False):
+    gr.Markdown("Every motion onto every context: one MP4 each plus a "
+                "contact sheet, in one zip. Empty fields use the current "
+                "context / motion.")
+    with gr.Row():
+      w["batch_contexts"] = gr.File(file_count="multiple",
+                                    file_types=["image"],
+                                    label="Contexts (one image each)")
+      w["batch_presets"] = gr.Dropdown(presets.motion_names, multiselect=True,
+                                       label="Preset motions")
+      w["batch_videos"] = gr.File(file_count="multiple",
+                                  file_types=VIDEO_TYPES,
+                                  label="Target videos")
+    w["batch_button"] = gr.Button("Run batch export")
+    with gr.Row():
+      w["batch_file"] = gr.File(label="Batch zip", interactive=False)
+      w["batch_sheet"] = gr.Image(label="Contact sheet", interactive=False)
+  with gr.Accordion("Check transfer (TPS with COLMAP)", open=False):
+    w["check_button"] = gr.Button("Run the TPS check")
+    w["check_summary"] = gr.Markdown("")
+    with gr.Row():
+      w["check_table"] = gr.Dataframe(headers=["metric", "value"],
+                                      label="TPS", interactive=False)
+      w["check_plot"] = gr.Image(label="Camera trajectories",
+                                 interactive=False)
+  return w
+
+
+def _api_components(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
+  """Hidden components of the ``/transfer`` API endpoint."""
+  with gr.Group(visible=False):
+    return {
+        "api_context": gr.File(file_count="multiple", label="context"),
+        "api_target": gr.File(label="target"),
+        "api_preset": gr.Dropdown(presets.motion_names, value=None,
+                                  label="preset", allow_custom_value=True),
+        "api_num_frames": gr.Number(jobs.DEFAULT_FRAMES, precision=0,
+                                    label="num_frames"),
+        "api_video": gr.File(label="video"),
+        "api_path": gr.File(label="camera_path"),
+        "api_button": gr.Button("api"),
+    }
+
+
+# ------------------------------------------------------------------- events --
+
+
+def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
+                 examples: Optional[gr.Examples], max_jobs: int) -> None:
+  """Connects every widget event to its :class:`ui.Studio` handler."""
+  heavy = dict(concurrency_limit=max_jobs, concurrency_id="heavy")
+  quiet = dict(api_visibility="private", show_progress="hidden")
+  on = w.bind
+
+  w["model"].change(on(studio.describe_model), w.inputs(["model"]),
+                    w.listed(["model_info"]), **quiet)
+  w["context"].change(on(studio.context_gallery), w.inputs(["context"]),
+                      w.listed(["context_preview"]), **quiet)
+  w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
+                     w.listed(ui.SOURCE_GROUPS.values()), **quiet)
+  preview_outputs = w.listed(["preset_preview", "preset_note"])
+  w["preset"].change(on(studio.preset_preview), w.inputs(["preset"]),
+                     preview_outputs, **quiet)
+  demo.load(on(studio.preset_preview), w.inputs(["preset"]), preview_outputs,
+            **quiet)
+
+  # Each transfer first opens a job (not queued, so Cancel can name the job
+  # while it waits in the queue); Cancel asks that job to stop, and the job
+  # ends its event normally with the frames it had. Gradio's own
+  # ``cancels=`` kills the event instead, and the "error" status the killed
+  # event leaves on its outputs can land after the Cancel handler's text.
+  open_job = dict(fn=on(studio.open_job), inputs=set(),
+                  outputs=w.listed(["job"]), queue=False, **quiet)
+  transfer = dict(fn=on(studio.run_transfer),
+                  inputs=w.inputs(ui.TRANSFER_FIELDS),
+                  outputs=w.listed(ui.TRANSFER_OUTPUTS), **heavy)
+  transfer_events = [w["run"].click(**open_job).then(
+      api_name="transfer_ui", api_visibility="undocumented", **transfer)]
+  if examples is not None:
+    transfer_events.append(examples.load_input_event.then(**open_job).then(
+        api_name="example_transfer", api_visibility="private", **transfer))
+  for event in transfer_events:
+    event.success(on(studio.warm_scrub), w.inputs(["result"]), None,
+                  concurrency_limit=2, concurrency_id="scrub", **quiet)
+  w["cancel"].click(on(studio.cancel_job), w.inputs(["job"]),
+                    w.listed(["status"]), queue=False, **quiet)
+  w["scrub"].input(on(studio.scrub), w.inputs(["result", "scrub"]),
+                   w.listed(["scrub_target", "scrub_generated"]),
+                   trigger_mode="always_last", concurrency_limit=2,
+                   concurrency_id="scrub", **quiet)
+  w["export_button"].click(on(studio.export), w.inputs(["result"]),
+                           w.listed(["export_file"]),
+                           api_visibility="private", **heavy)
+  w["batch_button"].click(on(studio.batch), w.inputs(ui.BATCH_FIELDS),
+                          w.listed(["batch_file", "batch_sheet"]),
+                          api_visibility="private", **heavy)
+  w["check_button"].click(on(studio.check), w.inputs(["result"]),
+                          w.listed(["check_table", "check_plot",
+                                     "check_summary"]),
+                          api_visibility="private", **heavy)
+  w["api_button"].click(
+      studio.api_transfer,
+      w.listed(["api_context", "api_target", "api_preset", "api_num_frames"]),
+      w.listed(["api_video", "api_path"]), api_name="transfer", **heavy)
+
+
+def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
+  """The Blocks UI, queued (at most ``max_jobs`` transfers at once); launch
+  it yourself.
+
+  Every event, whichever endpoint it is called through, passes the
+  :mod:`gate` (uploads and presets only, file counts, finite numbers) before
+  Gradio reads its values.
+  """
+  gr.set_static_paths([str(studio.presets.root)])
+  with gate.GatedBlocks(
+      shipped_roots=[studio.presets.root], limits=studio.limits,
+      title="XFactor Studio", analytics_enabled=False,
+      delete_cache=(1800, ui.WORKDIR_MAX_AGE_SECONDS)) as demo:
+    parts: dict[str, gr.blocks.Block] = {
+        "result": gr.State(None, time_to_live=SESSION_TTL_SECONDS,
+                           delete_callback=studio.discard),
+        "job": gr.State(None),  # id of the session's latest transfer job
+    }
+    gr.Markdown(INTRO)
+    parts |= _model_row(studio.registry)
+    with gr.Row(equal_height=False):
+      with gr.Column(scale=1):
+        parts |= _context_column(studio.presets)
+      with gr.Column(scale=1):
+        parts |= _motion_column(studio.presets, studio.limits)
+    parts |= _run_row()
+    examples = _examples(studio.presets, parts)
+    parts |= _result_panel()
+    parts |= _export_panels(studio.presets)
+    parts |= _api_components(studio.presets)
+    _wire_events(studio, Widgets(parts), demo, examples, max_jobs)
+  demo.queue(default_concurrency_limit=max_jobs, max_size=32)
+  return demo
+
+
+def theme() -> gr.themes.Base:
+  """A theme with system fonts only (nothing is fetched from the web)."""
+  return gr.themes.Soft(
+      font=["ui-sans-serif", "system-ui", "sans-serif"],
+      font_mono=["ui-monospace", "monospace"])
