@@ -363,3 +363,65 @@ def read_model_info(path: PathLike) -> dict[str, Any]:
     if candidate.is_file():
       return json.loads(candidate.read_text())
   return {}
+
+
+# ------------------------------------------------------- split weight files --
+
+SPLIT_INDEX = "weights.json"
+
+
+def save_split_params(directory: PathLike, params: Params, *,
+                      dtype: Any = jnp.bfloat16,
+                      max_bytes: int = 15 * 2 ** 20) -> list[pathlib.Path]:
+  """Writes ``{"PoseEnc", "Render"}`` weights as msgpack parts of at most
+  ``max_bytes`` each (cast to ``dtype``), plus ``weights.json`` naming them.
+
+  For moving weights through channels that limit file sizes (the GPU
+  machine's output folder): ``load_split_params`` reads them back as float32.
+  A single parameter larger than ``max_bytes`` is an error.
+
+  Returns:
+    The written files, the index last.
+  """
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  flat = traverse_util.flatten_dict(
+      {"PoseEnc": params["PoseEnc"], "Render": params["Render"]}, sep="/")
+  parts: list[dict[str, np.ndarray]] = [{}]
+  size = 0
+  for name in sorted(flat):
+    leaf = np.asarray(jax.device_get(flat[name])).astype(dtype)
+    if leaf.nbytes > max_bytes:
+      raise CheckpointError(f"parameter {name} is {leaf.nbytes} bytes, more "
+                            f"than one part may hold ({max_bytes})")
+    if size + leaf.nbytes > max_bytes and parts[-1]:
+      parts.append({})
+      size = 0
+    parts[-1][name] = leaf
+    size += leaf.nbytes
+  written = []
+  for i, part in enumerate(parts):
+    file = directory / f"weights_{i:02d}.msgpack"
+    file.write_bytes(serialization.msgpack_serialize(part))
+    written.append(file)
+  index = directory / SPLIT_INDEX
+  index.write_text(json.dumps({"parts": [f.name for f in written],
+                               "dtype": jnp.dtype(dtype).name}, indent=1))
+  return written + [index]
+
+
+def load_split_params(directory: PathLike) -> Params:
+  """Reads weights written by :func:`save_split_params` (float32 numpy)."""
+  directory = pathlib.Path(directory)
+  index = directory / SPLIT_INDEX
+  if not index.is_file():
+    raise CheckpointError(f"{directory} has no {SPLIT_INDEX}: not a folder "
+                          "written by save_split_params")
+  flat = {}
+  for name in json.loads(index.read_text())["parts"]:
+    flat.update(_read_msgpack(directory / name))
+  params = traverse_util.unflatten_dict(
+      {k: np.asarray(v, np.float32) for k, v in flat.items()}, sep="/")
+  check_params(params, infer_config(params, source=directory),
+               source=directory)
+  return params
