@@ -36,7 +36,8 @@ CONFIG = pathlib.Path(recipe.__file__)
 COLUMNS = ("arm", "cpu_s_per_step", "steps", "transfer_psnr",
            "shuffled_psnr", "copy_psnr", "margin_shuffled", "margin_copy",
            "flow_corr", "flow_magnitude_ratio", "sharpness_ratio",
-           "tps_ok_fraction", "Rac_10", "Tac_30")
+           "tps_ok_fraction", "Rac_10", "Tac_30", "real_flow_corr",
+           "real_magnitude_ratio", "real_sharpness_ratio")
 
 
 def calibrate(arm: str, steps: int) -> float:
@@ -130,6 +131,11 @@ def table_row(result: dict) -> dict:
       tps_ok_fraction=model.get("tps_ok_fraction", float("nan")),
       Rac_10=model.get("Rac_10", float("nan")),
       Tac_30=model.get("Tac_30", float("nan")))
+  real = result["eval"].get("real_clip", {}).get("model", {})
+  row.update(real_flow_corr=real.get("flow_corr", float("nan")),
+             real_magnitude_ratio=real.get("flow_magnitude_ratio",
+                                           float("nan")),
+             real_sharpness_ratio=real.get("sharpness_ratio", float("nan")))
   row["margin_shuffled"] = row["transfer_psnr"] - row["shuffled_psnr"]
   row["margin_copy"] = row["transfer_psnr"] - row["copy_psnr"]
   return row

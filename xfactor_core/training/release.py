@@ -9,6 +9,11 @@ Writes into ``--out``: the weights only, in the published clu checkpoint layout
 ``model.json`` (plus steps, wall time and hardware), ``transfers.png`` (held-out
 synthetic transfers: target clip, the transfer into another scene, and that
 scene's ground truth under the same motion) and ``README.md``, the model card.
+With ``--real-clip DIR`` (target/ frames of a real video) also
+``photo_transfers.png``: that clip's camera motion transferred onto the held-out
+photos (the app's examples, never seen in training), at the output size the
+app uses. ``--ablation-json`` adds the recipe ablation table
+(``benchmarks/ablation.py --json``) to the card.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import numpy as np
 from PIL import Image
 
 from xfactor_core import checkpoints, evaluate
-from xfactor_core.data import synthetic
+from xfactor_core.data import photos, synthetic
+from xfactor_core.inference import media
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference.pipeline import TransferPipeline
 from xfactor_core.training.writer import read_metrics
@@ -83,8 +89,66 @@ def transfer_strip(pipe: TransferPipeline, seed: int, num_pairs: int = 3,
   return np.concatenate(rows[:-1], axis=0)
 
 
+def photo_strip(pipe: TransferPipeline, clip_dir: pathlib.Path,
+                num_columns: int = 6, tile: int = 192) -> np.ndarray:
+  """Rows per held-out photo: the photo, then frames of the real clip's
+  camera motion transferred onto it, every ``len / (num_columns - 1)``-th
+  frame, each ``tile`` pixels square (rendered at the app's default output
+  size and shrunk for the card)."""
+  target = np.stack([media.read_image(f) for f in sorted(
+      (clip_dir / "target").iterdir()) if media.is_image_file(f)])
+  path = pipe.camera_path(pipe.prepare(target))
+  shown = np.linspace(0, len(path) - 1, num_columns - 1).round().astype(int)
+  rows = []
+  for name in photos.HELD_OUT_PHOTOS:
+    photo = photos.load_photo(name)
+    context = pipe.prepare([photo])
+    size = pipe.default_output_size([photo])
+    sample_from = (pipe.prepare([photo], size=size)
+                   if size != pipe.image_size else None)
+    frames = frame_utils.to_uint8(pipe.render(context, path[shown],
+                                              sample_from=sample_from))
+    cells = [frame_utils.prepare_frames([photo], tile)[0]] + [
+        frame_utils.prepare_frames([f], tile)[0] for f in frames]
+    cells = frame_utils.to_uint8(np.stack(cells))
+    gap = np.full((tile, 4, 3), 255, np.uint8)
+    row = [cells[0], np.full((tile, 12, 3), 255, np.uint8)]
+    for cell in cells[1:]:
+      row += [cell, gap]
+    rows += [np.concatenate(row[:-1], axis=1),
+             np.full((4, sum(c.shape[1] for c in row[:-1]), 3), 255,
+                     np.uint8)]
+  return np.concatenate(rows[:-1], axis=0)
+
+
+def ablation_markdown(document: dict[str, Any]) -> str:
+  """The recipe ablation table (``benchmarks/ablation.py --json``)."""
+  columns = [("arm", "arm"), ("steps", "steps"),
+             ("transfer_psnr", "transfer PSNR"),
+             ("margin_shuffled", "vs shuffled"), ("margin_copy", "vs copy"),
+             ("flow_corr", "flow corr"),
+             ("flow_magnitude_ratio", "flow magnitude"),
+             ("sharpness_ratio", "sharpness"),
+             ("real_flow_corr", "real clip flow corr"),
+             ("real_sharpness_ratio", "real clip sharpness")]
+  present = [(k, title) for k, title in columns
+             if any(k in row for row in document["rows"])]
+  fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)
+  lines = ["| " + " | ".join(t for _, t in present) + " |",
+           "|---" * len(present) + "|"]
+  for row in document["rows"]:
+    lines.append("| " + " | ".join(fmt(row.get(k, "")) for k, _ in present)
+                 + " |")
+  lines += ["", f"Each arm trained for {document.get('core_minutes')} CPU "
+            "minutes on one core (`benchmarks/ablation.py`); the levers of "
+            "each arm are in `xfactor_core/configs/recipe.py`."]
+  return "\n".join(lines)
+
+
 def _model_card(info: dict[str, Any], eval_markdown: Optional[str],
-                command: str, notes: Optional[str] = None) -> str:
+                command: str, notes: Optional[str] = None,
+                ablation: Optional[str] = None,
+                has_photo_strip: bool = False) -> str:
   config = info.get("config", {})
   lines = [
       f"# {info.get('name', 'model')}: {info.get('kind', '')} XFactor model",
@@ -114,8 +178,19 @@ def _model_card(info: dict[str, Any], eval_markdown: Optional[str],
     lines += ["## Transfer benchmark", "",
               "`python -m xfactor_core.evaluate` on held-out synthetic pairs "
               "(world seed not used in training):", "", eval_markdown, ""]
+  if ablation:
+    lines += ["## Recipe ablation", "", ablation, ""]
   if notes:
     lines += ["## Notes", "", notes.strip(), ""]
+  if has_photo_strip:
+    lines += ["## A real clip's motion on held-out photos", "",
+              "![photo transfers](photo_transfers.png)", "",
+              "Each row: a photo the model never saw in training (the app's "
+              "examples), then the camera motion of a real 30-frame "
+              "walk-through video (the reference clip of the published "
+              "model's transfer, not shipped here) transferred onto it, at "
+              "frames spread over the clip, rendered at the app's default "
+              "output size.", ""]
   lines += ["## Transfers", "",
             "![transfers](transfers.png)", "",
             "Each group of three rows: the target clip (scene A), its camera motion "
@@ -126,7 +201,9 @@ def _model_card(info: dict[str, Any], eval_markdown: Optional[str],
 
 def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
             eval_json: Optional[pathlib.Path] = None, strip_seed: int = 4242,
-            notes: Optional[str] = None) -> pathlib.Path:
+            notes: Optional[str] = None,
+            real_clip: Optional[pathlib.Path] = None,
+            ablation_json: Optional[pathlib.Path] = None) -> pathlib.Path:
   """Writes the model folder ``out`` from the run in ``workdir``."""
   state, file = checkpoints.load_state(workdir)
   params = checkpoints.params_from_state(state, file)
@@ -143,10 +220,26 @@ def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
   (out / checkpoints.MODEL_INFO).write_text(json.dumps(info, indent=1))
   pipe = TransferPipeline.from_checkpoint(out)
   Image.fromarray(transfer_strip(pipe, strip_seed)).save(out / "transfers.png")
+  if real_clip is not None:
+    Image.fromarray(photo_strip(pipe, real_clip)).save(
+        out / "photo_transfers.png")
   eval_md = None
   if eval_json is not None:
-    eval_md = evaluate.to_markdown(json.loads(eval_json.read_text()))
-  (out / "README.md").write_text(_model_card(info, eval_md, command, notes))
+    result = json.loads(eval_json.read_text())
+    eval_md = evaluate.to_markdown(result)
+    if "real_clip" in result:
+      eval_md += "\n\n" + evaluate.to_markdown(
+          {"rows": result["real_clip"], "settings": {
+              "target": "Real clip: the published transfer's target video "
+                        "transferred onto its first frame, against the "
+                        "published transfer",
+              "oracle": result["settings"].get("oracle")}},
+          evaluate.REAL_CLIP_KEYS)
+  ablation = (ablation_markdown(json.loads(ablation_json.read_text()))
+              if ablation_json is not None else None)
+  (out / "README.md").write_text(_model_card(
+      info, eval_md, command, notes, ablation,
+      has_photo_strip=real_clip is not None))
   return out
 
 
@@ -161,9 +254,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--notes", type=pathlib.Path, default=None,
                       help="a Markdown file for the card's Notes section "
                            "(what the numbers mean, what is still missing)")
+  parser.add_argument("--real-clip", type=pathlib.Path, default=None,
+                      help="a folder with target/ frames of a real video: "
+                           "adds photo_transfers.png")
+  parser.add_argument("--ablation-json", type=pathlib.Path, default=None,
+                      help="benchmarks/ablation.py --json output for the card")
   args = parser.parse_args(argv)
   notes = args.notes.read_text() if args.notes else None
-  release(args.workdir, args.out, args.command, args.eval_json, notes=notes)
+  release(args.workdir, args.out, args.command, args.eval_json, notes=notes,
+          real_clip=args.real_clip, ablation_json=args.ablation_json)
   return 0
 
 
