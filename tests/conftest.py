@@ -31,3 +31,37 @@ def reference_dir() -> pathlib.Path:
   if not REFERENCE.is_dir():
     pytest.fail(f"reference files missing: expected {REFERENCE} beside the checkout")
   return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def tiny_flow_checkpoint(tmp_path_factory) -> pathlib.Path:
+  """A randomly initialised flow-renderer model (64 px, patch 8) saved as our
+  trainer saves runs: weights plus model.json."""
+  import json
+
+  import jax
+  import numpy as np
+
+  from xfactor_core import checkpoints, models
+
+  config = checkpoints.ModelConfig(features=32, num_heads=2, patch_size=8,
+                                   pose_layers=1, render_layers=1, pose_dim=8,
+                                   num_global_tokens=2, render_output="flow")
+  pose_enc = models.PoseEnc(**config.pose_enc_kwargs())
+  render = models.Render(**config.render_kwargs())
+  x = np.zeros((1, 2, 64, 64, 3), np.float32)
+  params = {
+      "PoseEnc": pose_enc.init(jax.random.key(0), x)["params"],
+      "Render": render.init(jax.random.key(1), x[:, :1],
+                            np.zeros((1, 2, 8), np.float32))["params"],
+  }
+  # Non-zero offsets, so that the renders move with the latent.
+  head = params["Render"]["AppearanceFlowHead_0"]["view_head"]["Dense_2"]
+  head["kernel"] = jax.random.normal(jax.random.key(2),
+                                     head["kernel"].shape) * 0.05
+  directory = tmp_path_factory.mktemp("flow_model")
+  checkpoints.save_params(directory, params)
+  (directory / checkpoints.MODEL_INFO).write_text(json.dumps({
+      "name": "tiny_flow", "kind": "stereo-monocular", "image_size": 64,
+      "num_context_views": 1, "config": config.to_dict()}))
+  return directory

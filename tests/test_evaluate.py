@@ -92,3 +92,28 @@ def test_cli_writes_json_and_markdown_with_one_bar_per_stage(
   # Each stage opens one progress bar (it used to open one per update).
   for stage in ("rendering pairs", "transferring"):
     assert captured.err.count(f"{stage}:   0%") == 1, captured.err
+
+
+def test_motion_scores_and_the_real_clip_section(tiny_flow_checkpoint,
+                                                 reference_dir):
+  settings = evaluate.EvalSettings(num_pairs=2, num_frames=4, oracle="none",
+                                   probe_train=0, probe_test=0, batch_size=4)
+  rows = evaluate.evaluate_checkpoint(tiny_flow_checkpoint, settings)["rows"]
+  for method in evaluate.METHODS:
+    for key in ("flow_corr", "flow_magnitude_ratio", "sharpness_ratio"):
+      assert np.isfinite(rows[method][key]), (method, key)
+  # Copying the context does not move.
+  assert rows["copy_context"]["flow_corr"] == 0.0
+  assert rows["copy_context"]["flow_magnitude_ratio"] < 0.05
+  pipe = TransferPipeline.from_checkpoint(tiny_flow_checkpoint)
+  real = evaluate.real_clip_benchmark(pipe, reference_dir / "example_videos",
+                                      oracle="none")
+  assert set(real) == {"model", "copy_context"}
+  for key in ("psnr", "flow_corr", "flow_magnitude_ratio", "sharpness_ratio"):
+    assert np.isfinite(real["model"][key]), key
+  # The flow model renders at the published frames' size from the sharp
+  # context: about as sharp as the published transfer.
+  assert real["model"]["sharpness_ratio"] > 0.5
+  md = evaluate.to_markdown({"rows": real, "settings": {"target": "x"}},
+                            evaluate.REAL_CLIP_KEYS)
+  assert "| copy_context |" in md and "flow_corr" in md

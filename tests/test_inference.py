@@ -10,6 +10,7 @@ from PIL import Image
 
 from xfactor_core import checkpoints, transfer
 from xfactor_core.inference import media, model_frames
+from xfactor_core.metrics import motion
 from xfactor_core.inference.pipeline import (TransferError, TransferPipeline,
                                              interpolate_path, reference_order)
 
@@ -285,3 +286,76 @@ def test_cli_end_to_end(reference_dir, tmp_path):
                         str(context), "--target", *pair, "--out",
                         str(tmp_path / "bad.mp4")]) == 2
   assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_flow_models_render_at_any_output_size(tiny_flow_checkpoint,
+                                               reference_dir):
+  pipe = TransferPipeline.from_checkpoint(tiny_flow_checkpoint)
+  assert pipe.renders_any_size and pipe.image_size == 64
+  photo = np.random.default_rng(0).integers(0, 256, (300, 400, 3), np.uint8)
+  assert pipe.default_output_size([photo]) == 300
+  big = np.zeros((2000, 1500, 3), np.uint8)
+  assert pipe.default_output_size([big]) == 512
+  context = pipe.prepare([photo])
+  path = pipe.camera_path(pipe.prepare([photo, np.roll(photo, 9, axis=1)]))
+  hi = pipe.prepare([photo], size=200)
+  frames = pipe.render(context, path, sample_from=hi)
+  assert frames.shape == (2, 200, 200, 3)
+  low = pipe.render(context, path)
+  assert low.shape == (2, 64, 64, 3)
+  # The high-resolution output keeps the photo's detail; the model-size one
+  # enlarged to the same size does not.
+  sharp = motion.sharpness(model_frames.to_uint8(frames))
+  enlarged = motion.sharpness(model_frames.to_uint8(
+      model_frames.prepare_frames(model_frames.to_uint8(low), 200)))
+  assert sharp > 1.5 * enlarged
+  with pytest.raises(TransferError, match="outside 32..1024"):
+    pipe.check_output_size(4096)
+  with pytest.raises(TransferError, match="sample_from must hold the 1"):
+    pipe.render(context, path, sample_from=np.concatenate([hi, hi]))
+
+
+def test_rgb_models_render_at_their_own_size_only(reference_dir):
+  pipe = TransferPipeline.from_checkpoint(
+      reference_dir / "official_format_checkpoint", image_size=64)
+  assert not pipe.renders_any_size
+  assert pipe.check_output_size(None) == 64 == pipe.check_output_size(64)
+  assert pipe.default_output_size([np.zeros((500, 500, 3), np.uint8)]) == 64
+  with pytest.raises(TransferError, match="published RGB head"):
+    pipe.check_output_size(256)
+
+
+def test_crop_note_names_non_square_contexts():
+  assert model_frames.crop_note([np.zeros((64, 64, 3))]) == ""
+  note = model_frames.crop_note([np.zeros((64, 64, 3)),
+                                 np.zeros((720, 1280, 3))])
+  assert "context[1] is 1280 x 720" in note and "centre 720 x 720" in note
+  assert "Crop the image" in note
+
+
+def test_cli_output_size_of_flow_and_rgb_models(tiny_flow_checkpoint,
+                                                reference_dir, tmp_path,
+                                                caplog):
+  target = reference_dir / "example_videos" / "target"
+  pair = [str(target / "000.jpg"), str(target / "010.jpg")]
+  wide = tmp_path / "wide.png"
+  Image.fromarray(np.random.default_rng(0).integers(
+      0, 256, (180, 320, 3), np.uint8)).save(wide)
+  flow_args = ["--checkpoint", str(tiny_flow_checkpoint), "--context",
+               str(wide), "--target", *pair]
+  # Default: the photo's own resolution (its centre square, 180 px).
+  assert transfer.main(flow_args + ["--out", str(tmp_path / "a.mp4")]) == 0
+  assert media.read_video(tmp_path / "a.mp4").shape == (2, 180, 180, 3)
+  assert "is 320 x 180, not square" in caplog.text
+  assert transfer.main(flow_args + ["--size", "96", "--out",
+                                    str(tmp_path / "b.mp4")]) == 0
+  assert media.read_video(tmp_path / "b.mp4").shape == (2, 96, 96, 3)
+  assert transfer.main(flow_args + ["--size", "5000", "--out",
+                                    str(tmp_path / "c.mp4")]) == 2
+  assert "outside 32..1024" in caplog.text
+  assert not (tmp_path / "c.mp4").exists()
+  rgb_args = ["--checkpoint", str(reference_dir / "official_format_checkpoint"),
+              "--context", str(wide), "--target", *pair]
+  assert transfer.main(rgb_args + ["--size", "64", "--out",
+                                   str(tmp_path / "d.mp4")]) == 0
+  assert media.read_video(tmp_path / "d.mp4").shape == (2, 64, 64, 3)
