@@ -5,7 +5,9 @@ on one core each, then benchmark each with ``xfactor_core.evaluate``.
         [--arms today levers flow photos supervised] [--core-minutes 30] \\
         [--parallel 2] [--num-pairs 32] [--tps-pairs 8] [--json OUT]
 
-Arms are the configs of ``xfactor_core/configs/recipe.py``. Equal compute is
+Arms are the configs of ``xfactor_core/configs/recipe.py``; ``ARM@LR`` (e.g.
+``supervised@3e-4``, see ``--peak-lrs``) is an arm at another peak learning
+rate, for a learning-rate sweep. Equal compute is
 equal CPU time: each arm's CPU seconds per optimiser step are measured first
 (``--calibrate-steps`` compiled steps in a fresh process pinned to one core,
 ``time.process_time``, so other load on the machine does not distort it), and
@@ -79,12 +81,14 @@ def _arm_job(arm: str, core: int, args: argparse.Namespace,
   """Calibrates (once), trains and evaluates one arm on one core."""
   directory = root / arm
   directory.mkdir(parents=True, exist_ok=True)
+  config_arm, _, peak_lr = arm.partition("@")
+  lr_flags = [f"--config.optimizer.peak_lr={peak_lr}"] if peak_lr else []
   plan_file = directory / "plan.json"
   if plan_file.is_file():
     plan = json.loads(plan_file.read_text())
   else:
     out = subprocess.run(
-        _pinned(core, [sys.executable, __file__, "--calibrate", arm,
+        _pinned(core, [sys.executable, __file__, "--calibrate", config_arm,
                        "--calibrate-steps", str(args.calibrate_steps)]),
         capture_output=True, text=True, check=True)
     seconds = float(out.stdout.strip().splitlines()[-1])
@@ -96,8 +100,8 @@ def _arm_job(arm: str, core: int, args: argparse.Namespace,
   run_dir = directory / "run"
   _run(_pinned(core, [
       sys.executable, "-m", "xfactor_core.train",
-      f"--config={CONFIG}:{arm}", f"--workdir={run_dir}",
-      f"--config.total_steps={steps}",
+      f"--config={CONFIG}:{config_arm}", f"--workdir={run_dir}",
+      f"--config.total_steps={steps}", *lr_flags,
       f"--config.checkpoint_every={max(steps // 4, 1)}",
       f"--config.eval_every={max(steps // 4, 1)}",
       "--config.progress_bar=False"]), directory / "train.log")
@@ -146,6 +150,9 @@ def main() -> None:
   parser.add_argument("--workdir", default="workdirs/ablation")
   parser.add_argument("--arms", nargs="+", default=list(recipe.ARMS),
                       choices=recipe.ARMS)
+  parser.add_argument("--peak-lrs", nargs="*", type=float, default=[],
+                      help="also train the last arm at these peak learning "
+                           "rates (a learning-rate sweep)")
   parser.add_argument("--core-minutes", type=float, default=30.0,
                       help="CPU minutes of training per arm")
   parser.add_argument("--parallel", type=int, default=2,
@@ -166,6 +173,8 @@ def main() -> None:
     print(calibrate(args.calibrate, args.calibrate_steps))
     return
 
+  args.arms = list(args.arms) + [f"{args.arms[-1]}@{lr:g}"
+                                  for lr in args.peak_lrs]
   root = pathlib.Path(args.workdir)
   cores = list(range(min(args.parallel, os.cpu_count() or 1)))
   results = {}
