@@ -29,7 +29,7 @@ import numpy as np
 
 from xfactor_core import benchmarking
 from xfactor_core.configs import published_sm, synthetic_sm, synthetic_tiny
-from xfactor_core.training import inputs, perceptual, trainer
+from xfactor_core.training import inputs, perceptual, sharding, trainer
 
 CONFIGS = {
     "tiny": synthetic_tiny.get_config,
@@ -65,7 +65,7 @@ def benchmark(name: str, args: argparse.Namespace, peak: float) -> dict:
   """Times one config; returns a table row."""
   on_cpu = jax.default_backend() == "cpu"
   config = _settings(name, args, on_cpu)
-  mesh = inputs.make_mesh()
+  mesh = sharding.make_mesh()
   spec = trainer.make_step_spec(config)
   distance = perceptual.ssim_distance
   functions = trainer.step_functions(spec, mesh, distance)

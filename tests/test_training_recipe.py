@@ -9,7 +9,8 @@ import pytest
 
 from xfactor_core.configs import recipe, synthetic_tiny
 from xfactor_core.data import synthetic
-from xfactor_core.training import inputs, objective, optim, perceptual, trainer
+from xfactor_core.training import (inputs, objective, optim, perceptual,
+                                   sharding, trainer)
 from xfactor_core.training.writer import read_metrics
 
 
@@ -161,4 +162,4 @@ def test_a_run_with_every_lever(tmp_path):
     bad = synthetic_tiny.get_config()
     bad.data.world.photo_scene_prob = 0.5
     trainer.make_train_inputs(bad, trainer.make_step_spec(bad),
-                              inputs.make_mesh(), 8, 0)
+                              sharding.make_mesh(), 8, 0)

@@ -1,4 +1,5 @@
-"""Process-level JAX settings for the entry points (CLI, app, benchmarks).
+"""Process-level JAX settings for the entry points (CLI, app, benchmarks):
+the compilation cache, and joining a multi-process run.
 
 Library code never calls these; entry points do, once, before compiling.
 """
@@ -11,6 +12,7 @@ import pathlib
 from typing import Optional
 
 import jax
+import ml_collections
 
 DEFAULT_CACHE_DIR = pathlib.Path(
     os.environ.get("XFACTOR_COMPILATION_CACHE",
@@ -38,3 +40,34 @@ def enable_compilation_cache(path: Optional[os.PathLike] = None,
                     min_compile_seconds)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return directory
+
+
+def initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """Joins a multi-process run when configured (call before any JAX work).
+
+  ``config.distributed.coordinator_address`` (or the environment variable
+  XFACTOR_COORDINATOR_ADDRESS) ``host:port`` with num_processes and process_id
+  (or XFACTOR_NUM_PROCESSES / XFACTOR_PROCESS_ID) starts
+  ``jax.distributed.initialize``; "auto" lets JAX detect the cluster (SLURM,
+  Open MPI, cloud TPU); empty: a single process.
+  """
+  settings = config.get("distributed", ml_collections.ConfigDict())
+  address = (settings.get("coordinator_address", "")
+             or os.environ.get("XFACTOR_COORDINATOR_ADDRESS", ""))
+  if not address:
+    return
+  if address == "auto":
+    jax.distributed.initialize()
+  else:
+    processes = int(os.environ.get("XFACTOR_NUM_PROCESSES",
+                                   settings.get("num_processes", 1)))
+    process_id = int(os.environ.get("XFACTOR_PROCESS_ID",
+                                    settings.get("process_id", 0)))
+    if not 0 <= process_id < processes:
+      raise ValueError(f"process_id={process_id} must lie in [0, "
+                       f"{processes}) (num_processes={processes})")
+    jax.distributed.initialize(coordinator_address=address,
+                               num_processes=processes, process_id=process_id)
+  logging.info("process %d of %d; %d local and %d global devices",
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())

@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.getLogger().setLevel(logging.INFO)
   config = _CONFIG.value
-  trainer.initialize_distributed(config)
+  runtime.initialize_distributed(config)
   runtime.enable_compilation_cache()
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)

@@ -25,54 +25,19 @@ import functools
 import logging
 import queue
 import threading
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from xfactor_core.data import sampling
 from xfactor_core.data import scene_sampling
 from xfactor_core.data.scene_render import NUM_OBJECT_SLOTS
+from xfactor_core.training import sharding
 
-DATA_AXIS = "data"
 Batch = dict[str, jax.Array]
-
-
-def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A 1-D mesh over all devices (of all processes), axis ``data``."""
-  devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Leading (batch) axis split over the ``data`` axis."""
-  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
-
-
-def replicated(mesh: Mesh) -> NamedSharding:
-  """The same full value on every device."""
-  return NamedSharding(mesh, PartitionSpec())
-
-
-def global_array(value: Any, sharding: NamedSharding) -> jax.Array:
-  """A global array from a host value every process holds in full."""
-  value = np.asarray(value)
-  return jax.make_array_from_callback(value.shape, sharding,
-                                      lambda index: value[index])
-
-
-def to_host(x: jax.Array) -> np.ndarray:
-  """The full value of a (possibly multi-process) global array as numpy."""
-  if not isinstance(x, jax.Array):
-    return np.asarray(x)
-  if x.is_fully_addressable:
-    return np.asarray(x)
-  if x.is_fully_replicated:
-    return np.asarray(x.addressable_data(0))
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top,line-too-long
-  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def reference_index(num_views: int) -> int:
@@ -157,7 +122,7 @@ def synthetic_generator(mesh: Mesh, batch_size: int, num_views: int,
   Cached per (mesh, sizes) so repeated trainers in one process compile once.
   """
   from xfactor_core.data import synthetic  # pylint: disable=g-import-not-at-top
-  shards = mesh.shape[DATA_AXIS]
+  shards = mesh.shape[sharding.DATA_AXIS]
   if batch_size % shards:
     raise ValueError(f"batch size {batch_size} is not divisible by the "
                      f"{shards} devices; use a multiple of {shards}")
@@ -168,7 +133,7 @@ def synthetic_generator(mesh: Mesh, batch_size: int, num_views: int,
   reference = reference_index(num_views)
 
   def render_shard(key, world, atlas):
-    first = jax.lax.axis_index(DATA_AXIS) * per_shard
+    first = jax.lax.axis_index(sharding.DATA_AXIS) * per_shard
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(
         first + jnp.arange(per_shard))
 
@@ -190,7 +155,8 @@ def synthetic_generator(mesh: Mesh, batch_size: int, num_views: int,
   generate = jax.shard_map(render_shard, mesh=mesh,
                            in_specs=(PartitionSpec(), PartitionSpec(),
                                      PartitionSpec()),
-                           out_specs=PartitionSpec(DATA_AXIS), check_vma=False)
+                           out_specs=PartitionSpec(sharding.DATA_AXIS),
+                           check_vma=False)
   return jax.jit(generate)
 
 
@@ -213,7 +179,7 @@ class SyntheticInputs:
     self._schedule = schedule
     atlas = texture_atlas(schedule.photos)
     self._atlas = (None if atlas is None
-                   else global_array(atlas, replicated(mesh)))
+                   else sharding.global_array(atlas, sharding.replicated(mesh)))
     self.seed = seed
     self.batch_size = batch_size
 
@@ -251,7 +217,7 @@ class DatasetInputs:
     if batch_size % processes:
       raise ValueError(f"batch size {batch_size} is not divisible by the "
                        f"{processes} processes")
-    self._sharding = batch_sharding(mesh)
+    self._sharding = sharding.batch_sharding(mesh)
     self._batch_size = batch_size
     self._batches_per_step = batches_per_step
     self.seed = seed

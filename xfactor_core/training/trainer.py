@@ -7,7 +7,8 @@
 Data parallel with ``jax.sharding``: one mesh axis ``data`` over all devices of
 all processes; batches are split over it, parameters and optimiser state are
 replicated, and XLA inserts the gradient all-reduce. The same command runs on
-one CPU or many GPUs (several hosts: see :func:`initialize_distributed`).
+one CPU or many GPUs (several hosts: see
+``xfactor_core.runtime.initialize_distributed``).
 
 Work directory layout::
 
@@ -63,6 +64,7 @@ from xfactor_core import models
 from xfactor_core.training import inputs
 from xfactor_core.training import objective
 from xfactor_core.training import optim
+from xfactor_core.training import sharding
 from xfactor_core.training import perceptual as perceptual_lib
 from xfactor_core.training.writer import MetricWriter
 
@@ -243,7 +245,7 @@ def create_train_state(config: Union[ml_collections.ConfigDict, StepSpec],
     mesh: the device mesh.
   """
   spec = config if isinstance(config, StepSpec) else make_step_spec(config)
-  mesh = mesh or inputs.make_mesh()
+  mesh = mesh or sharding.make_mesh()
   return step_functions(spec, mesh).init(key)
 
 
@@ -379,8 +381,8 @@ def step_functions(spec: StepSpec, mesh: Mesh,
   """The jitted step functions of a spec on a mesh: parameters and optimiser
   state replicated, batches split over the ``data`` axis. Cached, so runs in
   one process that share a spec compile once."""
-  replicated = inputs.replicated(mesh)
-  batch = inputs.batch_sharding(mesh)
+  replicated = sharding.replicated(mesh)
+  batch = sharding.batch_sharding(mesh)
   init = jax.jit(functools.partial(_new_state, spec), out_shardings=replicated)
   step = jax.jit(
       functools.partial(train_step, spec=spec,
@@ -411,7 +413,7 @@ def decode_text(value: Any) -> str:
 
 
 def _host_tree(tree: Any) -> Any:
-  return jax.tree.map(inputs.to_host, tree)
+  return jax.tree.map(sharding.to_host, tree)
 
 
 def state_dict(state: TrainState, *, config: ml_collections.ConfigDict,
@@ -419,10 +421,10 @@ def state_dict(state: TrainState, *, config: ml_collections.ConfigDict,
                accumulation_steps: int) -> dict[str, Any]:
   """The checkpoint dictionary (numpy) of a train state."""
   return {
-      "step": np.int64(inputs.to_host(state.step)),
+      "step": np.int64(sharding.to_host(state.step)),
       "params": _host_tree(state.params),
       "opt_state": serialization.to_state_dict(_host_tree(state.opt_state)),
-      "key": inputs.to_host(state.key),
+      "key": sharding.to_host(state.key),
       "data": {k: (encode_text(v) if isinstance(v, str) else np.int64(v))
                for k, v in data_state.items()},
       "perceptual": encode_text(perceptual_name),
@@ -477,8 +479,8 @@ def restore_state(template: TrainState, directory: PathLike,
   restored = jax.tree.map(
       lambda t, x: np.asarray(x, dtype=np.asarray(t).dtype),
       host_template, restored)
-  sharding = inputs.replicated(mesh)
-  return jax.tree.map(lambda x: inputs.global_array(x, sharding),
+  replicated = sharding.replicated(mesh)
+  return jax.tree.map(lambda x: sharding.global_array(x, replicated),
                       restored), stored
 
 
@@ -509,8 +511,8 @@ def load_pose_encoder(path: PathLike, spec: StepSpec) -> Params:
 def with_pose_encoder(state: TrainState, pose_params: Params,
                       mesh: Mesh) -> TrainState:
   """``state`` with its PoseEnc weights replaced (replicated over ``mesh``)."""
-  sharding = inputs.replicated(mesh)
-  pose_params = jax.tree.map(lambda x: inputs.global_array(x, sharding),
+  replicated = sharding.replicated(mesh)
+  pose_params = jax.tree.map(lambda x: sharding.global_array(x, replicated),
                              pose_params)
   return state.replace(params={**state.params, "PoseEnc": pose_params})
 
@@ -530,40 +532,6 @@ def write_model_info(workdir: pathlib.Path, config: ml_collections.ConfigDict,
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(info, indent=1) + "\n")
   os.replace(tmp, path)
-
-
-# ----------------------------------------------------------- distribution --
-
-
-def initialize_distributed(config: ml_collections.ConfigDict) -> None:
-  """Joins a multi-process run when configured (call before any JAX work).
-
-  ``config.distributed.coordinator_address`` (or the environment variable
-  XFACTOR_COORDINATOR_ADDRESS) ``host:port`` with num_processes and process_id
-  (or XFACTOR_NUM_PROCESSES / XFACTOR_PROCESS_ID) starts
-  ``jax.distributed.initialize``; "auto" lets JAX detect the cluster (SLURM,
-  Open MPI, cloud TPU); empty: a single process.
-  """
-  settings = config.get("distributed", ml_collections.ConfigDict())
-  address = (settings.get("coordinator_address", "")
-             or os.environ.get("XFACTOR_COORDINATOR_ADDRESS", ""))
-  if not address:
-    return
-  if address == "auto":
-    jax.distributed.initialize()
-  else:
-    processes = int(os.environ.get("XFACTOR_NUM_PROCESSES",
-                                   settings.get("num_processes", 1)))
-    process_id = int(os.environ.get("XFACTOR_PROCESS_ID",
-                                    settings.get("process_id", 0)))
-    if not 0 <= process_id < processes:
-      raise ConfigError(f"process_id={process_id} must lie in [0, "
-                        f"{processes}) (num_processes={processes})")
-    jax.distributed.initialize(coordinator_address=address,
-                               num_processes=processes, process_id=process_id)
-  logging.info("process %d of %d; %d local and %d global devices",
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
 
 
 # ------------------------------------------------------------ evaluation --
@@ -631,15 +599,15 @@ class _Evaluator:
       from xfactor_core.data import synthetic  # pylint: disable=g-import-not-at-top,line-too-long
       seed, views, size, mesh = self._pair_args
       count = self._num_pairs
-      shards = mesh.shape[inputs.DATA_AXIS]
+      shards = mesh.shape[sharding.DATA_AXIS]
       count += (-count) % shards
       pairs = [synthetic.make_transfer_pair(seed, i, views, size)
                for i in range(count)]
-      sharding = inputs.batch_sharding(mesh)
+      split = sharding.batch_sharding(mesh)
       reference = np.full((count,), inputs.reference_index(views), np.int32)
       as_batch = lambda clips: {
-          "frames": inputs.global_array(np.stack(clips), sharding),
-          "reference": inputs.global_array(reference, sharding)}
+          "frames": sharding.global_array(np.stack(clips), split),
+          "reference": sharding.global_array(reference, split)}
       self._pairs = (as_batch([b["frames"] for _, b in pairs]),
                      as_batch([a["frames"] for a, _ in pairs]))
     return self._pairs
@@ -653,7 +621,7 @@ class _Evaluator:
           self._perceptual_params)
       for name, value in metrics.items():
         if name != "transfer_psnr":
-          totals[name] = totals.get(name, 0.0) + float(inputs.to_host(value))
+          totals[name] = totals.get(name, 0.0) + float(sharding.to_host(value))
       if first_images is None:
         first_images = images
     results = {f"eval/{k}": v / len(self._batches) for k, v in totals.items()}
@@ -662,9 +630,9 @@ class _Evaluator:
     if pairs is not None:
       metrics, pair_images = self._compiled.eval_step(
           state.params, pairs[0], pairs[1], self._key, self._perceptual_params)
-      results["eval/transfer_psnr"] = float(inputs.to_host(
+      results["eval/transfer_psnr"] = float(sharding.to_host(
           metrics["transfer_psnr"]))
-      results["eval/transfer_recon_psnr"] = float(inputs.to_host(
+      results["eval/transfer_recon_psnr"] = float(sharding.to_host(
           metrics["recon_psnr"]))
     self._write_images(step, first_images, "")
     if pair_images is not None:
@@ -673,7 +641,7 @@ class _Evaluator:
 
   def _write_images(self, step: int, images: dict[str, jax.Array],
                     suffix: str) -> None:
-    host = {k: inputs.to_host(v) for k, v in images.items()}
+    host = {k: sharding.to_host(v) for k, v in images.items()}
     if not self._is_main:
       return
     grid = eval_grid(host, self._rows)
@@ -733,7 +701,7 @@ def make_train_inputs(config: ml_collections.ConfigDict, spec: StepSpec,
 
 def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
   stacked = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *history)
-  return {k: float(inputs.to_host(v)) for k, v in stacked.items()}
+  return {k: float(sharding.to_host(v)) for k, v in stacked.items()}
 
 
 def _latest_checkpoint_note(directory: pathlib.Path) -> str:
@@ -756,7 +724,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
-  mesh = inputs.make_mesh()
+  mesh = sharding.make_mesh()
   micro_batch, accumulation = batch_layout(config, mesh.size)
   spec = make_step_spec(config, accumulation)
   total_steps = int(config.total_steps)
@@ -784,14 +752,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                       "with %s", decode_text(stored["perceptual"]),
                       perceptual.name)
     logging.info("resumed from %s at step %d (data: %s)", checkpoint_dir,
-                 int(inputs.to_host(state.step)),
+                 int(sharding.to_host(state.step)),
                  {k: (decode_text(v) if np.asarray(v).dtype == np.uint8 else
                       int(v)) for k, v in stored_data.items()})
   elif pose_init is not None:
     state = with_pose_encoder(state, pose_init, mesh)
     logging.info("pose encoder initialised from %s",
                  config.init_pose_encoder_from)
-  start_step = int(inputs.to_host(state.step))
+  start_step = int(sharding.to_host(state.step))
   if is_main:
     write_model_info(workdir, config, spec, perceptual.name)
 
@@ -805,7 +773,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       jax.process_count(), perceptual.name)
 
   perceptual_params = jax.tree.map(
-      lambda x: inputs.global_array(x, inputs.replicated(mesh)),
+      lambda x: sharding.global_array(x, sharding.replicated(mesh)),
       perceptual.params)
   writer = MetricWriter(workdir, enabled=is_main)
   if start_step >= total_steps:
@@ -834,10 +802,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       logging.info("step %d: saved %s", step, file)
 
   def check_finite(step: int, metrics: dict[str, jax.Array]) -> None:
-    loss = float(inputs.to_host(metrics["loss"]))
+    loss = float(sharding.to_host(metrics["loss"]))
     if math.isfinite(loss):
       return
-    grad_norm = float(inputs.to_host(metrics["grad_norm"]))
+    grad_norm = float(sharding.to_host(metrics["grad_norm"]))
     writer.write_scalars(step, {"train/loss": loss})
     raise NonFiniteLossError(
         f"the training loss is {loss} at step {step} (gradient norm "
