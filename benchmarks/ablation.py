@@ -46,12 +46,12 @@ def calibrate(arm: str, steps: int) -> float:
   """CPU seconds per training step of ``arm`` (this process, compiled)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from xfactor_core.training import perceptual, sharding, trainer  # pylint: disable=g-import-not-at-top
+  from xfactor_core.training import perceptual, sharding, step_spec, trainer  # pylint: disable=g-import-not-at-top
   config = recipe.get_config(arm)
   config.total_steps = 10 * steps
   mesh = sharding.make_mesh()
-  micro, accumulation = trainer.batch_layout(config, mesh.size)
-  spec = trainer.make_step_spec(config, accumulation)
+  micro, accumulation = step_spec.batch_layout(config, mesh.size)
+  spec = step_spec.make_step_spec(config, accumulation)
   functions = trainer.step_functions(spec, mesh, perceptual.ssim_distance)
   source = trainer.make_train_inputs(config, spec, mesh, micro, 0)
   state = functions.init(jax.random.key(0))

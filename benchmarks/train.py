@@ -29,7 +29,8 @@ import numpy as np
 
 from xfactor_core import benchmarking
 from xfactor_core.configs import published_sm, synthetic_sm, synthetic_tiny
-from xfactor_core.training import inputs, perceptual, sharding, trainer
+from xfactor_core.training import (inputs, perceptual, sharding, step_spec,
+                                   trainer)
 
 CONFIGS = {
     "tiny": synthetic_tiny.get_config,
@@ -66,7 +67,7 @@ def benchmark(name: str, args: argparse.Namespace, peak: float) -> dict:
   on_cpu = jax.default_backend() == "cpu"
   config = _settings(name, args, on_cpu)
   mesh = sharding.make_mesh()
-  spec = trainer.make_step_spec(config)
+  spec = step_spec.make_step_spec(config)
   distance = perceptual.ssim_distance
   functions = trainer.step_functions(spec, mesh, distance)
   batch_size = int(config.batch_size)

@@ -20,7 +20,8 @@ from xfactor_core import checkpoints
 from xfactor_core.configs import (published_mv, published_sm, synthetic_mv,
                                   synthetic_sm, synthetic_tiny)
 from xfactor_core.inference.pipeline import TransferPipeline
-from xfactor_core.training import objective, optim, perceptual, trainer
+from xfactor_core.training import (objective, optim, perceptual, step_spec,
+                                   train_state, trainer)
 from xfactor_core.training.writer import read_metrics
 
 # ------------------------------------------------------------------ masks --
@@ -167,15 +168,15 @@ def _tiny_spec(**changes):
   config = synthetic_tiny.get_config()
   for name, value in changes.items():
     config[name] = value
-  return trainer.make_step_spec(config)
+  return step_spec.make_step_spec(config)
 
 
 @pytest.fixture(scope="module")
 def tiny_models():
   spec = _tiny_spec()
-  params = jax.jit(lambda key: trainer.init_params(spec, key))(
+  params = jax.jit(lambda key: step_spec.init_params(spec, key))(
       jax.random.key(0))
-  return spec, trainer.build_models(spec), params
+  return spec, step_spec.build_models(spec), params
 
 
 def test_pair_latents_match_separate_pair_calls(tiny_models):
@@ -316,23 +317,25 @@ def test_configs_build_and_published_size():
   for module in (synthetic_tiny, synthetic_sm, synthetic_mv, published_sm,
                  published_mv):
     config = module.get_config()
-    spec = trainer.make_step_spec(config)
+    spec = step_spec.make_step_spec(config)
     assert spec.image_size == config.image_size
   for module in (synthetic_sm, synthetic_mv):
-    assert trainer.make_step_spec(module.get_config("gpu")).dtype == "bfloat16"
+    gpu = step_spec.make_step_spec(module.get_config("gpu"))
+    assert gpu.dtype == "bfloat16"
   sm, mv = published_sm.get_config(), published_mv.get_config()
   assert (sm.num_context_views, mv.num_context_views) == (1, 5)
   assert (sm.objective.self_decode_prob, mv.objective.self_decode_prob) == (
       0.05, 0.02)
   assert sm.batch_size == 256 and sm.dtype == "bfloat16" and sm.remat
-  spec = trainer.make_step_spec(sm)
+  spec = step_spec.make_step_spec(sm)
   assert spec.model == checkpoints.PUBLISHED_CONFIG
-  shapes = jax.eval_shape(lambda: trainer.init_params(spec, jax.random.key(0)))
+  shapes = jax.eval_shape(
+      lambda: step_spec.init_params(spec, jax.random.key(0)))
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   assert count(shapes["PoseEnc"]) == 148_013_312
   assert count(shapes["Render"]) == 157_165_312
   small = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(jax.eval_shape(
-      lambda: trainer.init_params(trainer.make_step_spec(
+      lambda: step_spec.init_params(step_spec.make_step_spec(
           synthetic_sm.get_config()), jax.random.key(0)))))
   assert 2e6 < small < 1e7  # "a few million parameters"
 
@@ -340,19 +343,19 @@ def test_configs_build_and_published_size():
 def test_config_errors():
   config = synthetic_tiny.get_config()
   config.image_size = 72  # 9 x 9 patches: no quadrants
-  with pytest.raises(trainer.ConfigError, match="even multiple"):
-    trainer.make_step_spec(config)
+  with pytest.raises(step_spec.ConfigError, match="even multiple"):
+    step_spec.make_step_spec(config)
   config = synthetic_tiny.get_config()
   config.micro_batch_size = 3
-  with pytest.raises(trainer.ConfigError, match="not a multiple"):
-    trainer.batch_layout(config, 1)
+  with pytest.raises(step_spec.ConfigError, match="not a multiple"):
+    step_spec.batch_layout(config, 1)
   config.micro_batch_size = 4
-  with pytest.raises(trainer.ConfigError, match="3 devices"):
-    trainer.batch_layout(config, 3)
-  assert trainer.batch_layout(config, 2) == (4, 2)
+  with pytest.raises(step_spec.ConfigError, match="3 devices"):
+    step_spec.batch_layout(config, 3)
+  assert step_spec.batch_layout(config, 2) == (4, 2)
   config.objective.pose_encoding = "both"
-  with pytest.raises(trainer.ConfigError, match="pose_encoding"):
-    trainer.make_step_spec(config)
+  with pytest.raises(step_spec.ConfigError, match="pose_encoding"):
+    step_spec.make_step_spec(config)
 
 
 # ---------------------------------------------------------- training runs --
@@ -426,14 +429,15 @@ def test_run_writes_the_published_layout(resumed_runs):
           "config", "multi_steps"} <= set(state)
   assert {"mini_step", "gradient_step", "inner_opt_state",
           "acc_grads"} <= set(state["opt_state"])
-  assert trainer.decode_text(state["perceptual"]) == "ssim"
-  assert trainer.decode_text(state["data"]["source"]) == "synthetic"
+  assert train_state.decode_text(state["perceptual"]) == "ssim"
+  assert train_state.decode_text(state["data"]["source"]) == "synthetic"
   assert int(state["data"]["next_step"]) == 4
-  assert json.loads(trainer.decode_text(state["config"]))["image_size"] == 64
+  stored_config = json.loads(train_state.decode_text(state["config"]))
+  assert stored_config["image_size"] == 64
   info = json.loads((workdir / "model.json").read_text())
   assert info["kind"] == "stereo-monocular" and info["image_size"] == 64
   assert info["num_context_views"] == 1 and info["perceptual"] == "ssim"
-  assert checkpoints.ModelConfig(**info["config"]) == trainer.model_config(
+  assert checkpoints.ModelConfig(**info["config"]) == step_spec.model_config(
       synthetic_tiny.get_config())
   pipe = TransferPipeline.from_checkpoint(workdir, batch_size=2)
   assert pipe.image_size == 64 and pipe.kind == "stereo-monocular"
@@ -475,7 +479,7 @@ def test_multi_view_pose_encoder_starts_from_a_stereo_checkpoint(resumed_runs,
   assert info["kind"] == "multi-view" and info["num_context_views"] == 3
   bigger = _tiny_config(total_steps=0, init_pose_encoder_from=str(
       root / "whole"), **{"model.features": 32})
-  with pytest.raises(trainer.ConfigError, match="PoseEnc/.* must match"):
+  with pytest.raises(step_spec.ConfigError, match="PoseEnc/.* must match"):
     trainer.train_and_evaluate(bigger, tmp_path / "other")
 
 
@@ -513,7 +517,7 @@ def test_training_on_video_folders_resumes_in_step(tmp_path):
   assert sorted(whole) == [1, 2, 3] and all(np.isfinite(list(whole.values())))
   assert resumed == whole
   state, _ = checkpoints.load_state(tmp_path / "resumed")
-  assert trainer.decode_text(state["data"]["source"]) == "datasets"
+  assert train_state.decode_text(state["data"]["source"]) == "datasets"
   assert int(state["data"]["next_step"]) == 3
 
 

@@ -10,7 +10,7 @@ import pytest
 from xfactor_core.configs import recipe, synthetic_tiny
 from xfactor_core.data import synthetic
 from xfactor_core.training import (inputs, objective, optim, perceptual,
-                                   sharding, trainer)
+                                   sharding, step_spec, trainer)
 from xfactor_core.training.writer import read_metrics
 
 
@@ -37,13 +37,13 @@ def _flow_spec(**objective_changes):
   config = synthetic_tiny.get_config()
   config.model.render_output = "flow"
   config.objective.update(objective_changes)
-  return trainer.make_step_spec(config)
+  return step_spec.make_step_spec(config)
 
 
 def test_flow_supervision_pulls_the_offsets_to_the_ground_truth():
   spec = _flow_spec(flow_supervision=1.0, self_decode_prob=0.0)
-  pose_enc, render = trainer.build_models(spec)
-  params = trainer.init_params(spec, jax.random.key(0))
+  pose_enc, render = step_spec.build_models(spec)
+  params = step_spec.init_params(spec, jax.random.key(0))
   batch = synthetic.sample_batch(jax.random.key(1), 4, 2, spec.image_size,
                                  with_depth=True)
   batch = {"frames": batch["frames"], "reference": jnp.zeros(4, jnp.int32),
@@ -76,9 +76,9 @@ def test_flow_supervision_pulls_the_offsets_to_the_ground_truth():
 def test_flow_supervision_needs_a_flow_renderer():
   config = synthetic_tiny.get_config()
   config.objective.flow_supervision = 1.0
-  spec = trainer.make_step_spec(config)
-  pose_enc, render = trainer.build_models(spec)
-  params = trainer.init_params(spec, jax.random.key(0))
+  spec = step_spec.make_step_spec(config)
+  pose_enc, render = step_spec.build_models(spec)
+  params = step_spec.init_params(spec, jax.random.key(0))
   batch = {"frames": jnp.zeros((2, 2, 64, 64, 3), jnp.uint8),
            "reference": jnp.zeros(2, jnp.int32)}
   with pytest.raises(ValueError, match="needs a flow renderer"):
@@ -122,7 +122,7 @@ def test_recipe_arms_build_and_follow_the_run_length():
   for arm in recipe.ARMS:
     config = recipe.get_config(arm)
     config.total_steps = 1000
-    spec = trainer.make_step_spec(config)
+    spec = step_spec.make_step_spec(config)
     assert spec.optimizer.decay_steps == 1000, arm
     assert spec.optimizer.warmup_steps == 50, arm
     if arm != "today":
@@ -158,8 +158,8 @@ def test_a_run_with_every_lever(tmp_path):
   for key in ("train/flow_error", "train/gradient_l1",
               "train/skipped_updates"):
     assert np.isfinite(records[-1][key]), key
-  with pytest.raises(trainer.ConfigError, match="photo scenes need photos"):
+  with pytest.raises(step_spec.ConfigError, match="photo scenes need photos"):
     bad = synthetic_tiny.get_config()
     bad.data.world.photo_scene_prob = 0.5
-    trainer.make_train_inputs(bad, trainer.make_step_spec(bad),
+    trainer.make_train_inputs(bad, step_spec.make_step_spec(bad),
                               sharding.make_mesh(), 8, 0)

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from xfactor_core import checkpoints
 from xfactor_core import runtime
 from xfactor_core.training import perceptual
+from xfactor_core.training import step_spec
 from xfactor_core.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> None:
   runtime.enable_compilation_cache()
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)
-  except (trainer.NonFiniteLossError, trainer.ConfigError,
+  except (trainer.NonFiniteLossError, step_spec.ConfigError,
           checkpoints.CheckpointError, perceptual.PerceptualError) as e:
     sys.exit(f"error: {e}")
 

@@ -4,10 +4,10 @@
     state, metrics = train_step(state, batch, perceptual_params, spec=..., ...)
     train_and_evaluate(config, workdir)   # the whole run, resumable
 
-Data parallel with ``jax.sharding``: one mesh axis ``data`` over all devices of
-all processes; batches are split over it, parameters and optimiser state are
-replicated, and XLA inserts the gradient all-reduce. The same command runs on
-one CPU or many GPUs (several hosts: see
+Data parallel with ``jax.sharding`` (``training/sharding.py``): one mesh axis
+``data`` over all devices of all processes; batches are split over it,
+parameters and optimiser state are replicated, and XLA inserts the gradient
+all-reduce. The same command runs on one CPU or many GPUs (several hosts: see
 ``xfactor_core.runtime.initialize_distributed``).
 
 Work directory layout::
@@ -20,11 +20,8 @@ Work directory layout::
     <workdir>/eval/step_NNNNNNN.png   context | target | reconstruction ||
                                       motion source (ref, target) | transfer
 
-A checkpoint holds ``step``, ``params`` {PoseEnc, Render}, ``opt_state``
-(optax.MultiSteps, the published layout), ``key`` (the run's base PRNG key
-data), ``data`` (source, seed, next step), ``perceptual`` and ``config`` (both
-as UTF-8 bytes in a uint8 array, see :func:`decode_text`), ``multi_steps``.
-Running the same command on the same work directory resumes from the newest
+What a checkpoint holds is described in ``training/train_state.py``. Running
+the same command on the same work directory resumes from the newest
 checkpoint: step, optimiser state, RNG and data position, and so continues
 exactly as an uninterrupted run.
 
@@ -52,199 +49,63 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import serialization
-from flax import struct
-from flax import traverse_util
 from jax.sharding import Mesh
-from PIL import Image
 from tqdm import tqdm
 
 from xfactor_core import checkpoints
-from xfactor_core import models
+from xfactor_core.training import evaluation
 from xfactor_core.training import inputs
 from xfactor_core.training import objective
 from xfactor_core.training import optim
-from xfactor_core.training import sharding
 from xfactor_core.training import perceptual as perceptual_lib
+from xfactor_core.training import sharding
+from xfactor_core.training import step_spec
+from xfactor_core.training import train_state as train_state_lib
+from xfactor_core.training.train_state import TrainState
 from xfactor_core.training.writer import MetricWriter
 
 PathLike = Union[str, os.PathLike]
-Params = Any
 CHECKPOINT_DIR = "checkpoints-0"
-EVAL_DIR = "eval"
-# Tags that separate the PRNG streams derived from the seed.
-_INIT_TAG, _OBJECTIVE_TAG, _EVAL_TAG = 0, 1, 3
+# Tags that separate the PRNG streams derived from the seed (evaluation.py
+# uses 3).
+_INIT_TAG, _OBJECTIVE_TAG = 0, 1
+Metrics = dict[str, jax.Array]
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; training stopped."""
 
 
-class ConfigError(ValueError):
-  """A training config that cannot run (the message says what to change)."""
-
-
-@struct.dataclass
-class TrainState:
-  """What one training step reads and writes.
-
-  Attributes:
-    step: optimiser steps done (int32 scalar).
-    params: ``{"PoseEnc": ..., "Render": ...}``.
-    opt_state: ``optax.MultiSteps`` state.
-    key: the run's base PRNG key as raw ``uint32[2]`` key data.
-  """
-  step: jax.Array
-  params: Params
-  opt_state: Any
-  key: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class StepSpec:
-  """Everything the compiled step functions depend on (hashable)."""
-  model: checkpoints.ModelConfig
-  image_size: int
-  num_views: int
-  dtype: Optional[str]
-  remat: bool
-  attention_impl: str
-  attention_dtype: Optional[str]
-  objective: objective.ObjectiveSettings
-  optimizer: optim.OptimizerSettings
-  accumulation_steps: int
-
-  @property
-  def num_context_views(self) -> int:
-    return self.num_views - 1
-
-
-# ------------------------------------------------------------ the config --
-
-
-def _dtype_name(name: Optional[str], field: str) -> Optional[str]:
-  if name in (None, "", "none", "None"):
-    return None
-  if name not in ("float32", "bfloat16", "float16"):
-    raise ConfigError(f"config.{field}={name!r}: use float32, bfloat16 or "
-                      "float16")
-  return name
-
-
-def model_config(config: ml_collections.ConfigDict) -> checkpoints.ModelConfig:
-  """The network sizes of a training config."""
-  try:
-    return checkpoints.ModelConfig.from_dict(config.model)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"config.model: {e}") from e
-
-
-def batch_layout(config: ml_collections.ConfigDict,
-                 num_devices: int) -> tuple[int, int]:
-  """``(micro_batch_size, accumulation_steps)``, checked against the devices."""
-  batch = int(config.batch_size)
-  micro = int(config.micro_batch_size) or batch
-  if batch < 1 or micro < 1:
-    raise ConfigError(f"batch_size={batch} and micro_batch_size={micro} must "
-                      "be positive")
-  if batch % micro:
-    raise ConfigError(f"batch_size={batch} is not a multiple of "
-                      f"micro_batch_size={micro}; pick sizes that divide")
-  if micro % num_devices:
-    raise ConfigError(
-        f"micro-batch {micro} cannot be split over {num_devices} devices; use "
-        f"a multiple of {num_devices} (--config.micro_batch_size or "
-        "--config.batch_size)")
-  return micro, batch // micro
-
-
-def make_step_spec(config: ml_collections.ConfigDict,
-                   accumulation_steps: int = 1) -> StepSpec:
-  """Validates a config and extracts what the compiled functions need."""
-  model = model_config(config)
-  size, patch = int(config.image_size), model.patch_size
-  if size % (2 * patch):
-    raise ConfigError(
-        f"image_size={size} must be an even multiple of the patch size "
-        f"{patch} (the quadrant masks split the patch grid in halves)")
-  head_dim, remainder = divmod(model.features, model.num_heads)
-  if remainder or head_dim % 4:
-    raise ConfigError(
-        f"features={model.features} / num_heads={model.num_heads} must give a "
-        "head size divisible by 4 (2-D rotary embedding)")
-  views = int(config.num_context_views)
-  if views < 1:
-    raise ConfigError(f"num_context_views={views} must be at least 1")
-  if config.attention_impl not in models.IMPLEMENTATIONS:
-    raise ConfigError(f"attention_impl={config.attention_impl!r}: use one of "
-                      f"{models.IMPLEMENTATIONS}")
-  try:
-    objective_settings = objective.ObjectiveSettings.from_config(
-        config.objective)
-    optimizer_settings = optim.OptimizerSettings.from_config(config.optimizer)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  return StepSpec(
-      model=model, image_size=size, num_views=views + 1,
-      dtype=_dtype_name(config.dtype, "dtype"), remat=bool(config.remat),
-      attention_impl=str(config.attention_impl),
-      attention_dtype=_dtype_name(config.attention_dtype, "attention_dtype"),
-      objective=objective_settings, optimizer=optimizer_settings,
-      accumulation_steps=int(accumulation_steps))
+# ------------------------------------------------------------- the state --
 
 
 def model_kind(num_context_views: int) -> str:
   return "multi-view" if num_context_views > 1 else "stereo-monocular"
 
 
-# ------------------------------------------------------------- the model --
-
-
-def build_models(spec: StepSpec) -> tuple[models.PoseEnc, models.Render]:
-  """The two modules with the spec's sizes and compute options."""
-  dtype = None if spec.dtype is None else jnp.dtype(spec.dtype)
-  attention_dtype = (None if spec.attention_dtype is None
-                     else jnp.dtype(spec.attention_dtype))
-  options = dict(remat=spec.remat, attention_impl=spec.attention_impl,
-                 attention_dtype=attention_dtype, dtype=dtype)
-  return (models.PoseEnc(**spec.model.pose_enc_kwargs(), **options),
-          models.Render(**spec.model.render_kwargs(), **options))
-
-
-def init_params(spec: StepSpec, key: jax.Array) -> Params:
-  """Fresh parameters ``{"PoseEnc": ..., "Render": ...}`` (float32)."""
-  pose_enc, render = build_models(spec)
-  s = spec.image_size
-  pose_key, render_key = jax.random.split(key)
-  pair = jnp.zeros((1, 2, s, s, 3), jnp.float32)
-  context = jnp.zeros((1, spec.num_views - 1, s, s, 3), jnp.float32)
-  poses = jnp.zeros((1, spec.num_views, spec.model.pose_dim), jnp.float32)
-  return {"PoseEnc": pose_enc.init(pose_key, pair)["params"],
-          "Render": render.init(render_key, context, poses)["params"]}
-
-
-def make_optimizer(spec: StepSpec) -> optax.GradientTransformation:
+def make_optimizer(spec: step_spec.StepSpec) -> optax.GradientTransformation:
   return optim.make_optimizer(spec.optimizer, spec.accumulation_steps)
 
 
-def _new_state(spec: StepSpec, key: jax.Array) -> TrainState:
-  params = init_params(spec, jax.random.fold_in(key, _INIT_TAG))
+def _new_state(spec: step_spec.StepSpec, key: jax.Array) -> TrainState:
+  params = step_spec.init_params(spec, jax.random.fold_in(key, _INIT_TAG))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=make_optimizer(spec).init(params),
                     key=jax.random.key_data(key))
 
 
-def create_train_state(config: Union[ml_collections.ConfigDict, StepSpec],
-                       key: jax.Array, *, mesh: Optional[Mesh] = None
-                       ) -> TrainState:
+def create_train_state(
+    config: Union[ml_collections.ConfigDict, step_spec.StepSpec],
+    key: jax.Array, *, mesh: Optional[Mesh] = None) -> TrainState:
   """A fresh train state, replicated over ``mesh`` (default: all devices).
 
   Args:
-    config: a training config or a :class:`StepSpec`.
+    config: a training config or a :class:`step_spec.StepSpec`.
     key: the run's base PRNG key (typed key).
     mesh: the device mesh.
   """
-  spec = config if isinstance(config, StepSpec) else make_step_spec(config)
+  spec = (config if isinstance(config, step_spec.StepSpec)
+          else step_spec.make_step_spec(config))
   mesh = mesh or sharding.make_mesh()
   return step_functions(spec, mesh).init(key)
 
@@ -260,9 +121,10 @@ def _step_key(state: TrainState) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
-               nan_at_step: Union[int, jax.Array] = -1, *, spec: StepSpec,
+               nan_at_step: Union[int, jax.Array] = -1, *,
+               spec: step_spec.StepSpec,
                perceptual_distance: perceptual_lib.DistanceFn
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+               ) -> tuple[TrainState, Metrics]:
   """One micro-step: loss, gradients, (accumulating) optimiser update.
 
   Args:
@@ -280,7 +142,7 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
     ``(new state, metrics)``; ``state.step`` advances once every
     ``spec.accumulation_steps`` calls, when the parameters change.
   """
-  pose_enc, render = build_models(spec)
+  pose_enc, render = step_spec.build_models(spec)
   tx = make_optimizer(spec)
   distance = functools.partial(perceptual_distance, perceptual_params)
 
@@ -306,76 +168,19 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
                        opt_state=opt_state), metrics
 
 
-def eval_step(params: Params, batch: inputs.Batch,
-              motion: Optional[inputs.Batch], key: jax.Array,
-              perceptual_params: Any, *, spec: StepSpec,
-              perceptual_distance: perceptual_lib.DistanceFn
-              ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
-  """Evaluation of one batch.
-
-  Computes the training objective without augmentation and self-decoding, the
-  inference-mode reconstruction (no masks, latents of clean pairs), the copy
-  baseline (the reference frame as the prediction) and a transfer: the
-  target latent of ``motion`` (another batch with its own reference; None:
-  the batch rolled by one example) rendered on this batch's context.
-
-  Returns:
-    ``(metrics, images)``: metrics are batch means (loss, l1, perceptual,
-    psnr, recon_psnr, copy_psnr, transfer_psnr); images ``B x ...`` in
-    [-1, 1]: context ``B x (V-1) x S x S x 3``, target, reconstruction,
-    motion_reference, motion_target, transfer (``B x S x S x 3``).
-    ``transfer_psnr`` compares the transfer with this batch's target: it is
-    meaningful when ``motion`` has the same camera motion (synthetic pairs).
-  """
-  pose_enc, render = build_models(spec)
-  order_key, loss_key = jax.random.split(key)
-  settings = dataclasses.replace(spec.objective, augment=False,
-                                 self_decode_prob=0.0, flow_supervision=0.0)
-  distance = functools.partial(perceptual_distance, perceptual_params)
-  _, metrics = objective.xfactor_loss(
-      params, batch, loss_key, pose_enc=pose_enc, render=render,
-      settings=settings, perceptual_distance=distance)
-  if motion is None:
-    motion = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), batch)
-
-  pose_apply = lambda x, m: pose_enc.apply({"params": params["PoseEnc"]}, x, m)
-  render_apply = lambda context, poses: render.apply(
-      {"params": params["Render"]}, context, poses)
-  encoding = spec.objective.pose_encoding
-  views = objective.order_views(order_key, objective.to_float_images(
-      batch["frames"]), batch["reference"])
-  motion_views = objective.order_views(order_key, objective.to_float_images(
-      motion["frames"]), motion["reference"])
-  latents = objective.pose_latents(pose_apply, views, None, encoding)
-  motion_latents = objective.pose_latents(pose_apply, motion_views, None,
-                                          encoding)
-  target = views[:, -1]
-  reconstruction = render_apply(views[:, :-1], latents)
-  transfer = render_apply(views[:, :-1],
-                          latents.at[:, -1].set(motion_latents[:, -1]))
-  metrics.update(
-      recon_psnr=jnp.mean(objective.psnr(reconstruction, target)),
-      copy_psnr=jnp.mean(objective.psnr(views[:, 0], target)),
-      transfer_psnr=jnp.mean(objective.psnr(transfer, target)))
-  images = {"context": views[:, :-1], "target": target,
-            "reconstruction": reconstruction,
-            "motion_reference": motion_views[:, 0],
-            "motion_target": motion_views[:, -1], "transfer": transfer}
-  return metrics, images
-
-
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
   """Jitted ``init(key) -> state``, ``train_step(state, batch,
   perceptual_params, nan_at_step) -> (state, metrics)`` (donates the state) and
-  ``eval_step(params, batch, motion, key, perceptual_params)``."""
+  ``eval_step(params, batch, motion, key, perceptual_params)``
+  (``evaluation.eval_step``)."""
   init: Callable[[jax.Array], TrainState]
-  train_step: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
-  eval_step: Callable[..., tuple[dict[str, jax.Array], dict[str, jax.Array]]]
+  train_step: Callable[..., tuple[TrainState, Metrics]]
+  eval_step: evaluation.EvalStep
 
 
 @functools.lru_cache(maxsize=16)
-def step_functions(spec: StepSpec, mesh: Mesh,
+def step_functions(spec: step_spec.StepSpec, mesh: Mesh,
                    perceptual_distance: perceptual_lib.DistanceFn = (
                        perceptual_lib.ssim_distance)) -> StepFunctions:
   """The jitted step functions of a spec on a mesh: parameters and optimiser
@@ -389,136 +194,78 @@ def step_functions(spec: StepSpec, mesh: Mesh,
                         perceptual_distance=perceptual_distance),
       out_shardings=(replicated, replicated), donate_argnums=(0,))
   evaluate = jax.jit(
-      functools.partial(eval_step, spec=spec,
+      functools.partial(evaluation.eval_step, spec=spec,
                         perceptual_distance=perceptual_distance),
       out_shardings=(replicated, batch))
   return StepFunctions(init=init, train_step=step, eval_step=evaluate)
 
 
-# ------------------------------------------------------------ checkpoints --
+# ------------------------------------------------------------- the inputs --
 
 
-def encode_text(text: str) -> np.ndarray:
-  """Text as a uint8 array (msgpack checkpoints hold arrays, not strings)."""
-  return np.frombuffer(text.encode("utf-8"), np.uint8).copy()
+def make_train_inputs(config: ml_collections.ConfigDict,
+                      spec: step_spec.StepSpec, mesh: Mesh, micro_batch: int,
+                      start_step: int
+                      ) -> Union[inputs.SyntheticInputs, inputs.DatasetInputs]:
+  """The training batches of ``config.data``, from ``start_step`` on."""
+  source = config.data.source
+  if source == "synthetic":
+    try:
+      schedule = inputs.WorldSchedule(**config.data.world)
+    except (TypeError, ValueError) as e:
+      raise step_spec.ConfigError(f"config.data.world: {e}") from e
+    return inputs.SyntheticInputs(
+        mesh, micro_batch, spec.num_views, spec.image_size,
+        seed=int(config.seed),
+        supersample=int(config.data.supersample), schedule=schedule,
+        with_geometry=spec.objective.flow_supervision > 0)
+  if source != "datasets":
+    raise step_spec.ConfigError(
+        f"data.source={source!r}: use 'synthetic' or 'datasets'")
+  return inputs.DatasetInputs(
+      _dataset_configs(config, spec), mesh, micro_batch, seed=int(config.seed),
+      start_step=start_step, batches_per_step=spec.accumulation_steps,
+      worker_count=int(config.data.worker_count),
+      read_threads=int(config.data.read_threads),
+      prefetch_batches=int(config.data.prefetch_batches),
+      device_prefetch=int(config.data.device_prefetch))
 
 
-def decode_text(value: Any) -> str:
-  """Inverse of :func:`encode_text` (also accepts str and bytes)."""
-  if isinstance(value, str):
-    return value
-  if isinstance(value, bytes):
-    return value.decode("utf-8")
-  return np.asarray(value, np.uint8).tobytes().decode("utf-8")
+def _dataset_configs(config: ml_collections.ConfigDict,
+                     spec: step_spec.StepSpec) -> list[Any]:
+  """``config.data.datasets``, or the published ones of ``config.data.roots``
+  with the model's number of views."""
+  from xfactor_core.data import loader  # pylint: disable=g-import-not-at-top
+  datasets = list(config.data.datasets)
+  if datasets:
+    for dataset in datasets:
+      if int(dataset.get("num_views", spec.num_views)) != spec.num_views:
+        raise step_spec.ConfigError(
+            f"dataset {dataset.get('name')} has num_views="
+            f"{dataset.num_views} but the model takes {spec.num_views} "
+            "(num_context_views + 1)")
+    return datasets
+  roots = {k: v for k, v in config.data.roots.items() if v}
+  if not roots:
+    raise step_spec.ConfigError(
+        "data.source='datasets' but no dataset is configured: set a root, "
+        "e.g. --config.data.roots.re10k=/data/re10k, or data.datasets")
+  datasets = loader.published_dataset_configs(
+      "stereo" if spec.num_views == 2 else "multiview", roots,
+      image_size=spec.image_size)
+  for dataset in datasets:
+    if int(dataset.num_views) != spec.num_views:
+      dataset.num_views = spec.num_views
+      dataset.min_video_frames = max(int(dataset.min_video_frames),
+                                     spec.num_views + 1)
+  return datasets
 
 
-def _host_tree(tree: Any) -> Any:
-  return jax.tree.map(sharding.to_host, tree)
-
-
-def state_dict(state: TrainState, *, config: ml_collections.ConfigDict,
-               perceptual_name: str, data_state: dict[str, Any],
-               accumulation_steps: int) -> dict[str, Any]:
-  """The checkpoint dictionary (numpy) of a train state."""
-  return {
-      "step": np.int64(sharding.to_host(state.step)),
-      "params": _host_tree(state.params),
-      "opt_state": serialization.to_state_dict(_host_tree(state.opt_state)),
-      "key": sharding.to_host(state.key),
-      "data": {k: (encode_text(v) if isinstance(v, str) else np.int64(v))
-               for k, v in data_state.items()},
-      "perceptual": encode_text(perceptual_name),
-      "config": encode_text(config.to_json_best_effort(sort_keys=True)),
-      "multi_steps": np.int64(accumulation_steps),
-  }
-
-
-def _check_same_shapes(template: Any, restored: Any, what: str,
-                       source: Any) -> None:
-  flat_t = traverse_util.flatten_dict(serialization.to_state_dict(template),
-                                      sep="/")
-  flat_r = traverse_util.flatten_dict(serialization.to_state_dict(restored),
-                                      sep="/")
-  for path, leaf in flat_t.items():
-    if path not in flat_r:
-      raise checkpoints.CheckpointError(
-          f"{source}: {what}/{path} is missing; the work directory holds a "
-          "checkpoint of a different model or optimiser. Use a new --workdir "
-          "or the config the checkpoint was trained with")
-    if np.shape(leaf) != np.shape(flat_r[path]):
-      raise checkpoints.CheckpointError(
-          f"{source}: {what}/{path} has shape {np.shape(flat_r[path])} but "
-          f"this config needs {np.shape(leaf)}; use a new --workdir or the "
-          "config the checkpoint was trained with")
-
-
-def restore_state(template: TrainState, directory: PathLike,
-                  mesh: Mesh) -> tuple[TrainState, dict[str, Any]]:
-  """Loads the newest checkpoint of ``directory`` into ``template``'s shape.
-
-  Returns:
-    ``(state replicated over mesh, the stored dictionary)``.
-  """
-  stored, file = checkpoints.load_state(directory)
-  for field in ("step", "params", "opt_state", "key"):
-    if field not in stored:
-      raise checkpoints.CheckpointError(
-          f"{file} has no {field!r}: it holds weights only, not a train "
-          "state; resume needs a checkpoint written by the trainer (to start "
-          "from weights, use init_pose_encoder_from or a new --workdir)")
-  host_template = _host_tree(template)
-  params = serialization.from_state_dict(host_template.params,
-                                         stored["params"])
-  _check_same_shapes(host_template.params, params, "params", file)
-  opt_state = serialization.from_state_dict(host_template.opt_state,
-                                            stored["opt_state"])
-  _check_same_shapes(host_template.opt_state, opt_state, "opt_state", file)
-  restored = TrainState(step=np.asarray(stored["step"], np.int32),
-                        params=params, opt_state=opt_state,
-                        key=np.asarray(stored["key"], np.uint32))
-  restored = jax.tree.map(
-      lambda t, x: np.asarray(x, dtype=np.asarray(t).dtype),
-      host_template, restored)
-  replicated = sharding.replicated(mesh)
-  return jax.tree.map(lambda x: sharding.global_array(x, replicated),
-                      restored), stored
-
-
-def load_pose_encoder(path: PathLike, spec: StepSpec) -> Params:
-  """PoseEnc weights of another checkpoint, checked against ``spec``'s model.
-
-  Returns:
-    the PoseEnc parameter tree (float32 numpy) in this model's structure.
-
-  Raises:
-    ConfigError: naming the first parameter whose shape differs.
-  """
-  pose_params = checkpoints.load_params(path)["PoseEnc"]
-  wanted = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
-  wanted = wanted["PoseEnc"]
-  flat_new = traverse_util.flatten_dict(pose_params, sep="/")
-  for name, leaf in traverse_util.flatten_dict(wanted, sep="/").items():
-    if name not in flat_new or np.shape(flat_new[name]) != tuple(leaf.shape):
-      got = np.shape(flat_new[name]) if name in flat_new else "missing"
-      raise ConfigError(
-          f"init_pose_encoder_from={path}: PoseEnc/{name} is {got} there but "
-          f"this model needs {tuple(leaf.shape)}; the pose encoder sizes "
-          "(config.model) must match the checkpoint's")
-  return jax.tree.map(lambda t, x: np.asarray(x, t.dtype), wanted,
-                      serialization.from_state_dict(wanted, pose_params))
-
-
-def with_pose_encoder(state: TrainState, pose_params: Params,
-                      mesh: Mesh) -> TrainState:
-  """``state`` with its PoseEnc weights replaced (replicated over ``mesh``)."""
-  replicated = sharding.replicated(mesh)
-  pose_params = jax.tree.map(lambda x: sharding.global_array(x, replicated),
-                             pose_params)
-  return state.replace(params={**state.params, "PoseEnc": pose_params})
+# --------------------------------------------------------------- the run --
 
 
 def write_model_info(workdir: pathlib.Path, config: ml_collections.ConfigDict,
-                     spec: StepSpec, perceptual_name: str) -> None:
+                     spec: step_spec.StepSpec, perceptual_name: str) -> None:
   """``<workdir>/model.json`` for ``TransferPipeline.from_checkpoint``."""
   info = {
       "name": str(config.name),
@@ -534,172 +281,47 @@ def write_model_info(workdir: pathlib.Path, config: ml_collections.ConfigDict,
   os.replace(tmp, path)
 
 
-# ------------------------------------------------------------ evaluation --
+def _initial_state(config: ml_collections.ConfigDict, spec: step_spec.StepSpec,
+                   compiled: StepFunctions, mesh: Mesh,
+                   checkpoint_dir: pathlib.Path,
+                   perceptual_name: str) -> tuple[TrainState, bool]:
+  """The newest checkpoint's state, else a fresh one (with the pose encoder
+  of ``config.init_pose_encoder_from`` if set). Returns ``(state, resumed)``."""
+  resumed = checkpoint_dir.is_dir() and any(checkpoint_dir.glob("ckpt-*.flax"))
+  pose_init = None
+  if not resumed and config.init_pose_encoder_from:
+    pose_init = train_state_lib.load_pose_encoder(
+        config.init_pose_encoder_from, spec)
+  state = compiled.init(jax.random.key(int(config.seed)))
+  if resumed:
+    state, stored = train_state_lib.restore_state(state, checkpoint_dir, mesh)
+    _warn_about_changes(stored, spec.accumulation_steps, perceptual_name)
+    decode = train_state_lib.decode_text
+    logging.info("resumed from %s at step %d (data: %s)", checkpoint_dir,
+                 int(sharding.to_host(state.step)),
+                 {k: (decode(v) if np.asarray(v).dtype == np.uint8 else int(v))
+                  for k, v in stored.get("data", {}).items()})
+  elif pose_init is not None:
+    state = train_state_lib.with_pose_encoder(state, pose_init, mesh)
+    logging.info("pose encoder initialised from %s",
+                 config.init_pose_encoder_from)
+  return state, resumed
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-  return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0,
-                 255).astype(np.uint8)
+def _warn_about_changes(stored: dict[str, Any], accumulation: int,
+                        perceptual_name: str) -> None:
+  """Warns when a resumed run accumulates or measures differently."""
+  if int(stored.get("multi_steps", accumulation)) != accumulation:
+    logging.warning("the checkpoint accumulated %d micro-batches per step, "
+                    "this run %d", int(stored["multi_steps"]), accumulation)
+  stored_perceptual = train_state_lib.decode_text(
+      stored.get("perceptual", perceptual_name))
+  if stored_perceptual != perceptual_name:
+    logging.warning("resuming a run trained with the %s perceptual loss "
+                    "with %s", stored_perceptual, perceptual_name)
 
 
-def eval_grid(images: dict[str, np.ndarray], rows: int) -> np.ndarray:
-  """One row per example: context views | target | reconstruction, then,
-  after a gap, motion source reference | motion source target | transfer."""
-  gap = 4
-  lines = []
-  for i in range(min(rows, len(images["target"]))):
-    left = list(images["context"][i]) + [images["target"][i],
-                                         images["reconstruction"][i]]
-    right = [images["motion_reference"][i], images["motion_target"][i],
-             images["transfer"][i]]
-    size = left[0].shape[0]
-    spacer = np.ones((size, gap, 3), np.float32)
-    cells = []
-    for tile in left:
-      cells += [tile, spacer]
-    cells += [spacer, spacer]
-    for tile in right:
-      cells += [tile, spacer]
-    lines += [np.concatenate(cells[:-1], axis=1),
-              np.ones((gap, sum(c.shape[1] for c in cells[:-1]), 3))]
-  return _to_uint8(np.concatenate(lines[:-1], axis=0))
-
-
-class _Evaluator:
-  """Held-out synthetic batches (a different seed) and optional scene pairs."""
-
-  def __init__(self, config: ml_collections.ConfigDict, spec: StepSpec,
-               mesh: Mesh, compiled: StepFunctions, perceptual_params: Any,
-               micro_batch: int, workdir: pathlib.Path, writer: MetricWriter):
-    self._compiled = compiled
-    self._perceptual_params = perceptual_params
-    self._writer = writer
-    self._dir = workdir / EVAL_DIR
-    self._rows = int(config.eval.num_images)
-    self._is_main = jax.process_index() == 0
-    batch_size = int(config.eval.batch_size) or micro_batch
-    if int(config.eval.seed) == int(config.seed):
-      raise ConfigError(f"eval.seed={config.eval.seed} equals the training "
-                        "seed; held-out data needs a different seed")
-    source = inputs.SyntheticInputs(mesh, batch_size, spec.num_views,
-                                    spec.image_size, seed=int(config.eval.seed),
-                                    supersample=int(config.data.supersample))
-    self._batches = [source.batch(i)
-                     for i in range(int(config.eval.num_batches))]
-    self._key = jax.random.fold_in(jax.random.key(int(config.eval.seed)),
-                                   _EVAL_TAG)
-    self._pairs = None
-    self._num_pairs = int(config.eval.transfer_pairs)
-    self._pair_args = (int(config.eval.seed), spec.num_views, spec.image_size,
-                       mesh)
-
-  def _transfer_pairs(self):
-    """Scene B (targets) and scene A (motion) clips with equal camera motion."""
-    if self._pairs is None and self._num_pairs > 0:
-      from xfactor_core.data import synthetic  # pylint: disable=g-import-not-at-top,line-too-long
-      seed, views, size, mesh = self._pair_args
-      count = self._num_pairs
-      shards = mesh.shape[sharding.DATA_AXIS]
-      count += (-count) % shards
-      pairs = [synthetic.make_transfer_pair(seed, i, views, size)
-               for i in range(count)]
-      split = sharding.batch_sharding(mesh)
-      reference = np.full((count,), inputs.reference_index(views), np.int32)
-      as_batch = lambda clips: {
-          "frames": sharding.global_array(np.stack(clips), split),
-          "reference": sharding.global_array(reference, split)}
-      self._pairs = (as_batch([b["frames"] for _, b in pairs]),
-                     as_batch([a["frames"] for a, _ in pairs]))
-    return self._pairs
-
-  def __call__(self, state: TrainState, step: int) -> dict[str, float]:
-    totals: dict[str, float] = {}
-    first_images = None
-    for i, batch in enumerate(self._batches):
-      metrics, images = self._compiled.eval_step(
-          state.params, batch, None, jax.random.fold_in(self._key, i),
-          self._perceptual_params)
-      for name, value in metrics.items():
-        if name != "transfer_psnr":
-          totals[name] = totals.get(name, 0.0) + float(sharding.to_host(value))
-      if first_images is None:
-        first_images = images
-    results = {f"eval/{k}": v / len(self._batches) for k, v in totals.items()}
-    pair_images = None
-    pairs = self._transfer_pairs()
-    if pairs is not None:
-      metrics, pair_images = self._compiled.eval_step(
-          state.params, pairs[0], pairs[1], self._key, self._perceptual_params)
-      results["eval/transfer_psnr"] = float(sharding.to_host(
-          metrics["transfer_psnr"]))
-      results["eval/transfer_recon_psnr"] = float(sharding.to_host(
-          metrics["recon_psnr"]))
-    self._write_images(step, first_images, "")
-    if pair_images is not None:
-      self._write_images(step, pair_images, "_transfer")
-    return results
-
-  def _write_images(self, step: int, images: dict[str, jax.Array],
-                    suffix: str) -> None:
-    host = {k: sharding.to_host(v) for k, v in images.items()}
-    if not self._is_main:
-      return
-    grid = eval_grid(host, self._rows)
-    self._dir.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid).save(self._dir / f"step_{step:07d}{suffix}.png")
-    self._writer.write_image(step, f"eval/images{suffix}", grid)
-
-
-# -------------------------------------------------------------- the loop --
-
-
-def make_train_inputs(config: ml_collections.ConfigDict, spec: StepSpec,
-                       mesh: Mesh, micro_batch: int, start_step: int):
-  source = config.data.source
-  if source == "synthetic":
-    try:
-      schedule = inputs.WorldSchedule(**config.data.world)
-    except (TypeError, ValueError) as e:
-      raise ConfigError(f"config.data.world: {e}") from e
-    return inputs.SyntheticInputs(
-        mesh, micro_batch, spec.num_views, spec.image_size,
-        seed=int(config.seed),
-        supersample=int(config.data.supersample), schedule=schedule,
-        with_geometry=spec.objective.flow_supervision > 0)
-  if source != "datasets":
-    raise ConfigError(f"data.source={source!r}: use 'synthetic' or 'datasets'")
-  from xfactor_core.data import loader  # pylint: disable=g-import-not-at-top
-  datasets = list(config.data.datasets)
-  if not datasets:
-    roots = {k: v for k, v in config.data.roots.items() if v}
-    if not roots:
-      raise ConfigError(
-          "data.source='datasets' but no dataset is configured: set a root, "
-          "e.g. --config.data.roots.re10k=/data/re10k, or data.datasets")
-    datasets = loader.published_dataset_configs(
-        "stereo" if spec.num_views == 2 else "multiview", roots,
-        image_size=spec.image_size)
-    for dataset in datasets:
-      if int(dataset.num_views) != spec.num_views:
-        dataset.num_views = spec.num_views
-        dataset.min_video_frames = max(int(dataset.min_video_frames),
-                                       spec.num_views + 1)
-  else:
-    for dataset in datasets:
-      if int(dataset.get("num_views", spec.num_views)) != spec.num_views:
-        raise ConfigError(f"dataset {dataset.get('name')} has num_views="
-                          f"{dataset.num_views} but the model takes "
-                          f"{spec.num_views} (num_context_views + 1)")
-  return inputs.DatasetInputs(
-      datasets, mesh, micro_batch, seed=int(config.seed),
-      start_step=start_step, batches_per_step=spec.accumulation_steps,
-      worker_count=int(config.data.worker_count),
-      read_threads=int(config.data.read_threads),
-      prefetch_batches=int(config.data.prefetch_batches),
-      device_prefetch=int(config.data.device_prefetch))
-
-
-def _mean_metrics(history: list[dict[str, jax.Array]]) -> dict[str, float]:
+def _mean_metrics(history: list[Metrics]) -> dict[str, float]:
   stacked = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *history)
   return {k: float(sharding.to_host(v)) for k, v in stacked.items()}
 
@@ -720,13 +342,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Raises:
     NonFiniteLossError: the loss became NaN/inf; nothing after the last good
       checkpoint is saved.
-    ConfigError: the config cannot run on these devices.
+    step_spec.ConfigError: the config cannot run on these devices.
   """
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
   mesh = sharding.make_mesh()
-  micro_batch, accumulation = batch_layout(config, mesh.size)
-  spec = make_step_spec(config, accumulation)
+  micro_batch, accumulation = step_spec.batch_layout(config, mesh.size)
+  spec = step_spec.make_step_spec(config, accumulation)
   total_steps = int(config.total_steps)
   perceptual = perceptual_lib.make_perceptual(
       str(config.perceptual.kind), str(config.perceptual.weights or "") or None)
@@ -735,30 +357,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if is_main:
     workdir.mkdir(parents=True, exist_ok=True)
 
-  resumed = checkpoint_dir.is_dir() and any(checkpoint_dir.glob("ckpt-*.flax"))
-  pose_init = None
-  if not resumed and config.init_pose_encoder_from:
-    pose_init = load_pose_encoder(config.init_pose_encoder_from, spec)
-  state = compiled.init(jax.random.key(int(config.seed)))
-  if resumed:
-    state, stored = restore_state(state, checkpoint_dir, mesh)
-    stored_data = stored.get("data", {})
-    if int(stored.get("multi_steps", accumulation)) != accumulation:
-      logging.warning("the checkpoint accumulated %d micro-batches per step, "
-                      "this run %d", int(stored["multi_steps"]), accumulation)
-    if "perceptual" in stored and decode_text(stored["perceptual"]) != (
-        perceptual.name):
-      logging.warning("resuming a run trained with the %s perceptual loss "
-                      "with %s", decode_text(stored["perceptual"]),
-                      perceptual.name)
-    logging.info("resumed from %s at step %d (data: %s)", checkpoint_dir,
-                 int(sharding.to_host(state.step)),
-                 {k: (decode_text(v) if np.asarray(v).dtype == np.uint8 else
-                      int(v)) for k, v in stored_data.items()})
-  elif pose_init is not None:
-    state = with_pose_encoder(state, pose_init, mesh)
-    logging.info("pose encoder initialised from %s",
-                 config.init_pose_encoder_from)
+  state, resumed = _initial_state(config, spec, compiled, mesh, checkpoint_dir,
+                                  perceptual.name)
   start_step = int(sharding.to_host(state.step))
   if is_main:
     write_model_info(workdir, config, spec, perceptual.name)
@@ -782,26 +382,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.close()
     return state
   train_inputs = make_train_inputs(config, spec, mesh, micro_batch,
-                                    start_step)
-  evaluator = (_Evaluator(config, spec, mesh, compiled, perceptual_params,
-                          micro_batch, workdir, writer)
+                                   start_step)
+  evaluator = (evaluation.Evaluator(config, spec, mesh, compiled.eval_step,
+                                    perceptual_params, micro_batch, workdir,
+                                    writer)
                if int(config.eval.num_batches) > 0 else None)
   if not resumed and is_main:
     writer.write_text(start_step, "config", config.to_json_best_effort(
         indent=1))
 
   def save(step: int) -> None:
-    data_state = train_inputs.state(step)
-    payload = state_dict(state, config=config, perceptual_name=perceptual.name,
-                         data_state=data_state,
-                         accumulation_steps=accumulation)
+    payload = train_state_lib.state_dict(
+        state, config=config, perceptual_name=perceptual.name,
+        data_state=train_inputs.state(step), accumulation_steps=accumulation)
     if is_main:
       file = checkpoints.save_checkpoint(
           checkpoint_dir, payload,
           max_to_keep=int(config.max_checkpoints_to_keep))
       logging.info("step %d: saved %s", step, file)
 
-  def check_finite(step: int, metrics: dict[str, jax.Array]) -> None:
+  def check_finite(step: int, metrics: Metrics) -> None:
     loss = float(sharding.to_host(metrics["loss"]))
     if math.isfinite(loss):
       return
@@ -814,12 +414,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         "optimizer.peak_lr, check the data, or try dtype=float32; rerunning "
         "the command resumes from that checkpoint")
 
+  def log(step: int, history: list[Metrics], elapsed: float,
+          steps: int) -> None:
+    scalars = _mean_metrics(history)
+    scalars["samples_per_second"] = (
+        steps * int(config.batch_size) / max(elapsed, 1e-9))
+    scalars["steps_per_second"] = steps / max(elapsed, 1e-9)
+    writer.write_scalars(step, {
+        (k if k.endswith("_per_second") else f"train/{k}"): v
+        for k, v in scalars.items()})
+    progress.set_postfix(loss=f"{scalars['loss']:.4f}",
+                         psnr=f"{scalars['psnr']:.2f}")
+    logging.info("step %d: loss %.5f, psnr %.2f dB, lr %.3g, grad norm "
+                 "%.3g, %.2f samples/s", step, scalars["loss"],
+                 scalars["psnr"], scalars["learning_rate"],
+                 scalars["grad_norm"], scalars["samples_per_second"])
+
   nan_at_step = np.int32(config.debug.nan_at_step)
   log_every = max(int(config.log_every), 1)
   checkpoint_every = max(int(config.checkpoint_every), 1)
   eval_every = max(int(config.eval_every), 1)
-  history: list[dict[str, jax.Array]] = []
-  pending: Optional[tuple[int, dict[str, jax.Array]]] = None
+  history: list[Metrics] = []
+  pending: Optional[tuple[int, Metrics]] = None
   last_log_time, last_log_step = time.perf_counter(), start_step
   progress = tqdm(total=total_steps, initial=start_step, unit="step",
                   dynamic_ncols=True,
@@ -846,21 +462,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
       if done % log_every == 0 or done == total_steps:
         check_finite(*pending)
-        scalars = _mean_metrics(history)
-        elapsed = time.perf_counter() - last_log_time
-        steps = done - last_log_step
-        scalars["samples_per_second"] = (
-            steps * int(config.batch_size) / max(elapsed, 1e-9))
-        scalars["steps_per_second"] = steps / max(elapsed, 1e-9)
-        writer.write_scalars(done, {
-            (k if k.endswith("_per_second") else f"train/{k}"): v
-            for k, v in scalars.items()})
-        progress.set_postfix(loss=f"{scalars['loss']:.4f}",
-                             psnr=f"{scalars['psnr']:.2f}")
-        logging.info("step %d: loss %.5f, psnr %.2f dB, lr %.3g, grad norm "
-                     "%.3g, %.2f samples/s", done, scalars["loss"],
-                     scalars["psnr"], scalars["learning_rate"],
-                     scalars["grad_norm"], scalars["samples_per_second"])
+        log(done, history, time.perf_counter() - last_log_time,
+            done - last_log_step)
         history = []
         last_log_time, last_log_step = time.perf_counter(), done
 
