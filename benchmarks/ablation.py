@@ -45,7 +45,6 @@ COLUMNS = ("arm", "cpu_s_per_step", "steps", "transfer_psnr",
 def calibrate(arm: str, steps: int) -> float:
   """CPU seconds per training step of ``arm`` (this process, compiled)."""
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from xfactor_core.training import perceptual, sharding, step_spec, trainer  # pylint: disable=g-import-not-at-top
   config = recipe.get_config(arm)
   config.total_steps = 10 * steps
@@ -55,14 +54,12 @@ def calibrate(arm: str, steps: int) -> float:
   functions = trainer.step_functions(spec, mesh, perceptual.ssim_distance)
   source = trainer.make_train_inputs(config, spec, mesh, micro, 0)
   state = functions.init(jax.random.key(0))
-  no_nan = np.int32(-1)
-  state, metrics = functions.train_step(state, source.batch(0), {}, no_nan)
+  state, metrics = functions.train_step(state, source.batch(0), {})
   jax.block_until_ready(metrics)
   start = time.process_time()
   for step in range(1, steps + 1):
     for m in range(accumulation):
-      state, metrics = functions.train_step(state, source.batch(step, m), {},
-                                            no_nan)
+      state, metrics = functions.train_step(state, source.batch(step, m), {})
     jax.block_until_ready(metrics)
   return (time.process_time() - start) / steps
 

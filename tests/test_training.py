@@ -454,9 +454,34 @@ def test_run_writes_the_published_layout(resumed_runs):
   assert list(workdir.glob("events.out.tfevents.*"))
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  config = _tiny_config(total_steps=6, **{"debug.nan_at_step": 3,
-                                          "eval.num_batches": 0})
+class _NanBatchAt:
+  """Training inputs whose batch for one optimiser step holds NaN frames
+  (float frames pass through the objective as they are), so that step's loss
+  is NaN."""
+
+  def __init__(self, source, nan_step: int):
+    self._source = source
+    self._nan_step = nan_step
+
+  def batch(self, step: int, micro: int = 0):
+    batch = self._source.batch(step, micro)
+    if step == self._nan_step:
+      batch = {**batch, "frames": batch["frames"].astype(jnp.float32) * jnp.nan}
+    return batch
+
+  def state(self, next_step: int):
+    return self._source.state(next_step)
+
+  def close(self):
+    self._source.close()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path,
+                                                           monkeypatch):
+  make_train_inputs = trainer.make_train_inputs
+  monkeypatch.setattr(trainer, "make_train_inputs", lambda *args: _NanBatchAt(
+      make_train_inputs(*args), nan_step=3))  # logged as step 4
+  config = _tiny_config(total_steps=6, **{"eval.num_batches": 0})
   with pytest.raises(trainer.NonFiniteLossError,
                      match=r"nan at step 4.*ckpt-1\.flax \(step 2\)"):
     trainer.train_and_evaluate(config, tmp_path)

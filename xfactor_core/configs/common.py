@@ -78,8 +78,6 @@ def base_config() -> ml_collections.ConfigDict:
       XFACTOR_COORDINATOR_ADDRESS environment variable is set, "auto" = let JAX
       detect the cluster), num_processes, process_id (or XFACTOR_NUM_PROCESSES,
       XFACTOR_PROCESS_ID).
-    debug.nan_at_step: k >= 0 makes the loss NaN in the step that starts at
-      state.step == k (logged as step k + 1); tests the NaN stop.
     progress_bar: show a tqdm bar.
   """
   config = ml_collections.ConfigDict()
@@ -137,6 +135,5 @@ def base_config() -> ml_collections.ConfigDict:
   config.init_pose_encoder_from = ""
   config.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=1, process_id=0))
-  config.debug = ml_collections.ConfigDict(dict(nan_at_step=-1))
   config.progress_bar = True
   return config

@@ -121,8 +121,7 @@ def _step_key(state: TrainState) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
-               nan_at_step: Union[int, jax.Array] = -1, *,
-               spec: step_spec.StepSpec,
+               *, spec: step_spec.StepSpec,
                perceptual_distance: perceptual_lib.DistanceFn
                ) -> tuple[TrainState, Metrics]:
   """One micro-step: loss, gradients, (accumulating) optimiser update.
@@ -132,9 +131,6 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
     batch: ``frames`` ``B x V x S x S x 3`` uint8 (clip order) and
       ``reference`` ``B`` int32.
     perceptual_params: constants of the perceptual distance.
-    nan_at_step: debug knob (config.debug.nan_at_step): the loss, and so the
-      gradients, become NaN when ``state.step`` equals it; -1 never. Traced,
-      so changing it does not recompile.
     spec: sizes and settings.
     perceptual_distance: ``(params, prediction, target) -> B``.
 
@@ -151,8 +147,6 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
         params, batch, _step_key(state), pose_enc=pose_enc, render=render,
         settings=spec.objective, perceptual_distance=distance,
         step=state.step)
-    loss = loss * jnp.where(state.step == nan_at_step, jnp.nan, 1.0)
-    metrics["loss"] = loss
     return loss, metrics
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -171,7 +165,7 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
 @dataclasses.dataclass(frozen=True)
 class StepFunctions:
   """Jitted ``init(key) -> state``, ``train_step(state, batch,
-  perceptual_params, nan_at_step) -> (state, metrics)`` (donates the state) and
+  perceptual_params) -> (state, metrics)`` (donates the state) and
   ``eval_step(params, batch, motion, key, perceptual_params)``
   (``evaluation.eval_step``)."""
   init: Callable[[jax.Array], TrainState]
@@ -430,7 +424,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                  scalars["psnr"], scalars["learning_rate"],
                  scalars["grad_norm"], scalars["samples_per_second"])
 
-  nan_at_step = np.int32(config.debug.nan_at_step)
   log_every = max(int(config.log_every), 1)
   checkpoint_every = max(int(config.checkpoint_every), 1)
   eval_every = max(int(config.eval_every), 1)
@@ -445,8 +438,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       micro_metrics = []
       for micro in range(accumulation):
         batch = train_inputs.batch(step, micro)
-        state, metrics = compiled.train_step(state, batch, perceptual_params,
-                                             nan_at_step)
+        state, metrics = compiled.train_step(state, batch, perceptual_params)
         micro_metrics.append(metrics)
       metrics = (micro_metrics[0] if accumulation == 1 else
                  jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)),
