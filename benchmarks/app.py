@@ -60,9 +60,8 @@ def write_random_checkpoint(folder: pathlib.Path, name: str) -> pathlib.Path:
           (1, 2, config.pose_dim), np.float32))["params"],
   }
   checkpoints.save_params(folder / "checkpoints-0", params)
-  registry.write_model_info(folder, name=f"random {name}",
-                            kind="stereo-monocular", image_size=size,
-                            num_context_views=1)
+  checkpoints.write_model_info(folder, name=f"random {name}", image_size=size,
+                               num_context_views=1)
   return folder
 
 

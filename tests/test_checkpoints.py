@@ -114,3 +114,20 @@ def test_clear_errors(reference_dir, tmp_path):
                      match=r"Render/layers_1/Dense_1/kernel has shape \(3, 3\) "
                      r"but .* needs \(128, 64\)"):
     checkpoints.load_params(bad)
+
+
+def test_model_info_round_trip_and_kind(reference_dir, tmp_path):
+  params = checkpoints.load_params(_official_dir(reference_dir))
+  checkpoints.save_params(tmp_path / "mv" / "checkpoints-0", params)
+  path = checkpoints.write_model_info(tmp_path / "mv", name="mv",
+                                      image_size=64, num_context_views=3,
+                                      perceptual="ssim")
+  assert path == tmp_path / "mv" / checkpoints.MODEL_INFO
+  assert checkpoints.read_model_info(tmp_path / "mv") == {
+      "name": "mv", "kind": "multi-view", "image_size": 64,
+      "num_context_views": 3, "perceptual": "ssim"}
+  assert checkpoints.model_kind(1) == "stereo-monocular"
+  with pytest.raises(ValueError, match="is 'stereo-monocular', not"):
+    checkpoints.write_model_info(tmp_path, name="sm", image_size=64,
+                                 num_context_views=1, kind="multi-view")
+  assert not list(tmp_path.rglob("*.tmp"))

@@ -352,7 +352,15 @@ def save_params(directory: PathLike, params: Params, *, step: int = 0,
   return save_checkpoint(directory, state)
 
 
+# ------------------------------------------------------------- model.json --
+
 MODEL_INFO = "model.json"
+
+
+def model_kind(num_context_views: int) -> str:
+  """The kind of a model: "stereo-monocular" with one context view,
+  "multi-view" with more."""
+  return "multi-view" if num_context_views > 1 else "stereo-monocular"
 
 
 def read_model_info(path: PathLike) -> dict[str, Any]:
@@ -363,6 +371,39 @@ def read_model_info(path: PathLike) -> dict[str, Any]:
     if candidate.is_file():
       return json.loads(candidate.read_text())
   return {}
+
+
+def write_model_info(directory: PathLike, *, name: str, image_size: int,
+                     num_context_views: int, **extra: Any) -> pathlib.Path:
+  """Writes ``<directory>/model.json``, read by :func:`read_model_info`.
+
+  The file is written under a temporary name and renamed, so a reader never
+  sees half of it.
+
+  Args:
+    directory: the folder holding the checkpoint (or its ``checkpoints-0``).
+    name: the model's display name.
+    image_size: the square frame size the model was trained at.
+    num_context_views: context views the model takes (1: stereo-monocular).
+    **extra: further JSON fields (``config``, ``perceptual``, the model
+      card's facts, ...). A ``kind`` among them must agree with
+      :func:`model_kind`, which sets it.
+
+  Returns:
+    The path of the written file.
+  """
+  kind = model_kind(int(num_context_views))
+  given = extra.pop("kind", kind)
+  if given != kind:
+    raise ValueError(f"a model with {num_context_views} context view(s) is "
+                     f"{kind!r}, not {given!r}")
+  info = {"name": name, "kind": kind, "image_size": int(image_size),
+          "num_context_views": int(num_context_views), **extra}
+  path = pathlib.Path(directory) / MODEL_INFO
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(info, indent=1) + "\n")
+  os.replace(tmp, path)
+  return path
 
 
 # ------------------------------------------------------- split weight files --

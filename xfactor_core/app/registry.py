@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import pathlib
@@ -101,8 +100,7 @@ def describe_checkpoint(path: PathLike, source: str = "folder",
                         f"({e}); fix or delete its model.json") from e
   views = info.get("num_context_views")
   kind = info.get("kind") or (None if views is None else
-                              ("multi-view" if int(views) > 1
-                               else "stereo-monocular"))
+                              checkpoints.model_kind(int(views)))
   size = info.get("image_size")
   return ModelSpec(
       model_id=os.path.abspath(resolved),
@@ -304,14 +302,3 @@ def checkpoints_dir_from_env(cli_value: Optional[str]) -> Optional[str]:
   """``--checkpoints`` wins over ``XFACTOR_CHECKPOINTS``."""
   return cli_value or os.environ.get(CHECKPOINTS_ENV) or None
 
-
-def write_model_info(directory: PathLike, *, name: str, kind: str,
-                     image_size: int, num_context_views: int,
-                     **extra) -> pathlib.Path:
-  """Writes the ``model.json`` the app and pipeline read beside a checkpoint."""
-  path = pathlib.Path(directory) / checkpoints.MODEL_INFO
-  path.write_text(json.dumps({"name": name, "kind": kind,
-                              "image_size": image_size,
-                              "num_context_views": num_context_views,
-                              **extra}, indent=1))
-  return path

@@ -23,7 +23,7 @@ import urllib.request
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from xfactor_core import checkpoints
-from xfactor_core.app.registry import write_model_info
+from xfactor_core.checkpoints import write_model_info
 
 PathLike = Union[str, os.PathLike]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]

@@ -182,7 +182,7 @@ class TransferPipeline:
 
   @property
   def kind(self) -> str:
-    return "multi-view" if self.max_context_views > 1 else "stereo-monocular"
+    return checkpoints.model_kind(self.max_context_views)
 
   @property
   def renders_any_size(self) -> bool:

@@ -217,7 +217,7 @@ def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
     shutil.rmtree(out)
   out.mkdir(parents=True)
   checkpoints.save_params(out, params, step=info["step"])
-  (out / checkpoints.MODEL_INFO).write_text(json.dumps(info, indent=1))
+  checkpoints.write_model_info(out, **info)
   pipe = TransferPipeline.from_checkpoint(out)
   Image.fromarray(transfer_strip(pipe, strip_seed)).save(out / "transfers.png")
   if real_clip is not None:

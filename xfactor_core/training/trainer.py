@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import math
 import os
@@ -77,10 +76,6 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # ------------------------------------------------------------- the state --
-
-
-def model_kind(num_context_views: int) -> str:
-  return "multi-view" if num_context_views > 1 else "stereo-monocular"
 
 
 def make_optimizer(spec: step_spec.StepSpec) -> optax.GradientTransformation:
@@ -258,23 +253,6 @@ def _dataset_configs(config: ml_collections.ConfigDict,
 # --------------------------------------------------------------- the run --
 
 
-def write_model_info(workdir: pathlib.Path, config: ml_collections.ConfigDict,
-                     spec: step_spec.StepSpec, perceptual_name: str) -> None:
-  """``<workdir>/model.json`` for ``TransferPipeline.from_checkpoint``."""
-  info = {
-      "name": str(config.name),
-      "kind": model_kind(spec.num_context_views),
-      "image_size": spec.image_size,
-      "num_context_views": spec.num_context_views,
-      "config": spec.model.to_dict(),
-      "perceptual": perceptual_name,
-  }
-  path = workdir / checkpoints.MODEL_INFO
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(info, indent=1) + "\n")
-  os.replace(tmp, path)
-
-
 def _initial_state(config: ml_collections.ConfigDict, spec: step_spec.StepSpec,
                    compiled: StepFunctions, mesh: Mesh,
                    checkpoint_dir: pathlib.Path,
@@ -355,13 +333,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                   perceptual.name)
   start_step = int(sharding.to_host(state.step))
   if is_main:
-    write_model_info(workdir, config, spec, perceptual.name)
+    checkpoints.write_model_info(
+        workdir, name=str(config.name), image_size=spec.image_size,
+        num_context_views=spec.num_context_views, config=spec.model.to_dict(),
+        perceptual=perceptual.name)
 
   num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
   logging.info(
       "%s model %s, %d parameters, %d x %d, %d context view(s); batch %d = %d "
       "x %d micro-batches on %d device(s) (%d process(es)); perceptual %s",
-      model_kind(spec.num_context_views), spec.model, num_params,
+      checkpoints.model_kind(spec.num_context_views), spec.model, num_params,
       spec.image_size, spec.image_size, spec.num_context_views,
       int(config.batch_size), micro_batch, accumulation, mesh.size,
       jax.process_count(), perceptual.name)
