@@ -17,11 +17,11 @@ from flax import traverse_util
 from PIL import Image
 
 from xfactor_core import checkpoints
-from xfactor_core.configs import (published_mv, published_sm, synthetic_mv,
-                                  synthetic_sm, synthetic_tiny)
+from xfactor_core.configs import (common, published_mv, published_sm,
+                                  synthetic_mv, synthetic_sm, synthetic_tiny)
 from xfactor_core.inference.pipeline import TransferPipeline
-from xfactor_core.training import (objective, optim, perceptual, step_spec,
-                                   train_state, trainer)
+from xfactor_core.training import (inputs, objective, optim, perceptual,
+                                   step_spec, train_state, trainer)
 from xfactor_core.training.writer import read_metrics
 
 # ------------------------------------------------------------------ masks --
@@ -338,6 +338,21 @@ def test_configs_build_and_published_size():
       lambda: step_spec.init_params(step_spec.make_step_spec(
           synthetic_sm.get_config()), jax.random.key(0)))))
   assert 2e6 < small < 1e7  # "a few million parameters"
+
+
+def test_config_sections_are_the_settings_defaults():
+  config = common.base_config()
+  assert dict(config.objective) == dataclasses.asdict(
+      objective.ObjectiveSettings())
+  assert dict(config.optimizer) == dataclasses.asdict(
+      optim.OptimizerSettings())
+  assert dict(config.data.world) == dataclasses.asdict(inputs.WorldSchedule())
+  assert checkpoints.ModelConfig(**config.model) == (
+      checkpoints.PUBLISHED_CONFIG)
+  config.objective.l1_weigth = 1.0
+  with pytest.raises(step_spec.ConfigError,
+                     match=r"unknown objective settings \['l1_weigth'\]"):
+    step_spec.make_step_spec(config)
 
 
 def test_config_errors():

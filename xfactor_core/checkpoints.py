@@ -48,14 +48,14 @@ class ModelConfig:
   ``render_output`` is the renderer's head: "rgb" (published) or "flow" (the
   appearance-flow head, see ``xfactor_core.models.flow``).
   """
-  features: int
-  num_heads: int
-  patch_size: int
-  pose_layers: int
-  render_layers: int
-  pose_dim: int
-  num_global_tokens: int = 32
-  render_output: str = "rgb"
+  features: int  # Token width of both networks.
+  num_heads: int  # Attention heads (features / num_heads divisible by 4).
+  patch_size: int  # Pixels per side of a patch token.
+  pose_layers: int  # Transformer layers of PoseEnc.
+  render_layers: int  # Transformer layers of Render.
+  pose_dim: int  # Width of a pose latent.
+  num_global_tokens: int = 32  # PoseEnc's global tokens per mask half.
+  render_output: str = "rgb"  # Render's head: "rgb" or "flow".
 
   def __post_init__(self):
     from xfactor_core.models import RENDER_OUTPUTS  # pylint: disable=g-import-not-at-top

@@ -3,137 +3,106 @@
 Configs in this folder start from :func:`base_config` and change what differs.
 Every field can be overridden on the command line, e.g.
 ``--config.total_steps=1000 --config.model.features=256``.
+
+The sections ``model``, ``optimizer``, ``objective`` and ``data.world`` are
+built from the settings dataclasses that read them, so their defaults and the
+comment on each field live in one place:
+``xfactor_core.checkpoints.ModelConfig``,
+``xfactor_core.training.optim.OptimizerSettings``,
+``xfactor_core.training.objective.ObjectiveSettings`` and
+``xfactor_core.training.inputs.WorldSchedule``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
 
 import ml_collections
 from ml_collections import config_dict
 
-_Settings = TypeVar("_Settings")
+from xfactor_core import checkpoints
+from xfactor_core.training import inputs
+from xfactor_core.training import objective
+from xfactor_core.training import optim
 
 
-def settings_from_config(cls: type[_Settings], config: Any,
-                         what: str) -> _Settings:
-  """A settings dataclass from a ConfigDict/mapping; unknown fields are errors."""
-  values = dict(config)
-  names = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(values) - names)
-  if unknown:
-    raise ValueError(f"unknown {what} settings {unknown}; the settings are "
-                     f"{sorted(names)}")
-  return cls(**values)
+def _section(settings: object) -> ml_collections.ConfigDict:
+  """A config section with the fields and values of a settings dataclass."""
+  return ml_collections.ConfigDict(dataclasses.asdict(settings))
 
 
 def base_config() -> ml_collections.ConfigDict:
   """All trainer fields (published stereo-monocular settings where they apply).
-
-  Fields:
-    name: model name written to ``model.json``.
-    model: network sizes (``xfactor_core.checkpoints.ModelConfig`` fields).
-    image_size: square frame size in pixels (an even multiple of the patch).
-    num_context_views: 1 (stereo-monocular) or more (multi-view); clips have
-      ``num_context_views + 1`` frames.
-    dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32).
-    remat: recompute each layer in the backward pass (saves memory).
-    attention_impl: "auto", "xla", "split" (half the attention work for the
-      balanced quadrant masks) or "cudnn".
-    attention_dtype: None, or "bfloat16" to round q, k, v as the published
-      kernels did.
-    batch_size: the true (global) batch per optimiser step.
-    micro_batch_size: clips per forward/backward pass (0: batch_size); the
-      gradients of batch_size / micro_batch_size passes are accumulated.
-    total_steps: optimiser steps to train.
-    log_every, checkpoint_every, eval_every: intervals in optimiser steps.
-    max_checkpoints_to_keep: older checkpoints are deleted.
-    seed: initialisation, objective and synthetic-data seed.
-    optimizer: ``training.optim.OptimizerSettings`` fields.
-    objective: ``training.objective.ObjectiveSettings`` fields.
-    perceptual.kind: "auto" (LPIPS-VGG if weights are set, else SSIM),
-      "lpips" or "ssim"; perceptual.weights: LPIPS-VGG weights file.
-    data.source: "synthetic" (rendered on the devices) or "datasets".
-    data.roots: dataset root per published dataset name (re10k, dl3dv, co3d,
-      mvimgnet); the non-empty ones are used with the published sampler
-      settings of the model kind.
-    data.datasets: explicit loader configs (``loader.default_dataset_config``
-      fields) used instead of data.roots when non-empty.
-    data.worker_count, data.read_threads, data.prefetch_batches: grain
-      settings; data.device_prefetch: batches in flight on the devices.
-    data.supersample: synthetic-world samples per pixel side.
-    data.world: the synthetic world's curriculum and photos
-      (``training.inputs.WorldSchedule`` fields).
-    eval.batch_size: clips per evaluation batch (0: the micro-batch size);
-      eval.num_batches: batches per evaluation (0: no evaluation); eval.seed:
-      the held-out synthetic world (a seed other than training's);
-      eval.num_images:
-      rows of the PNG written to ``<workdir>/eval/``; eval.transfer_pairs:
-      synthetic scene pairs with the same camera motion, for a transfer PSNR
-      (0: off).
-    init_pose_encoder_from: a checkpoint whose PoseEnc initialises this model
-      (the multi-view model starts from the stereo-monocular one).
-    distributed: coordinator_address ("" = single process unless the
-      XFACTOR_COORDINATOR_ADDRESS environment variable is set, "auto" = let JAX
-      detect the cluster), num_processes, process_id (or XFACTOR_NUM_PROCESSES,
-      XFACTOR_PROCESS_ID).
-    progress_bar: show a tqdm bar.
   """
   config = ml_collections.ConfigDict()
-  config.name = "xfactor"
-  config.model = ml_collections.ConfigDict(dict(
-      features=1024, num_heads=16, patch_size=16, pose_layers=8,
-      render_layers=8, pose_dim=256, num_global_tokens=32,
-      render_output="rgb"))
-  config.image_size = 256
+  config.name = "xfactor"  # Written to model.json.
+  config.model = _section(checkpoints.PUBLISHED_CONFIG)  # Network sizes.
+  config.image_size = 256  # Square frames; an even multiple of the patch.
+  # 1 (stereo-monocular) or more (multi-view); clips have
+  # num_context_views + 1 frames.
   config.num_context_views = 1
-  config.dtype = "bfloat16"
-  config.remat = True
+  config.dtype = "bfloat16"  # Compute dtype; parameters stay float32.
+  config.remat = True  # Recompute each layer in the backward pass.
+  # "auto", "xla", "split" (half the attention work for the balanced quadrant
+  # masks) or "cudnn".
   config.attention_impl = "auto"
+  # None, or "bfloat16" to round q, k, v as the published kernels did.
   config.attention_dtype = config_dict.placeholder(str)
 
-  config.batch_size = 256
+  config.batch_size = 256  # The global batch per optimiser step.
+  # Clips per forward/backward pass (0: batch_size); the gradients of
+  # batch_size / micro_batch_size passes are accumulated.
   config.micro_batch_size = 0
-  config.total_steps = 100_000
-  config.log_every = 100
+  config.total_steps = 100_000  # Optimiser steps.
+  config.log_every = 100  # Intervals in optimiser steps.
   config.checkpoint_every = 5_000
   config.eval_every = 5_000
-  config.max_checkpoints_to_keep = 3
-  config.seed = 0
+  config.max_checkpoints_to_keep = 3  # Older checkpoints are deleted.
+  config.seed = 0  # Initialisation, objective and synthetic-data seed.
 
-  config.optimizer = ml_collections.ConfigDict(dict(
-      peak_lr=4e-4, init_lr=1e-12, end_lr=1e-4, warmup_steps=4_000,
-      decay_steps=100_000, b1=0.9, b2=0.95, eps=1e-8, weight_decay=5e-3,
-      grad_clip=1.0, spike_factor=0.0, spike_warmup=50))
-  config.objective = ml_collections.ConfigDict(dict(
-      self_decode_prob=0.05, all_zero_mask_prob=0.05, l1_weight=1.0,
-      perceptual_weight=0.5, augment=True, brightness=0.2, contrast=0.2,
-      saturation=0.2, hue=0.05, jitter_prob=0.9, blur_prob=0.3,
-      blur_sigma_min=0.1, blur_sigma_max=2.0, blur_kernel=7,
-      pose_encoding="pairs", gradient_weight=0.0, flow_supervision=0.0,
-      flow_supervision_steps=0))
-  config.perceptual = ml_collections.ConfigDict(dict(kind="auto", weights=""))
+  config.optimizer = _section(optim.OptimizerSettings())
+  config.objective = _section(objective.ObjectiveSettings())
+  config.perceptual = ml_collections.ConfigDict()
+  # "auto" (LPIPS-VGG if weights are set, else SSIM), "lpips" or "ssim".
+  config.perceptual.kind = "auto"
+  config.perceptual.weights = ""  # LPIPS-VGG weights file.
 
   config.data = ml_collections.ConfigDict()
-  config.data.source = "synthetic"
+  config.data.source = "synthetic"  # Rendered on the devices, or "datasets".
+  # Dataset root per published dataset; the non-empty ones are used with the
+  # published sampler settings of the model kind.
   config.data.roots = ml_collections.ConfigDict(dict(
       re10k="", dl3dv="", co3d="", mvimgnet=""))
+  # Explicit loader configs (data.loader.default_dataset_config fields), used
+  # instead of data.roots when non-empty.
   config.data.datasets = ()
-  config.data.worker_count = 0
+  config.data.worker_count = 0  # Grain settings.
   config.data.read_threads = 2
   config.data.prefetch_batches = 2
-  config.data.device_prefetch = 2
-  config.data.supersample = 1
-  config.data.world = ml_collections.ConfigDict(dict(
-      motion_factor_start=1.0, max_objects_start=8, ramp_steps=0,
-      photo_scene_prob=0.0, photos=""))
+  config.data.device_prefetch = 2  # Batches in flight on the devices.
+  config.data.supersample = 1  # Synthetic-world samples per pixel side.
+  # The synthetic world's curriculum and photos.
+  config.data.world = _section(inputs.WorldSchedule())
 
-  config.eval = ml_collections.ConfigDict(dict(
-      batch_size=0, num_batches=1, seed=1_000_003, num_images=4,
-      transfer_pairs=0))
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 0  # Clips per evaluation batch (0: micro-batch).
+  config.eval.num_batches = 1  # Batches per evaluation (0: no evaluation).
+  # The held-out synthetic world: a seed other than training's.
+  config.eval.seed = 1_000_003
+  config.eval.num_images = 4  # Rows of the PNG written to <workdir>/eval/.
+  # Synthetic scene pairs with the same camera motion, for a transfer PSNR
+  # (0: off).
+  config.eval.transfer_pairs = 0
+  # A checkpoint whose PoseEnc initialises this model (the multi-view model
+  # starts from the stereo-monocular one).
   config.init_pose_encoder_from = ""
-  config.distributed = ml_collections.ConfigDict(dict(
-      coordinator_address="", num_processes=1, process_id=0))
-  config.progress_bar = True
+
+  config.distributed = ml_collections.ConfigDict()
+  # "": a single process unless XFACTOR_COORDINATOR_ADDRESS is set; "auto":
+  # JAX detects the cluster; else host:port of process 0.
+  config.distributed.coordinator_address = ""
+  # Or XFACTOR_NUM_PROCESSES and XFACTOR_PROCESS_ID.
+  config.distributed.num_processes = 1
+  config.distributed.process_id = 0
+  config.progress_bar = True  # A tqdm bar.
   return config

@@ -47,23 +47,20 @@ def reference_index(num_views: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class WorldSchedule:
-  """How the synthetic world changes over training (a curriculum).
-
-  Attributes:
-    motion_factor_start: camera-motion amplitude factor at step 0, growing
-      linearly to 1 (the standard world) over ``ramp_steps``.
-    max_objects_start: objects per room at most at step 0, growing linearly
-      to every slot over ``ramp_steps`` (simple rooms first, clutter later).
-    ramp_steps: length of both ramps (0: the standard world from the start).
-    photo_scene_prob: probability of a photo scene (needs ``photos``).
-    photos: "" (procedural textures only) or "skimage" (the training photos
-      of ``xfactor_core.data.photos`` as textures, with the per-surface photo
-      textures of the standard world and photo scenes).
-  """
+  """How the synthetic world changes over training (a curriculum); the
+  defaults are the standard world throughout and the ``data.world`` section
+  of every training config (``xfactor_core/configs/common.py``)."""
+  # Camera-motion amplitude factor at step 0, growing linearly to 1 (the
+  # standard world) over ramp_steps.
   motion_factor_start: float = 1.0
+  # Objects per room at most at step 0, growing linearly to every slot over
+  # ramp_steps (simple rooms first, clutter later).
   max_objects_start: int = NUM_OBJECT_SLOTS
-  ramp_steps: int = 0
-  photo_scene_prob: float = 0.0
+  ramp_steps: int = 0  # Length of both ramps (0: no ramp).
+  photo_scene_prob: float = 0.0  # Probability of a photo scene (needs photos).
+  # "" (procedural textures only) or "skimage": the training photos of
+  # xfactor_core.data.photos as textures, with the per-surface photo textures
+  # of the standard world and photo scenes.
   photos: str = ""
 
   def __post_init__(self):

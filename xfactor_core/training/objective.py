@@ -51,7 +51,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xfactor_core.configs import common
 from xfactor_core.metrics import image as image_metrics
 
 Params = Any
@@ -65,46 +64,39 @@ _GRAY = np.array([0.299, 0.587, 0.114], np.float32)
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSettings:
-  """Settings of the objective (the published values are the defaults).
-
-  Attributes:
-    self_decode_prob: probability that the target is replaced by a context
-      frame (published: 0.05 stereo-monocular, 0.02 multi-view).
-    all_zero_mask_prob: probability of the all-zero (unsplit) mask.
-    l1_weight, perceptual_weight: loss weights.
-    augment: False turns the pose encoder's augmentation off (identity).
-    brightness, contrast, saturation: colour-jitter strengths (factor drawn in
-      [1 - s, 1 + s]); hue: hue shift in [-hue, hue] turns of the colour wheel.
-    jitter_prob: probability that the colour jitter is applied to an example.
-    blur_prob: probability of the Gaussian blur; its sigma is uniform in
-      [blur_sigma_min, blur_sigma_max] pixels, the kernel blur_kernel taps wide.
-    pose_encoding: "pairs" or "joint" (see the module docstring).
-    gradient_weight: weight of an L1 term on the image gradients (finite
-      differences) of prediction vs target, which rewards sharp views over
-      blurry averages (0: off, the published objective).
-    flow_supervision: weight of an auxiliary term that fits a flow renderer's
-      sampling offsets to the ground-truth flow of the synthetic world (needs
-      batches with ``depth``, ``camera_from_world`` and ``intrinsics``, and
-      ``Render(output="flow")``); 0: off, the published objective. It decays
-      linearly to 0 over ``flow_supervision_steps`` optimiser steps (0: no
-      decay), so that the end of training is self-supervised alone.
-  """
+  """Settings of the objective; the defaults are the published values and
+  the ``objective`` section of every training config
+  (``xfactor_core/configs/common.py``)."""
+  # Probability that the target is replaced by a context frame (published:
+  # 0.05 stereo-monocular, 0.02 multi-view).
   self_decode_prob: float = 0.05
-  all_zero_mask_prob: float = 0.05
+  all_zero_mask_prob: float = 0.05  # Probability of the unsplit mask.
   l1_weight: float = 1.0
   perceptual_weight: float = 0.5
-  augment: bool = True
+  augment: bool = True  # False: the pose encoder sees the clean views.
+  # Colour-jitter strengths: a factor drawn in [1 - s, 1 + s].
   brightness: float = 0.2
   contrast: float = 0.2
   saturation: float = 0.2
-  hue: float = 0.05
-  jitter_prob: float = 0.9
-  blur_prob: float = 0.3
+  hue: float = 0.05  # Hue shift in [-hue, hue] turns of the colour wheel.
+  jitter_prob: float = 0.9  # Probability of the colour jitter per example.
+  blur_prob: float = 0.3  # Probability of the Gaussian blur per example.
+  # The blur's sigma is uniform in [blur_sigma_min, blur_sigma_max] pixels,
+  # its kernel blur_kernel taps wide (odd).
   blur_sigma_min: float = 0.1
   blur_sigma_max: float = 2.0
   blur_kernel: int = 7
-  pose_encoding: str = "pairs"
+  pose_encoding: str = "pairs"  # "pairs" or "joint" (the module docstring).
+  # Weight of an L1 term on the image gradients (finite differences) of
+  # prediction vs target, which rewards sharp views over blurry averages
+  # (0: off, the published objective).
   gradient_weight: float = 0.0
+  # Weight of an auxiliary term fitting a flow renderer's sampling offsets to
+  # the ground-truth flow of the synthetic world (needs batches with depth,
+  # camera_from_world and intrinsics, and Render(output="flow"); 0: off, the
+  # published objective). It decays linearly to 0 over
+  # flow_supervision_steps optimiser steps (0: no decay), so that the end of
+  # training is self-supervised alone.
   flow_supervision: float = 0.0
   flow_supervision_steps: int = 0
 
@@ -130,11 +122,6 @@ class ObjectiveSettings:
                       f"{POSE_ENCODINGS}")
     if problems:
       raise ValueError("invalid objective settings: " + "; ".join(problems))
-
-  @classmethod
-  def from_config(cls, config: Any) -> "ObjectiveSettings":
-    """Reads the fields of a ConfigDict/mapping (unknown fields are errors)."""
-    return common.settings_from_config(cls, config, "objective")
 
 
 # ------------------------------------------------------------------ masks --

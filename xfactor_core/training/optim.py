@@ -29,26 +29,28 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-from xfactor_core.configs import common
-
 Params = Any
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerSettings:
-  """Optimiser hyper-parameters (defaults: the published values)."""
-  peak_lr: float = 4e-4
-  init_lr: float = 1e-12
-  end_lr: float = 1e-4
+  """Optimiser hyper-parameters; the defaults are the published values and
+  the ``optimizer`` section of every training config
+  (``xfactor_core/configs/common.py``). Steps are optimiser steps."""
+  peak_lr: float = 4e-4  # Reached at the end of the warm-up.
+  init_lr: float = 1e-12  # At step 0; rises linearly to peak_lr.
+  end_lr: float = 1e-4  # At decay_steps, after the cosine; constant after.
   warmup_steps: int = 4_000
-  decay_steps: int = 100_000
-  b1: float = 0.9
-  b2: float = 0.95
+  decay_steps: int = 100_000  # Counted from step 0, not from the warm-up.
+  b1: float = 0.9  # Adam's first-moment decay.
+  b2: float = 0.95  # Adam's second-moment decay.
   eps: float = 1e-8
-  weight_decay: float = 5e-3
-  grad_clip: float = 1.0
+  weight_decay: float = 5e-3  # On weight matrices only (decays()).
+  grad_clip: float = 1.0  # Global gradient norm clipped to this.
+  # Skip an update whose gradient norm exceeds spike_factor times the running
+  # mean of the accepted norms (0: off, as published; else > 1) ...
   spike_factor: float = 0.0
-  spike_warmup: int = 50
+  spike_warmup: int = 50  # ... once this many updates were accepted.
 
   def __post_init__(self):
     problems = []
@@ -73,11 +75,6 @@ class OptimizerSettings:
       problems.append(f"spike_warmup={self.spike_warmup} must be >= 0")
     if problems:
       raise ValueError("invalid optimizer settings: " + "; ".join(problems))
-
-  @classmethod
-  def from_config(cls, config: Any) -> "OptimizerSettings":
-    """Reads the fields of a ConfigDict/mapping (unknown fields are errors)."""
-    return common.settings_from_config(cls, config, "optimizer")
 
 
 def learning_rate_schedule(settings: OptimizerSettings) -> optax.Schedule:

@@ -12,7 +12,7 @@ depend on; it is hashable, so compiled functions are cached per spec.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,7 @@ from xfactor_core.training import objective
 from xfactor_core.training import optim
 
 Params = Any
+_Settings = TypeVar("_Settings")
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,25 @@ def _dtype_name(name: Optional[str], field: str) -> Optional[str]:
     raise ConfigError(f"config.{field}={name!r}: use float32, bfloat16 or "
                       "float16")
   return name
+
+
+def settings_from_config(cls: type[_Settings], section: Any,
+                         what: str) -> _Settings:
+  """A settings dataclass from a config section (ConfigDict or mapping).
+
+  Raises:
+    ConfigError: a field the dataclass does not have, or a value it rejects.
+  """
+  values = dict(section)
+  names = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - names)
+  if unknown:
+    raise ConfigError(f"unknown {what} settings {unknown}; the settings are "
+                      f"{sorted(names)}")
+  try:
+    return cls(**values)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
 
 
 def model_config(config: ml_collections.ConfigDict) -> checkpoints.ModelConfig:
@@ -108,12 +128,10 @@ def make_step_spec(config: ml_collections.ConfigDict,
   if config.attention_impl not in models.IMPLEMENTATIONS:
     raise ConfigError(f"attention_impl={config.attention_impl!r}: use one of "
                       f"{models.IMPLEMENTATIONS}")
-  try:
-    objective_settings = objective.ObjectiveSettings.from_config(
-        config.objective)
-    optimizer_settings = optim.OptimizerSettings.from_config(config.optimizer)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
+  objective_settings = settings_from_config(objective.ObjectiveSettings,
+                                            config.objective, "objective")
+  optimizer_settings = settings_from_config(optim.OptimizerSettings,
+                                            config.optimizer, "optimizer")
   return StepSpec(
       model=model, image_size=size, num_views=views + 1,
       dtype=_dtype_name(config.dtype, "dtype"), remat=bool(config.remat),
