@@ -394,9 +394,6 @@ def to_float_images(frames: jax.Array) -> jax.Array:
   return frames.astype(jnp.float32)
 
 
-psnr = image_metrics.psnr  # per image, ``B x H x W x 3`` in [-1, 1] -> ``B``
-
-
 def gradient_l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
   """Mean absolute difference of horizontal and vertical finite differences
   of two ``B x H x W x 3`` images: ``B``."""
@@ -531,7 +528,7 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
   metrics = {
       "l1": l1,
       "perceptual": perceptual,
-      "psnr": jnp.mean(psnr(prediction, target)),
+      "psnr": jnp.mean(image_metrics.psnr(prediction, target)),
       "self_decoded": jnp.mean(replaced.astype(jnp.float32)),
       "all_zero_mask": jnp.mean(all_zero.astype(jnp.float32)),
   }

@@ -78,14 +78,11 @@ class NonFiniteLossError(FloatingPointError):
 # ------------------------------------------------------------- the state --
 
 
-def make_optimizer(spec: step_spec.StepSpec) -> optax.GradientTransformation:
-  return optim.make_optimizer(spec.optimizer, spec.accumulation_steps)
-
-
 def _new_state(spec: step_spec.StepSpec, key: jax.Array) -> TrainState:
   params = step_spec.init_params(spec, jax.random.fold_in(key, _INIT_TAG))
+  tx = optim.make_optimizer(spec.optimizer, spec.accumulation_steps)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=make_optimizer(spec).init(params),
+                    opt_state=tx.init(params),
                     key=jax.random.key_data(key))
 
 
@@ -134,7 +131,7 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
     ``spec.accumulation_steps`` calls, when the parameters change.
   """
   pose_enc, render = step_spec.build_models(spec)
-  tx = make_optimizer(spec)
+  tx = optim.make_optimizer(spec.optimizer, spec.accumulation_steps)
   distance = functools.partial(perceptual_distance, perceptual_params)
 
   def loss_fn(params):

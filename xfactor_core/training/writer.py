@@ -14,7 +14,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Mapping, Optional, Union
+from typing import Mapping, Union
 
 import numpy as np
 
@@ -69,20 +69,8 @@ class MetricWriter:
     if self._enabled:
       self._tensorboard.add_text(name, text, int(step))
 
-  def flush(self) -> None:
-    if self._enabled:
-      self._jsonl.flush()
-      self._tensorboard.flush()
-
   def close(self) -> None:
     if self._enabled:
       self._jsonl.close()
       self._tensorboard.close()
       self._enabled = False
-
-  def __enter__(self) -> "MetricWriter":
-    return self
-
-  def __exit__(self, *exc) -> Optional[bool]:
-    self.close()
-    return None
