@@ -1,4 +1,5 @@
-"""The XFactor training objective (docs/ARCHITECTURE.md, "The training objective").
+"""The XFactor training objective (docs/ARCHITECTURE.md, "The training
+objective").
 
 One training example is a clip of V frames of one video, ``frames: B x V x S x S
 x 3`` (uint8), plus the index of its reference view (the frame nearest the
@@ -24,11 +25,26 @@ objective, per example:
    ``l1_weight * L1 + perceptual_weight * perceptual`` against the clean target
    (published 1.0 and 0.5, perceptual = LPIPS-VGG).
 
+Why a pose cannot smuggle content
+---------------------------------
+A pose latent has pose_dim numbers (256 published), room enough to carry a
+description of the target's pixels instead of a camera motion; the renderer
+would then copy that description rather than move the context, and nothing
+would transfer to another scene. The quadrant mask closes that route because it holds on both
+sides of the bottleneck. In the pose encoder, each half's global tokens attend
+only to the patches of their own half, so the half-1 latent is estimated from
+half-1 tokens alone. In the renderer, each half of the target attends only to
+the same half of the context. After the swap (step 5), the half-1 latent
+drives the rendering of half 0, pixels it never saw: whatever it might carry
+about half 1's content is of no use there. The one thing that helps the
+rendering of both halves is what both halves share, the motion of the camera
+from the reference to the target, so that is what the latent learns to hold.
+
 How the pose encoder is batched for several context views
 ---------------------------------------------------------
 docs/ARCHITECTURE.md defines every latent as a pair latent: context view i gets
-``PoseEnc((ref, view_i))[:, 1]`` and the target
-``PoseEnc((ref, target))[:, 1]``, and the inference pipeline (``TransferPipeline``) computes them exactly so. The
+``PoseEnc((ref, view_i))[:, 1]`` and the target ``PoseEnc((ref, target))[:, 1]``,
+and the inference pipeline (``TransferPipeline``) computes them exactly so. The
 default ``pose_encoding="pairs"`` trains the same function: the V - 1 pairs
 ``(ref, view_i)`` of an example run as a batch of ``B * (V-1)`` two-view calls
 (every pair with the example's mask), so what is trained is what inference
