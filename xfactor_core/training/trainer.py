@@ -59,7 +59,7 @@ from xfactor_core.training import optim
 from xfactor_core.training import perceptual as perceptual_lib
 from xfactor_core.training import sharding
 from xfactor_core.training import step_spec
-from xfactor_core.training import train_state as train_state_lib
+from xfactor_core.training import train_state
 from xfactor_core.training.train_state import TrainState
 from xfactor_core.training.writer import MetricWriter
 
@@ -135,11 +135,10 @@ def train_step(state: TrainState, batch: inputs.Batch, perceptual_params: Any,
   distance = functools.partial(perceptual_distance, perceptual_params)
 
   def loss_fn(params):
-    loss, metrics = objective.xfactor_loss(
+    return objective.xfactor_loss(
         params, batch, _step_key(state), pose_enc=pose_enc, render=render,
         settings=spec.objective, perceptual_distance=distance,
         step=state.step)
-    return loss, metrics
 
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -259,19 +258,19 @@ def _initial_state(config: ml_collections.ConfigDict, spec: step_spec.StepSpec,
   resumed = checkpoint_dir.is_dir() and any(checkpoint_dir.glob("ckpt-*.flax"))
   pose_init = None
   if not resumed and config.init_pose_encoder_from:
-    pose_init = train_state_lib.load_pose_encoder(
+    pose_init = train_state.load_pose_encoder(
         config.init_pose_encoder_from, spec)
   state = compiled.init(jax.random.key(int(config.seed)))
   if resumed:
-    state, stored = train_state_lib.restore_state(state, checkpoint_dir, mesh)
+    state, stored = train_state.restore_state(state, checkpoint_dir, mesh)
     _warn_about_changes(stored, spec.accumulation_steps, perceptual_name)
-    decode = train_state_lib.decode_text
+    decode = train_state.decode_text
     logging.info("resumed from %s at step %d (data: %s)", checkpoint_dir,
                  int(sharding.to_host(state.step)),
                  {k: (decode(v) if np.asarray(v).dtype == np.uint8 else int(v))
                   for k, v in stored.get("data", {}).items()})
   elif pose_init is not None:
-    state = train_state_lib.with_pose_encoder(state, pose_init, mesh)
+    state = train_state.with_pose_encoder(state, pose_init, mesh)
     logging.info("pose encoder initialised from %s",
                  config.init_pose_encoder_from)
   return state, resumed
@@ -283,7 +282,7 @@ def _warn_about_changes(stored: dict[str, Any], accumulation: int,
   if int(stored.get("multi_steps", accumulation)) != accumulation:
     logging.warning("the checkpoint accumulated %d micro-batches per step, "
                     "this run %d", int(stored["multi_steps"]), accumulation)
-  stored_perceptual = train_state_lib.decode_text(
+  stored_perceptual = train_state.decode_text(
       stored.get("perceptual", perceptual_name))
   if stored_perceptual != perceptual_name:
     logging.warning("resuming a run trained with the %s perceptual loss "
@@ -364,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         indent=1))
 
   def save(step: int) -> None:
-    payload = train_state_lib.state_dict(
+    payload = train_state.state_dict(
         state, config=config, perceptual_name=perceptual.name,
         data_state=train_inputs.state(step), accumulation_steps=accumulation)
     if is_main:
