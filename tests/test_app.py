@@ -199,7 +199,7 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
                      "limit of 0.001 megapixels; downscale"):
     uploads.read_context([str(image)], 1, "stereo-monocular", small)
   with pytest.raises(uploads.InputError, match="limit of 0 MB"):
-    uploads.check_file(image, uploads.IMAGE_SUFFIXES, "image",
+    uploads.check_file(image, media.IMAGE_SUFFIXES, "image",
                       uploads.Limits(max_file_mb=1e-6))
   broken = tmp_path / "broken.mp4"
   broken.write_bytes(b"\x00not a video" * 50)
@@ -225,6 +225,49 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
                          "ping_pong": False, "strength": 1.0})
   with pytest.raises(uploads.InputError, match="motion strength 2.0"):
     jobs.TransferSettings(motion_strength=2.0).validate()
+
+
+def test_target_videos_are_read_by_the_media_reader(tmp_path):
+  """uploads builds on media: the selected frames, decoded once, cropped and
+  resized as decoded, uint8; the limits and messages stay the app's."""
+  frames = np.random.default_rng(1).integers(0, 255, (12, 36, 48, 3),
+                                             np.uint8)
+  clip = media.write_video(tmp_path / "walk.mp4", frames)
+  selection = uploads.ClipSelection(start=1, stride=3, count=4)
+  read = uploads.read_target_video(clip, selection, 16)
+  assert read.dtype == np.uint8 and read.shape == (4, 16, 16, 3)
+  np.testing.assert_array_equal(
+      read, media.read_video(clip, [1, 4, 7, 10], size=16))
+  # Past the end of the video: the frames it has (the job warns).
+  tail = uploads.read_target_video(clip, uploads.ClipSelection(8, 2, 6), 16)
+  np.testing.assert_array_equal(tail, media.read_video(clip, [8, 10],
+                                                       size=16))
+  with pytest.raises(uploads.InputError, match=r"start frame 12 is past the "
+                     r"end of walk.mp4 \(12 frames\); lower the start"):
+    uploads.read_target_video(clip, uploads.ClipSelection(12, 1, 4), 16)
+  with pytest.raises(uploads.InputError, match="decodes at most 10 frames"):
+    uploads.read_target_video(clip, selection, 16,
+                              uploads.Limits(max_decoded_frames=10))
+  with pytest.raises(uploads.InputError, match=r"48 x 36 pixels, above the "
+                     "limit"):
+    uploads.read_target_video(clip, selection, 16,
+                              uploads.Limits(max_image_pixels=1000))
+  gif = media.write_video(tmp_path / "walk.gif", frames[:5])
+  assert uploads.read_target_video(
+      gif, uploads.ClipSelection(count=5), 8).shape == (5, 8, 8, 3)
+  assert uploads.probe_video(gif).num_frames == 5
+  (tmp_path / "notes.txt").write_text("not a video")
+  with pytest.raises(uploads.InputError, match=r"wrong type \(\.txt\); use "
+                     + uploads.suffix_names(media.VIDEO_SUFFIXES)):
+    uploads.read_target_video(tmp_path / "notes.txt", selection, 16)
+  # Target frames as images: cropped and resized as read, uint8.
+  paths = []
+  for index in range(3):
+    paths.append(tmp_path / f"f{index}.png")
+    Image.fromarray(frames[index]).save(paths[-1])
+  images = uploads.read_target_images([str(p) for p in paths], None, 16)
+  assert images.dtype == np.uint8
+  np.testing.assert_array_equal(images[1], media.read_image(paths[1], 16))
 
 
 def test_ui_values_map_to_motion_requests():

@@ -206,8 +206,9 @@ def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
   if motion.source == "video":
     paths = uploads.file_paths(list(motion.files))
     if not paths:
-      raise InputError("no target video given; upload an mp4, mov, webm or "
-                       "gif (or pick a preset)")
+      raise InputError("no target video given; upload one ("
+                       f"{uploads.suffix_names(media.VIDEO_SUFFIXES)}) or "
+                       "pick a preset")
     if len(paths) > 1:
       raise InputError(f"{len(paths)} videos given; give one target video")
     return uploads.read_target_video(paths[0], selection, size, limits), None

@@ -16,14 +16,18 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import gradio as gr
 
-from xfactor_core.app import gate, jobs, ui
+from xfactor_core.app import gate, jobs, ui, uploads
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry
 from xfactor_core.app.uploads import Limits
+from xfactor_core.inference import media
 
 RESOLUTIONS = ("native", "64", "128", "192", "256", "320", "384", "512")
 SESSION_TTL_SECONDS = 2 * 3600
-VIDEO_TYPES = [".mp4", ".mov", ".webm", ".gif"]
+# What the upload widgets offer: the types the media readers take.
+IMAGE_TYPES = list(media.IMAGE_SUFFIXES)
+VIDEO_TYPES = list(media.VIDEO_SUFFIXES)
+VIDEO_LABEL = f"Target video ({uploads.suffix_names(media.VIDEO_SUFFIXES)})"
 EXAMPLE_PAIRS = (
     ("photo: astronaut", "zoom in"), ("synthetic room 1", "orbit left"),
     ("photo: cat", "pan right"), ("photo: coffee cup", "spiral"),
@@ -123,7 +127,7 @@ def _model_row(registry: ModelRegistry) -> dict[str, gr.blocks.Block]:
 def _context_column(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
   gr.Markdown("### 1 · Context (the scene to film)")
   context = gr.File(
-      file_count="multiple", file_types=["image"], elem_id="context",
+      file_count="multiple", file_types=IMAGE_TYPES, elem_id="context",
       label="Context image(s): one for stereo-monocular models, up to the "
             "model's view count for multi-view models")
   preview = gr.Gallery(label="Context", columns=5, height=130,
@@ -153,10 +157,9 @@ def _motion_column(presets: PresetLibrary, limits: Limits
                                    autoplay=True, loop=True, interactive=False)
     w["preset_note"] = gr.Markdown("")
   with gr.Group(visible=False) as w["video_group"]:
-    w["video"] = gr.File(file_types=VIDEO_TYPES,
-                         label="Target video (mp4, mov, webm, gif)")
+    w["video"] = gr.File(file_types=VIDEO_TYPES, label=VIDEO_LABEL)
   with gr.Group(visible=False) as w["frames_group"]:
-    w["frames"] = gr.File(file_count="multiple", file_types=["image"],
+    w["frames"] = gr.File(file_count="multiple", file_types=IMAGE_TYPES,
                           label="Target frames (ordered by file name)")
   with gr.Group(visible=False) as w["pair_group"]:
     with gr.Row():
@@ -245,7 +248,7 @@ def _export_panels(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
                 "context / motion.")
     with gr.Row():
       w["batch_contexts"] = gr.File(file_count="multiple",
-                                    file_types=["image"],
+                                    file_types=IMAGE_TYPES,
                                     label="Contexts (one image each)")
       w["batch_presets"] = gr.Dropdown(presets.motion_names, multiselect=True,
                                        label="Preset motions")

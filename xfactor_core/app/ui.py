@@ -36,6 +36,7 @@ from xfactor_core.app.job_board import JobBoard
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import InputError, Limits
+from xfactor_core.inference import media
 from xfactor_core.inference.model_frames import FrameError
 from xfactor_core.inference.media import MediaError
 from xfactor_core.inference.pipeline import TransferError
@@ -445,8 +446,8 @@ class Studio:
 
     Args:
       context: list of context image files (1 for stereo-monocular models).
-      target: a target video (mp4, mov, webm, gif) or a saved camera path
-        (.npy), or None to use ``preset``.
+      target: a target video (mp4, mov, webm, gif, ...) or a saved camera
+        path (.npy), or None to use ``preset``.
       preset: a preset name (see the app's preset list), or None.
       num_frames: number of target frames to use.
     """
@@ -455,12 +456,13 @@ class Studio:
       suffix = target_path.suffix.lower()
       if suffix == ".npy":
         motion = jobs.MotionRequest("path", files=(str(target_path),))
-      elif suffix in uploads.VIDEO_SUFFIXES:
+      elif suffix in media.VIDEO_SUFFIXES:
         motion = jobs.MotionRequest("video", files=(str(target_path),))
       else:
-        raise InputError(f"target {uploads.display_name(target_path)} is "
-                         "neither a video (mp4, mov, webm, gif) nor a camera "
-                         "path (.npy)")
+        raise InputError(
+            f"target {uploads.display_name(target_path)} is neither a video "
+            f"({uploads.suffix_names(media.VIDEO_SUFFIXES)}) nor a camera "
+            "path (.npy)")
       if preset:
         gr.Warning("both a target and a preset were given; used the target")
     elif preset:
