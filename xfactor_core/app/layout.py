@@ -18,11 +18,10 @@ import gradio as gr
 
 from xfactor_core.app import gate, jobs, ui, uploads
 from xfactor_core.app.presets import PresetLibrary
-from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import Limits
 from xfactor_core.inference import media
 
-RESOLUTIONS = ("native", "64", "128", "192", "256", "320", "384", "512")
 SESSION_TTL_SECONDS = 2 * 3600
 # What the upload widgets offer: the types the media readers take.
 IMAGE_TYPES = list(media.IMAGE_SUFFIXES)
@@ -143,8 +142,8 @@ def _context_column(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
   return {"context": context, "context_preview": preview}
 
 
-def _motion_column(presets: PresetLibrary, limits: Limits
-                   ) -> dict[str, gr.blocks.Block]:
+def _motion_column(presets: PresetLibrary, registry: ModelRegistry,
+                   limits: Limits) -> dict[str, gr.blocks.Block]:
   gr.Markdown("### 2 · Motion (the camera move to copy)")
   w: dict[str, gr.blocks.Block] = {}
   w["source"] = gr.Radio(list(jobs.SOURCE_LABELS.values()), value="Preset",
@@ -177,9 +176,8 @@ def _motion_column(presets: PresetLibrary, limits: Limits
       w["start"] = gr.Number(0, precision=0, minimum=0, label="Start frame")
     with gr.Row():
       w["resolution"] = gr.Dropdown(
-          list(RESOLUTIONS), value="native", label="Output resolution (px)",
-          info="the model renders at this size (a multiple of its patch "
-               "size); native = the size it was trained at")
+          label="Output resolution (px)", elem_id="resolution",
+          **ui.resolution_options(_default_spec(registry), limits))
       w["fps"] = gr.Slider(4, 30, value=12, step=1, label="fps")
       w["strength"] = gr.Slider(0.0, jobs.MAX_STRENGTH, value=1.0, step=0.05,
                                 label="Motion strength")
@@ -187,6 +185,14 @@ def _motion_column(presets: PresetLibrary, limits: Limits
       w["reverse"] = gr.Checkbox(False, label="Reverse")
       w["ping_pong"] = gr.Checkbox(False, label="Ping-pong loop")
   return w
+
+
+def _default_spec(registry: ModelRegistry):
+  """The spec of the model the page starts with (None: no model)."""
+  try:
+    return registry.spec(registry.default_id)
+  except RegistryError:
+    return None
 
 
 def _run_row() -> dict[str, gr.blocks.Block]:
@@ -280,6 +286,8 @@ def _api_components(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
                                   label="preset", allow_custom_value=True),
         "api_num_frames": gr.Number(jobs.DEFAULT_FRAMES, precision=0,
                                     label="num_frames"),
+        # Added after the first four: optional, so earlier callers work.
+        "api_output_size": gr.Number(None, precision=0, label="output_size"),
         "api_video": gr.File(label="video"),
         "api_path": gr.File(label="camera_path"),
         "api_button": gr.Button("api"),
@@ -297,7 +305,7 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   on = w.bind
 
   w["model"].change(on(studio.describe_model), w.inputs(["model"]),
-                    w.listed(["model_info"]), **quiet)
+                    w.listed(["model_info", "resolution"]), **quiet)
   w["context"].change(on(studio.context_gallery), w.inputs(["context"]),
                       w.listed(["context_preview"]), **quiet)
   w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
@@ -344,7 +352,8 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
                           api_visibility="private", **heavy)
   w["api_button"].click(
       studio.api_transfer,
-      w.listed(["api_context", "api_target", "api_preset", "api_num_frames"]),
+      w.listed(["api_context", "api_target", "api_preset", "api_num_frames",
+                "api_output_size"]),
       w.listed(["api_video", "api_path"]), api_name="transfer", **heavy)
 
 
@@ -372,7 +381,8 @@ def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
       with gr.Column(scale=1):
         parts |= _context_column(studio.presets)
       with gr.Column(scale=1):
-        parts |= _motion_column(studio.presets, studio.limits)
+        parts |= _motion_column(studio.presets, studio.registry,
+                                studio.limits)
     parts |= _run_row()
     examples = _examples(studio.presets, parts)
     parts |= _result_panel()

@@ -51,6 +51,9 @@ class Limits:
     max_file_mb: largest accepted file.
     max_image_pixels: largest accepted image / video frame (width x height).
     max_frames: most target frames per transfer.
+    max_output_size: largest output side in pixels of models that render at
+      any size (the flow renderer; models with the RGB head render at most
+      at ``registry.MAX_IMAGE_SIZE``).
     max_decoded_frames: most video frames decoded to reach the selection.
     max_files: most files named in one request (all its widgets together).
     max_text_chars: longest text value (a preset name, a choice).
@@ -58,6 +61,7 @@ class Limits:
   max_file_mb: float = 200.0
   max_image_pixels: int = 40_000_000
   max_frames: int = 120
+  max_output_size: int = 1024
   max_decoded_frames: int = 3000
   max_files: int = 500
   max_text_chars: int = 1000
