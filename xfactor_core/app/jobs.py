@@ -10,8 +10,8 @@ renders it chunk by chunk (each chunk is one update, so a UI can stream frames)
 and writes the MP4. Target frames are read once, as uint8 at the model's size,
 and prepared once. The output size (:func:`output_size`) is the working size
 for models with the RGB head; models with the flow renderer run at their own
-size and sample the output from the context photo at the output size. The result keeps what the scrub slider, the export and the
-TPS check need.
+size and sample the output from the context photo at the output size. The
+result keeps what the scrub slider, the export and the TPS check need.
 
 Cancelling is cooperative: ``run_transfer`` asks its ``should_stop`` callback
 between stages and rendered chunks, and a stopped job ends with a last update
