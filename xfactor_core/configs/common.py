@@ -87,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       features=1024, num_heads=16, patch_size=16, pose_layers=8,
       render_layers=8, pose_dim=256, num_global_tokens=32,
-      render_output="rgb"))
+      render_output="rgb", global_warp=True))
   config.image_size = 256
   config.num_context_views = 1
   config.dtype = "bfloat16"
@@ -114,7 +114,7 @@ def base_config() -> ml_collections.ConfigDict:
       saturation=0.2, hue=0.05, jitter_prob=0.9, blur_prob=0.3,
       blur_sigma_min=0.1, blur_sigma_max=2.0, blur_kernel=7,
       pose_encoding="pairs", gradient_weight=0.0, flow_supervision=0.0,
-      flow_supervision_steps=0))
+      flow_supervision_steps=0, fallback_penalty=0.0))
   config.perceptual = ml_collections.ConfigDict(dict(kind="auto", weights=""))
 
   config.data = ml_collections.ConfigDict()
