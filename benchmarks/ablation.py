@@ -154,6 +154,9 @@ def main() -> None:
                       help="CPU minutes of training per arm")
   parser.add_argument("--parallel", type=int, default=2,
                       help="arms trained at once, one core each")
+  parser.add_argument("--cores", nargs="*", type=int, default=None,
+                      help="the cores to pin runs to (default: the first "
+                           "--parallel cores)")
   parser.add_argument("--calibrate-steps", type=int, default=4)
   parser.add_argument("--num-pairs", type=int, default=32)
   parser.add_argument("--tps-pairs", type=int, default=8)
@@ -173,7 +176,7 @@ def main() -> None:
   args.arms = list(args.arms) + [f"{args.arms[-1]}@{lr:g}"
                                   for lr in args.peak_lrs]
   root = pathlib.Path(args.workdir)
-  cores = list(range(min(args.parallel, os.cpu_count() or 1)))
+  cores = args.cores or list(range(min(args.parallel, os.cpu_count() or 1)))
   results = {}
   with concurrent.futures.ThreadPoolExecutor(len(cores)) as pool, tqdm(
       total=len(args.arms), unit="arm") as progress:

@@ -1,28 +1,35 @@
 """App latency: seconds from a transfer request to the finished video.
 
     python benchmarks/app.py [--checkpoint DIR] [--frames 30] [--repeats 3]
-        [--mode in-process server] [--random-config published|small]
-        [--image-size S] [--json OUT] [--compare OLD.json]
+        [--mode in-process server flow] [--random-config published|small|flow]
+        [--image-size S] [--flow-output-size 512] [--json OUT]
+        [--compare OLD.json]
 
 Times a transfer of a preset motion onto an example context, as the app runs
 it: "first" is the first request after start (model loading and compilation
-included), "warm" the median of the following ones. Two ways are measured:
+included), "warm" the median of the following ones. Three cases:
 
 * ``in-process``: the app's job function (``xfactor_core.app.jobs``), without
   the persistent compilation cache, so "first" pays the full compilation;
 * ``server``: ``python app.py`` on a local port, driven by ``gradio_client``
   through the ``/transfer`` endpoint (queue, upload and download included;
-  the app's persistent compilation cache is left as configured).
+  the app's persistent compilation cache is left as configured);
+* ``flow``: in-process, a model with the appearance-flow renderer of the
+  default size (random weights, ``RANDOM_CONFIGS["flow"]``: 128 px model)
+  rendering ``--flow-output-size`` px output sampled from the context photo
+  (issue 13's target: a 30-frame transfer at 512 px under 3 s warm on two
+  cores).
 
-The model is the shipped stereo-monocular default, or ``--checkpoint``, or,
-with ``--random-config``, random weights of that size written to a temporary
-checkpoint (speed does not depend on the values).
+The model of the first two is the shipped stereo-monocular default, or
+``--checkpoint``, or, with ``--random-config``, random weights of that size
+written to a temporary checkpoint (speed does not depend on the values).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import pathlib
 import statistics
 import sys
@@ -33,7 +40,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from xfactor_core import benchmarking, checkpoints, models
+from xfactor_core import benchmarking, checkpoints
 from xfactor_core.app import jobs, presets, registry, sessions, testing
 from xfactor_core.inference.pipeline import DEFAULT_MODELS
 
@@ -44,25 +51,20 @@ RANDOM_CONFIGS = {
     "small": (checkpoints.ModelConfig(features=256, num_heads=4, patch_size=16,
                                       pose_layers=4, render_layers=4,
                                       pose_dim=64), 128),
+    # The default models' recipe (issue 13): 16 x 16 tokens, few global
+    # tokens, the appearance-flow renderer.
+    "flow": (checkpoints.ModelConfig(features=128, num_heads=4, patch_size=8,
+                                     pose_layers=4, render_layers=4,
+                                     pose_dim=64, num_global_tokens=2,
+                                     render_output="flow"), 128),
 }
 
 
 def write_random_checkpoint(folder: pathlib.Path, name: str) -> pathlib.Path:
   """Random weights of a named config, saved as a checkpoint + model.json."""
   config, size = RANDOM_CONFIGS[name]
-  pose_enc = models.PoseEnc(**config.pose_enc_kwargs())
-  render = models.Render(**config.render_kwargs())
-  key = jax.random.key(0)
-  pair = np.zeros((1, 2, size, size, 3), np.float32)
-  params = {
-      "PoseEnc": jax.jit(pose_enc.init)(key, pair)["params"],
-      "Render": jax.jit(render.init)(key, pair[:, :1], np.zeros(
-          (1, 2, config.pose_dim), np.float32))["params"],
-  }
-  checkpoints.save_params(folder / "checkpoints-0", params)
-  checkpoints.write_model_info(folder, name=f"random {name}", image_size=size,
-                               num_context_views=1)
-  return folder
+  return testing.write_random_checkpoint(folder, config, image_size=size,
+                                         name=f"random {name}")
 
 
 def _library() -> presets.PresetLibrary:
@@ -73,7 +75,11 @@ def _library() -> presets.PresetLibrary:
 
 
 def time_in_process(checkpoint: pathlib.Path, frames: int, repeats: int,
-                    image_size: Optional[int]) -> dict:
+                    resolution: Optional[int],
+                    mode: str = "in-process") -> dict:
+  """Times ``jobs.transfer`` in this process: the first call and the warm
+  median. ``resolution``: the app's resolution setting (the working size of
+  RGB models, the output size of flow models; None: the model's default)."""
   library = _library()
   specs = registry.discover_models(checkpoint, defaults={})
   models_ = registry.ModelRegistry(specs)
@@ -81,7 +87,7 @@ def time_in_process(checkpoint: pathlib.Path, frames: int, repeats: int,
       specs[0].model_id,
       tuple(str(f) for f in library.context(CONTEXT).files),
       jobs.MotionRequest("preset", MOTION),
-      jobs.TransferSettings(num_frames=frames, resolution=image_size))
+      jobs.TransferSettings(num_frames=frames, resolution=resolution))
   times = []
   with tempfile.TemporaryDirectory() as tmp:
     for index in range(repeats + 1):
@@ -91,8 +97,9 @@ def time_in_process(checkpoint: pathlib.Path, frames: int, repeats: int,
       times.append(time.perf_counter() - start)
       logging.info("in-process run %d: %.2f s", index, times[-1])
   spec = models_.spec(specs[0].model_id)
-  return {"mode": "in-process", "model": spec.label,
+  return {"mode": mode, "model": spec.label,
           "parameters": spec.num_parameters, "image_size": result.image_size,
+          "output_size": result.output_size,
           "frames": result.num_frames, "first_s": times[0],
           "warm_s": statistics.median(times[1:]),
           "warm_ms_per_frame": 1e3 * statistics.median(times[1:]) / frames}
@@ -128,9 +135,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--repeats", type=int, default=3,
                       help="warm requests after the first")
   parser.add_argument("--image-size", type=int, default=None,
-                      help="working resolution (in-process mode only)")
-  parser.add_argument("--mode", nargs="+", default=["in-process", "server"],
-                      choices=["in-process", "server"])
+                      help="the app's resolution setting (in-process mode "
+                           "only): the working size of RGB models, the "
+                           "output size of flow models")
+  parser.add_argument("--flow-output-size", type=int, default=512,
+                      help="output size of the flow case")
+  parser.add_argument("--mode", nargs="+",
+                      default=["in-process", "server", "flow"],
+                      choices=["in-process", "server", "flow"])
   parser.add_argument("--json", default=None, help="write the rows here")
   parser.add_argument("--compare", default=None,
                       help="a --json file of an earlier run")
@@ -150,17 +162,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       parser.error("the shipped default model is not trained yet: pass "
                    "--checkpoint DIR or --random-config published")
     rows = []
+    if "flow" in args.mode:
+      flow = write_random_checkpoint(pathlib.Path(tmp) / "flow", "flow")
+      rows.append(time_in_process(
+          flow, args.frames, args.repeats, args.flow_output_size,
+          mode=f"in-process, flow {args.flow_output_size} px"))
     if "in-process" in args.mode:
       rows.append(time_in_process(checkpoint, args.frames, args.repeats,
                                   args.image_size))
     if "server" in args.mode:
       rows.append(time_server(checkpoint, args.frames, args.repeats))
-  columns = ["mode", "model", "parameters", "image_size", "frames", "first_s",
-             "warm_s", "warm_ms_per_frame"]
+  columns = ["mode", "model", "parameters", "image_size", "output_size",
+             "frames", "first_s", "warm_s", "warm_ms_per_frame"]
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   benchmarking.print_table(rows, columns, title=(
       f"Request -> finished video, {args.frames}-frame transfer "
-      f"({jax.default_backend()}, {jax.device_count()} device(s))"))
-  benchmarking.write_json(args.json, {"rows": rows})
+      f"({jax.default_backend()}, {jax.device_count()} device(s), "
+      f"{os.cpu_count()} CPUs, load average {load:.1f} at the end)"))
+  benchmarking.write_json(args.json, {"rows": rows, "load_average": load})
   if args.compare:
     benchmarking.compare_rows(args.compare, rows, ["mode", "frames"],
                               "warm_s", higher_is_better=False)

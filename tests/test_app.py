@@ -1,5 +1,6 @@
 """Tests of the app's logic as plain functions (no server, no browser)."""
 
+import dataclasses
 import json
 import pathlib
 import threading
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xfactor_core.app import (check, example_cache, export, job_board, jobs,
-                              layout, make_presets, presets, registry,
+from xfactor_core import checkpoints
+from xfactor_core.app import (check, example_cache, export, gate, job_board,
+                              jobs, layout, make_presets, presets, registry,
                               sessions, testing, ui, uploads)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
@@ -199,7 +201,7 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
                      "limit of 0.001 megapixels; downscale"):
     uploads.read_context([str(image)], 1, "stereo-monocular", small)
   with pytest.raises(uploads.InputError, match="limit of 0 MB"):
-    uploads.check_file(image, uploads.IMAGE_SUFFIXES, "image",
+    uploads.check_file(image, media.IMAGE_SUFFIXES, "image",
                       uploads.Limits(max_file_mb=1e-6))
   broken = tmp_path / "broken.mp4"
   broken.write_bytes(b"\x00not a video" * 50)
@@ -225,6 +227,49 @@ def test_bad_inputs_name_the_problem_and_the_fix(tmp_path):
                          "ping_pong": False, "strength": 1.0})
   with pytest.raises(uploads.InputError, match="motion strength 2.0"):
     jobs.TransferSettings(motion_strength=2.0).validate()
+
+
+def test_target_videos_are_read_by_the_media_reader(tmp_path):
+  """uploads builds on media: the selected frames, decoded once, cropped and
+  resized as decoded, uint8; the limits and messages stay the app's."""
+  frames = np.random.default_rng(1).integers(0, 255, (12, 36, 48, 3),
+                                             np.uint8)
+  clip = media.write_video(tmp_path / "walk.mp4", frames)
+  selection = uploads.ClipSelection(start=1, stride=3, count=4)
+  read = uploads.read_target_video(clip, selection, 16)
+  assert read.dtype == np.uint8 and read.shape == (4, 16, 16, 3)
+  np.testing.assert_array_equal(
+      read, media.read_video(clip, [1, 4, 7, 10], size=16))
+  # Past the end of the video: the frames it has (the job warns).
+  tail = uploads.read_target_video(clip, uploads.ClipSelection(8, 2, 6), 16)
+  np.testing.assert_array_equal(tail, media.read_video(clip, [8, 10],
+                                                       size=16))
+  with pytest.raises(uploads.InputError, match=r"start frame 12 is past the "
+                     r"end of walk.mp4 \(12 frames\); lower the start"):
+    uploads.read_target_video(clip, uploads.ClipSelection(12, 1, 4), 16)
+  with pytest.raises(uploads.InputError, match="decodes at most 10 frames"):
+    uploads.read_target_video(clip, selection, 16,
+                              uploads.Limits(max_decoded_frames=10))
+  with pytest.raises(uploads.InputError, match=r"48 x 36 pixels, above the "
+                     "limit"):
+    uploads.read_target_video(clip, selection, 16,
+                              uploads.Limits(max_image_pixels=1000))
+  gif = media.write_video(tmp_path / "walk.gif", frames[:5])
+  assert uploads.read_target_video(
+      gif, uploads.ClipSelection(count=5), 8).shape == (5, 8, 8, 3)
+  assert uploads.probe_video(gif).num_frames == 5
+  (tmp_path / "notes.txt").write_text("not a video")
+  with pytest.raises(uploads.InputError, match=r"wrong type \(\.txt\); use "
+                     + uploads.suffix_names(media.VIDEO_SUFFIXES)):
+    uploads.read_target_video(tmp_path / "notes.txt", selection, 16)
+  # Target frames as images: cropped and resized as read, uint8.
+  paths = []
+  for index in range(3):
+    paths.append(tmp_path / f"f{index}.png")
+    Image.fromarray(frames[index]).save(paths[-1])
+  images = uploads.read_target_images([str(p) for p in paths], None, 16)
+  assert images.dtype == np.uint8
+  np.testing.assert_array_equal(images[1], media.read_image(paths[1], 16))
 
 
 def test_ui_values_map_to_motion_requests():
@@ -574,4 +619,194 @@ def test_build_app_wires_the_transfer_endpoint(studio):
   assert {"transfer", "transfer_ui"} <= names
   api = next(d for d in demo.fns.values() if d.api_name == "transfer")
   assert [c.label for c in api.inputs] == ["context", "target", "preset",
-                                           "num_frames"]
+                                           "num_frames", "output_size"]
+
+
+# ------------------------------------------- flow models: any output size --
+
+
+FLOW_CONFIG = checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 4,
+                                      render_output="flow")
+
+
+@pytest.fixture(scope="module")
+def flow_models(tmp_path_factory):
+  """A registry whose only (default) model is a tiny flow model (32 px)."""
+  folder = testing.write_random_checkpoint(
+      tmp_path_factory.mktemp("flow") / "tiny_flow", FLOW_CONFIG,
+      image_size=32, name="tiny flow")
+  return registry.ModelRegistry(registry.discover_models(folder, defaults={}),
+                                batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+  """A 64 x 48 (landscape, not square) context photo."""
+  path = tmp_path_factory.mktemp("photo") / "street.png"
+  image = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
+  Image.fromarray(image).save(path)
+  return path
+
+
+def _flow_request(flow_models, context, resolution=None, frames=5):
+  return jobs.TransferRequest(
+      flow_models.default_id, (str(context),),
+      jobs.MotionRequest("preset", "zoom in"),
+      jobs.TransferSettings(num_frames=frames, resolution=resolution))
+
+
+def test_flow_models_are_known_before_loading(flow_models, models):
+  spec = flow_models.spec(None)
+  assert spec.render_output == "flow" and not flow_models.is_loaded(
+      spec.model_id)
+  assert "flow renderer: any output size" in flow_models.describe()
+  options = ui.resolution_options(spec)
+  values = [value for _, value in options["choices"]]
+  assert values == ["native", "32", "256", "384", "512", "768", "1024"]
+  assert "the photo's size" in options["choices"][0][0]
+  assert "samples its output from your photo" in options["info"]
+  smaller = ui.resolution_options(spec, uploads.Limits(max_output_size=512))
+  assert [v for _, v in smaller["choices"]][-1] == "512"
+  # Models with the RGB head, and models not known to be flow models before
+  # they load (no config in their model.json), keep today's choices.
+  rgb = models.spec(_ids(models)[0])
+  assert rgb.render_output in (None, "rgb") and not rgb.renders_any_size
+  assert [v for _, v in ui.resolution_options(rgb)["choices"]] == [
+      "native", "64", "128", "192", "256", "320", "384", "512"]
+
+
+def test_flow_output_defaults_to_the_photo_and_samples_it(flow_models,
+                                                          library, photo,
+                                                          tmp_path):
+  result = jobs.transfer(flow_models, library,
+                         _flow_request(flow_models, photo), tmp_path)
+  # The model runs at 32 px; the output is the photo's shorter side (48).
+  assert result.image_size == 32 and result.output_size == 48
+  assert result.context.shape == (1, 32, 32, 3)
+  assert result.target.shape == (5, 32, 32, 3)
+  assert result.generated.shape == (5, 48, 48, 3)
+  assert media.read_video(result.video).shape == (5, 48, 48, 3)
+  pipe = flow_models.get()
+  images = [media.read_image(photo)]
+  np.testing.assert_array_equal(result.sample_from,
+                                pipe.prepare(images, size=48))
+  expected = pipe.render(pipe.prepare(images), result.path,
+                         sample_from=pipe.prepare(images, size=48))
+  from xfactor_core.inference.model_frames import to_uint8
+  np.testing.assert_array_equal(result.generated, to_uint8(expected))
+  assert "context[0] is 64 x 48, not square: the model sees its centre " \
+      "48 x 48" in result.context_note
+  assert result.model_info["render_output"] == "flow"
+
+
+def test_flow_output_size_choice_reaches_video_scrub_and_export(
+    flow_models, library, tmp_path):
+  context = library.context("photo: cat").files[0]  # square: no note
+  result = jobs.transfer(flow_models, library,
+                         _flow_request(flow_models, context, 40), tmp_path)
+  assert result.generated.shape == (5, 40, 40, 3) and not result.context_note
+  target, frame = jobs.scrub(flow_models, result, 1.5)
+  assert target.shape == (32, 32, 3) and frame.shape == (40, 40, 3)
+  pipe = flow_models.pipeline(batch_size=1)
+  expected = pipe.render(result.context, interpolate_path(result.path, 1.5)[
+      None], sample_from=result.sample_from)
+  from xfactor_core.inference.model_frames import to_uint8
+  np.testing.assert_array_equal(frame, to_uint8(expected[0]))
+  archive = export.export_result(result, tmp_path)
+  with zipfile.ZipFile(archive) as z:
+    settings = json.loads(z.read("settings.json"))
+  assert settings["output_size"] == 40 and settings["image_size"] == 32
+
+
+def test_flow_output_sizes_that_are_not_possible_are_refused(
+    flow_models, library, tmp_path):
+  context = library.context("photo: cat").files[0]
+  cases = [(2000, "output size 2000 px is above this server's limit of 1024 "
+                  "px; pick 1024 or less"),
+           (20, r"output size 20 px is outside 32..1024 px; pick a size in "
+                "that range")]
+  for size, message in cases:
+    with pytest.raises(ValueError, match=message):
+      jobs.transfer(flow_models, library,
+                    _flow_request(flow_models, context, size), tmp_path)
+  with pytest.raises(uploads.InputError, match="above this server's limit of "
+                     "256 px"):
+    jobs.transfer(flow_models, library,
+                  _flow_request(flow_models, context, 384), tmp_path,
+                  uploads.Limits(max_output_size=256))
+
+
+def test_rgb_models_run_at_the_resolution_as_before(models, library,
+                                                    tmp_path):
+  sm, _ = _ids(models)
+  context = (str(library.context("photo: cat").files[0]),)
+  request = jobs.TransferRequest(sm, context,
+                                 jobs.MotionRequest("preset", "zoom in"),
+                                 jobs.TransferSettings(num_frames=3,
+                                                       resolution=128))
+  result = jobs.transfer(models, library, request, tmp_path)
+  assert result.image_size == result.output_size == 128
+  assert result.sample_from is None and result.context.shape == (1, 128, 128,
+                                                                 3)
+  assert result.target.shape == (3, 128, 128, 3)
+  with pytest.raises(registry.RegistryError, match="above the app's limit of "
+                     "512 px for this model, whose RGB head .* or a model "
+                     "with the flow renderer"):
+    jobs.transfer(models, library, dataclasses.replace(
+        request, settings=jobs.TransferSettings(num_frames=3,
+                                                resolution=1024)), tmp_path)
+
+
+def test_flow_handlers_show_the_output_size_and_the_crop_note(
+    flow_models, library, photo, tmp_path):
+  studio = ui.Studio(flow_models, library, work_root=tmp_path / "work")
+  model = flow_models.default_id
+  assert studio.describe_model({"model": model})["resolution"]["choices"][
+      -1] == ("1024", "1024")
+  form = {"model": model, "context": [str(photo)], "source": "Preset",
+          "preset": "pan left", **OPTIONS, "num_frames": 3,
+          "resolution": "40"}
+  status = list(studio.run_transfer(form))[-1]["status"]
+  assert status.startswith("Done: 3 frames at 40 px (sampled from the "
+                           "context photo; the model runs at 32 px)"), status
+  assert "Note: context[0] is 64 x 48, not square" in status
+  square = {**form, "context": [str(library.context("photo: cat").files[0])],
+            "resolution": "native"}
+  status = list(studio.run_transfer(square))[-1]["status"]
+  assert "frames at 256 px" in status and "Note" not in status
+  # The API: the output size is its last parameter, optional.
+  video, _ = studio.api_transfer([str(photo)], None, "pan left", 3, 40)
+  assert media.read_video(video).shape == (3, 40, 40, 3)
+  video, _ = studio.api_transfer([str(photo)], None, "pan left", 3)
+  assert media.read_video(video).shape == (3, 48, 48, 3)
+  with pytest.raises(gr.Error, match="outside 32..1024 px"):
+    studio.api_transfer([str(photo)], None, "pan left", 3, 24)
+
+
+def test_flow_batch_export_renders_at_the_output_size(flow_models, library,
+                                                      photo, tmp_path,
+                                                      monkeypatch):
+  monkeypatch.setattr(export, "MAX_SHEET_TILE", 32)
+  archive, sheet = export.batch_export(
+      flow_models, library, None, [[str(photo)]],
+      [jobs.MotionRequest("preset", "zoom in"),
+       jobs.MotionRequest("preset", "spiral")],
+      jobs.TransferSettings(num_frames=3, resolution=40), tmp_path)
+  with zipfile.ZipFile(archive) as z:
+    z.extractall(tmp_path / "x")
+    names = [n for n in z.namelist() if n.endswith(".mp4")]
+  assert len(names) == 2
+  for name in names:
+    assert media.read_video(tmp_path / "x" / name).shape == (3, 40, 40, 3)
+  assert sheet.shape[0] == 2 * 32 + 4  # tiles shrunk to MAX_SHEET_TILE
+
+
+def test_short_api_calls_get_the_trailing_defaults():
+  def api(context, target, preset, num_frames, output_size=None):
+    del context, target, preset, num_frames, output_size
+  assert gate.with_defaults(api, 5, [1, 2, 3, 4]) == [1, 2, 3, 4, None]
+  assert gate.with_defaults(api, 5, [1, 2, 3, 4, 5]) == [1, 2, 3, 4, 5]
+  # A missing parameter without a default: left to Gradio to refuse.
+  assert gate.with_defaults(api, 5, [1, 2, 3]) == [1, 2, 3]
+  # Dict-form handlers take one form, not positional inputs.
+  assert gate.with_defaults(lambda values, *args: None, 3, [1]) == [1]

@@ -2,13 +2,15 @@
 
 import pathlib
 import time
+import uuid
 
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from xfactor_core.app import presets, testing
+from xfactor_core import checkpoints
+from xfactor_core.app import presets, testing, ui
 from xfactor_core.inference import media
 
 LIBRARY = presets.load_presets()
@@ -16,11 +18,18 @@ CAT = str(LIBRARY.context("photo: cat").files[0])
 ROOM = str(LIBRARY.context("synthetic room 1").files[0])
 
 
+FLOW_CONFIG = checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 4,
+                                      render_output="flow")
+
+
 @pytest.fixture(scope="module")
 def server(reference_dir, tmp_path_factory):
   folder = testing.write_test_checkpoints(
       tmp_path_factory.mktemp("ckpts"),
       reference_dir / "official_format_checkpoint")
+  # Listed after tiny_mv (the default) and tiny_sm.
+  testing.write_random_checkpoint(folder / "tiny_sm_flow", FLOW_CONFIG,
+                                  image_size=32, name="tiny flow")
   temp = tmp_path_factory.mktemp("apptmp")
   log = tmp_path_factory.mktemp("log") / "app.log"
   with testing.serve_app(folder, env={"TMPDIR": str(temp)},
@@ -40,7 +49,10 @@ def test_transfer_endpoint_signature(client):
   api = client.view_api(return_format="dict", print_info=False)
   endpoint = api["named_endpoints"]["/transfer"]
   assert [p["parameter_name"] for p in endpoint["parameters"]] == [
-      "context", "target", "preset", "num_frames"]
+      "context", "target", "preset", "num_frames", "output_size"]
+  # Added last, with a default: callers of the first four keep working.
+  assert endpoint["parameters"][-1]["parameter_has_default"]
+  assert endpoint["parameters"][-1]["parameter_default"] is None
   assert [r["label"] for r in endpoint["returns"]] == ["video", "camera_path"]
 
 
@@ -142,3 +154,50 @@ def test_uploads_stay_in_the_apps_own_folder(server, client, tmp_path):
   _, temp, _ = server
   assert list(temp.glob(f"xfactor_studio_*/uploads/*/{image.name}"))
   assert not list((temp / "gradio").glob(f"*/{image.name}"))
+
+
+def test_output_size_of_the_transfer_endpoint(client):
+  """The optional last parameter; the default model has the RGB head, which
+  runs at the output size."""
+  video, path = client.predict(context=[handle_file(CAT)], target=None,
+                               preset="pan left", num_frames=3,
+                               output_size=128, api_name="/transfer")
+  assert media.read_video(video).shape == (3, 128, 128, 3)
+  with pytest.raises(AppError, match="above the app's limit of 512 px"):
+    client.predict(context=[handle_file(CAT)], target=None,
+                   preset="pan left", num_frames=3, output_size=1024,
+                   api_name="/transfer")
+
+
+def test_page_offers_a_flow_models_output_sizes(server, client):
+  """Picking a flow model offers its output sizes (the choices are the
+  session's), and a transfer renders at the size picked."""
+  url = server[0]
+  components = {c["id"]: c for c in client.config["components"]}
+  events = {d.get("api_name"): d for d in client.config["dependencies"]}
+  model_choices = next(c for c in components.values() if c.get("props", {})
+                       .get("elem_id") == "model")["props"]["choices"]
+  flow = next(value for label, value in model_choices if label == "tiny flow")
+  session = uuid.uuid4().hex
+  describe = events["describe_model"]
+  described = testing.call_event(url, describe["id"], [flow],
+                                 queued=describe.get("queue") is not False,
+                                 session=session)
+  assert described["success"], described
+  update = described["data"][1]
+  assert [value for _, value in update["choices"]][-1] == "1024"
+  transfer = events["transfer_ui"]
+  inputs = [components[i] for i in transfer["inputs"]]
+  labels = [c.get("props", {}).get("label") or "" for c in inputs]
+  data = [c.get("props", {}).get("value") for c in inputs]
+  data[labels.index("Model")] = flow
+  data[next(i for i, label in enumerate(labels)
+            if label.startswith("Context image"))] = [
+                testing.file_value(testing.upload(url, CAT))]
+  data[labels.index("Frames")] = 3
+  data[labels.index("Output resolution (px)")] = "256"
+  outcome = testing.call_event(url, transfer["id"], data, session=session)
+  assert outcome["success"], outcome
+  status = outcome["data"][ui.TRANSFER_OUTPUTS.index("status")]
+  assert status.startswith("Done: 3 frames at 256 px (sampled from the "
+                           "context photo; the model runs at 32 px)"), status

@@ -266,7 +266,7 @@ def test_page_transfer_reads_an_uploaded_video(server, endpoints, tmp_path):
   data = _defaults(endpoint)
   context = next(i for i, label in enumerate(labels)
                  if label.startswith("Context image"))
-  video = labels.index("Target video (mp4, mov, webm, gif)")
+  video = labels.index(layout.VIDEO_LABEL)
   data[context] = [_real_upload(url, endpoint["inputs"][context], tmp_path)]
   data[video] = _real_upload(url, endpoint["inputs"][video], tmp_path)
   data[labels.index("Motion from")] = "Video"

@@ -46,7 +46,10 @@ class ModelConfig:
   """Sizes of a PoseEnc + Render pair (published: 1024, 16, 16, 8, 8, 256).
 
   ``render_output`` is the renderer's head: "rgb" (published) or "flow" (the
-  appearance-flow head, see ``xfactor_core.models.flow``).
+  appearance-flow head, see ``xfactor_core.models.flow``); ``global_warp``
+  whether a flow head adds the latents' homography (``GlobalWarpHead``); an
+  "rgb" renderer has no warp, so its ``global_warp`` always reads False and
+  configs that differ only there compare equal.
   """
   features: int  # Token width of both networks.
   num_heads: int  # Attention heads (features / num_heads divisible by 4).
@@ -56,12 +59,16 @@ class ModelConfig:
   pose_dim: int  # Width of a pose latent.
   num_global_tokens: int = 32  # PoseEnc's global tokens per mask half.
   render_output: str = "rgb"  # Render's head: "rgb" or "flow".
+  # A flow head's homography from the latents (GlobalWarpHead); "rgb": False.
+  global_warp: bool = True
 
   def __post_init__(self):
     from xfactor_core.models import RENDER_OUTPUTS  # pylint: disable=g-import-not-at-top
     if self.render_output not in RENDER_OUTPUTS:
       raise ValueError(f"render_output={self.render_output!r}: use one of "
                        f"{RENDER_OUTPUTS}")
+    if self.render_output == "rgb" and self.global_warp:
+      object.__setattr__(self, "global_warp", False)
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -71,8 +78,8 @@ class ModelConfig:
     if unknown:
       raise ValueError(f"unknown model fields {unknown}; the fields are those "
                        "of xfactor_core.checkpoints.ModelConfig")
-    return cls(**{k: (str(v) if k == "render_output" else int(v))
-                  for k, v in values.items()})
+    convert = {"render_output": str, "global_warp": bool}
+    return cls(**{k: convert.get(k, int)(v) for k, v in values.items()})
 
   def pose_enc_kwargs(self) -> dict[str, int]:
     return dict(features=self.features, num_heads=self.num_heads,
@@ -84,7 +91,7 @@ class ModelConfig:
     kwargs = dict(features=self.features, num_heads=self.num_heads,
                   patch_size=self.patch_size, num_layers=self.render_layers)
     if self.render_output != "rgb":
-      kwargs["output"] = self.render_output
+      kwargs.update(output=self.render_output, global_warp=self.global_warp)
     return kwargs
 
   def to_dict(self) -> dict[str, int]:
@@ -217,6 +224,7 @@ def _shape(tree: Mapping[str, Any], path: str, source: Any) -> tuple[int, ...]:
 
 # The parameter subtree of the appearance-flow head in Render.
 FLOW_HEAD = "AppearanceFlowHead_0"
+GLOBAL_WARP_HEAD = "GlobalWarpHead_0"
 
 
 def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
@@ -236,7 +244,8 @@ def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
   return ModelConfig(features=features, num_heads=num_heads,
                      patch_size=patch_size, pose_layers=count(pe),
                      render_layers=count(rd), pose_dim=pose_dim,
-                     num_global_tokens=num_global, render_output=output)
+                     num_global_tokens=num_global, render_output=output,
+                     global_warp=output == "flow" and GLOBAL_WARP_HEAD in rd)
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]]:

@@ -5,9 +5,11 @@ Modules:
                 DIR), ModelRegistry (lazy loading, bounded LRU cache).
   uploads       InputError, Limits, UploadPolicy (which files a caller may
                 name), file/context/video/frames/.npy readers that validate
-                type, size, pixels and frame counts.
+                type, size, pixels and frame counts, then read through
+                inference.media.
   jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
-                (streamed, cancellable), transfer, scrub (fractional frames).
+                (streamed, cancellable), transfer, scrub (fractional frames),
+                output_size (flow models render at any output size).
   job_board     JobBoard: open jobs and which of them were cancelled.
   sessions      the sessions' job folders (made per job, swept by age).
   example_cache ExampleCache: lazy cache of the shipped examples' results.
@@ -23,7 +25,8 @@ Modules:
                 (event handlers on forms keyed by widget name).
   layout        build_app (the page, one helper per panel) and the wiring of
                 its events; Widgets (Gradio's dict form by widget name).
-  testing       test checkpoints and a live-server context manager.
+  testing       test checkpoints (linked published-format weights, random
+                weights of any config) and a live-server context manager.
 
 Run the app with ``python app.py``.
 """

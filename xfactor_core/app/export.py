@@ -21,6 +21,7 @@ import pathlib
 import zipfile
 from typing import Any, Callable, Optional, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -32,6 +33,7 @@ from xfactor_core.app.uploads import InputError
 from xfactor_core.inference import media
 
 MAX_BATCH_COMBINATIONS = 12
+MAX_SHEET_TILE = 512  # contact sheet tiles at most this many pixels a side
 STORED_SUFFIXES = (".mp4", ".gif", ".png", ".jpg")
 
 
@@ -51,6 +53,7 @@ def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
                  "description": request.motion.describe()},
       "settings": request.settings.to_dict(),
       "image_size": result.image_size,
+      "output_size": result.output_size,
       "num_frames": result.num_frames,
       "camera_path_shape": list(result.path.shape),
       "seconds": round(result.seconds, 3),
@@ -106,7 +109,22 @@ def context_label(path: str) -> str:
 
 def contact_sheet(rows: Sequence[np.ndarray], max_frames: int = 8
                   ) -> np.ndarray:
-  """Rows of uint8 clips (``F x H x W x 3``) -> one image (rows x frames)."""
+  """Rows of uint8 clips (``F x H x W x 3``) -> one image (rows x frames).
+
+  Tiles take the first clip's frame size, at most ``MAX_SHEET_TILE`` a side
+  (large outputs of flow models are shown smaller).
+  """
+  rows = list(rows)
+  if not rows:
+    return media.contact_sheet(rows)  # raises: nothing to tile
+  first = np.asarray(rows[0])
+  side = max(first.shape[1:3])
+  if side > MAX_SHEET_TILE:
+    scale = MAX_SHEET_TILE / side
+    size = (max(1, round(first.shape[2] * scale)),
+            max(1, round(first.shape[1] * scale)))
+    rows[0] = np.stack([cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+                        for frame in first])
   return media.contact_sheet(rows, max_frames=max_frames)
 
 

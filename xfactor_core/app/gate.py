@@ -20,12 +20,18 @@ processing:
 * a number widget takes finite numbers only; a text value is at most
   ``Limits.max_text_chars`` long.
 
+A caller that sends fewer values than an event has inputs gets the defaults
+of the handler's trailing parameters for the rest (:func:`with_defaults`), so
+a parameter added at the end of a public endpoint, with a default, leaves
+earlier callers working (Gradio itself would refuse the short call).
+
 Ranges (frames, fps, strength, ...) are the widgets' and the handlers'
 business; their refusals are ``gr.Error`` messages too.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -129,6 +135,31 @@ def check_event(components: Sequence[Any], values: Sequence[Any],
       policy.check(file_value.get("path"), f"{name} file")
 
 
+def with_defaults(fn: Any, num_inputs: int, values: Sequence[Any]) -> list:
+  """``values`` padded with the defaults of ``fn``'s trailing parameters.
+
+  Only for a function that takes its inputs as positional parameters (the
+  public API's), and only when every missing one has a default; otherwise
+  ``values`` comes back as it is (and Gradio refuses a short call).
+  """
+  values = list(values)
+  if len(values) >= num_inputs or fn is None:
+    return values
+  try:
+    parameters = list(inspect.signature(fn).parameters.values())
+  except (TypeError, ValueError):
+    return values
+  positional = [p for p in parameters if p.kind in (
+      inspect.Parameter.POSITIONAL_ONLY,
+      inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+  if len(positional) < num_inputs:
+    return values
+  missing = positional[len(values):num_inputs]
+  if any(p.default is inspect.Parameter.empty for p in missing):
+    return values
+  return values + [p.default for p in missing]
+
+
 class GatedBlocks(gr.Blocks):
   """``gr.Blocks`` whose every event passes :func:`check_event` first.
 
@@ -148,7 +179,9 @@ class GatedBlocks(gr.Blocks):
 
   async def preprocess_data(self, block_fn, inputs, state,
                             explicit_call: bool = False):
-    """Gradio's preprocessing, after :func:`check_event` passed."""
+    """Gradio's preprocessing, after :func:`check_event` passed (a short
+    call first padded by :func:`with_defaults`)."""
+    inputs = with_defaults(block_fn.fn, len(block_fn.inputs), inputs)
     try:
       check_event(block_fn.inputs, inputs, self.upload_policy, self.limits)
     except InputError as e:  # logged where refused; no traceback needed

@@ -7,8 +7,11 @@
 
 A job reads the context and the motion, computes the latent camera path,
 renders it chunk by chunk (each chunk is one update, so a UI can stream frames)
-and writes the MP4. The result keeps what the scrub slider, the export and the
-TPS check need.
+and writes the MP4. Target frames are read once, as uint8 at the model's size,
+and prepared once. The output size (:func:`output_size`) is the working size
+for models with the RGB head; models with the flow renderer run at their own
+size and sample the output from the context photo at the output size. The
+result keeps what the scrub slider, the export and the TPS check need.
 
 Cancelling is cooperative: ``run_transfer`` asks its ``should_stop`` callback
 between stages and rendered chunks, and a stopped job ends with a last update
@@ -24,7 +27,7 @@ import dataclasses
 import logging
 import pathlib
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -34,7 +37,7 @@ from xfactor_core.app.registry import ModelRegistry
 from xfactor_core.app.uploads import ClipSelection, InputError, Limits
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
-from xfactor_core.inference.pipeline import interpolate_path
+from xfactor_core.inference.pipeline import TransferPipeline, interpolate_path
 
 MOTION_SOURCES = ("preset", "video", "frames", "pair", "path")
 SOURCE_LABELS = {"preset": "Preset", "video": "Video", "frames": "Frames",
@@ -51,7 +54,13 @@ class TransferSettings:
     num_frames: target frames used (after start and stride).
     stride: take every ``stride``-th frame.
     start: first target frame.
-    resolution: model working (= output) size in pixels; None = native.
+    resolution: size in pixels; None = the model's default. For models
+      with the RGB head (the published ones) the size the model runs and
+      renders at (None: its native size). For models that render at any size
+      (the flow renderer) the output size: the model runs at its own size and
+      the output is sampled from the context photo at this size (None: the
+      photo's own resolution, at most 512; see
+      ``TransferPipeline.default_output_size``).
     fps: frame rate of the written videos.
     reverse: play the motion backwards (target frames are reversed before
       encoding, so the result still starts at the context view; a saved path
@@ -134,16 +143,22 @@ class TransferResult:
   Attributes:
     request: what was asked.
     model_id, model_label: the model used.
-    image_size: working size S.
+    image_size: working size S (the model's input).
     context: ``V x S x S x 3`` float32 in [-1, 1], as given to the model.
     path: ``N x D`` latent camera path of the shown frames (after reverse and
       ping-pong), before motion strength.
-    generated: ``N x S x S x 3`` uint8.
+    generated: ``N x S' x S' x 3`` uint8 at the output size S'
+      (:attr:`output_size`; S' = S unless ``sample_from`` is set).
     target: ``N x S x S x 3`` uint8 target frames, or None (replayed path).
     video: the MP4 of ``generated``.
     seconds: wall time of the job.
     motion_frames: frames of the motion used, before ping-pong.
     model_info: kind, parameters, config of the model (for the export JSON).
+    sample_from: ``V x S' x S' x 3`` float32 in [-1, 1]: the context at the
+      output size, which a flow model samples (None: output at the model
+      size). Scrubbing renders with it too.
+    context_note: a note for the user about the context ("" when none), e.g.
+      that only the centre square of a non-square photo is used.
   """
   request: TransferRequest
   model_id: str
@@ -157,10 +172,17 @@ class TransferResult:
   seconds: float
   motion_frames: int
   model_info: dict[str, Any]
+  sample_from: Optional[np.ndarray] = None
+  context_note: str = ""
 
   @property
   def num_frames(self) -> int:
     return len(self.generated)
+
+  @property
+  def output_size(self) -> int:
+    """Side of the generated frames in pixels."""
+    return int(self.generated.shape[1])
 
   @property
   def settings(self) -> TransferSettings:
@@ -206,8 +228,9 @@ def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
   if motion.source == "video":
     paths = uploads.file_paths(list(motion.files))
     if not paths:
-      raise InputError("no target video given; upload an mp4, mov, webm or "
-                       "gif (or pick a preset)")
+      raise InputError("no target video given; upload one ("
+                       f"{uploads.suffix_names(media.VIDEO_SUFFIXES)}) or "
+                       "pick a preset")
     if len(paths) > 1:
       raise InputError(f"{len(paths)} videos given; give one target video")
     return uploads.read_target_video(paths[0], selection, size, limits), None
@@ -243,11 +266,48 @@ def _ping_pong(x: np.ndarray) -> np.ndarray:
   return np.concatenate([x, x[-2:0:-1]]) if len(x) > 2 else x
 
 
+def output_size(pipe: TransferPipeline, resolution: Optional[int],
+                images: Sequence[np.ndarray],
+                limits: Limits = uploads.DEFAULT_LIMITS) -> int:
+  """The output size of a transfer, in pixels.
+
+  Models with the RGB head render at the size they run at (``pipe`` is
+  already at the chosen resolution). Models that render at any size (the
+  flow renderer) render at ``resolution``, or by default at the context
+  photos' own resolution (at most 512).
+
+  Raises:
+    InputError: above ``limits.max_output_size``.
+    TransferError: a size the model cannot render (the message names the
+      range).
+  """
+  if not pipe.renders_any_size:
+    return pipe.image_size
+  size = (pipe.default_output_size(images) if resolution is None
+          else int(resolution))
+  if size > limits.max_output_size:
+    raise InputError(f"output size {size} px is above this server's limit of "
+                     f"{limits.max_output_size} px; pick "
+                     f"{limits.max_output_size} or less")
+  return pipe.check_output_size(size)
+
+
+def _working_pipeline(registry: ModelRegistry, model_id: str,
+                      resolution: Optional[int]) -> TransferPipeline:
+  """The pipeline a job runs: flow models at their own size (the resolution
+  is their output size), RGB models at the chosen resolution."""
+  pipe = registry.get(model_id)
+  if pipe.renders_any_size:
+    return pipe
+  return registry.pipeline(model_id, image_size=resolution)
+
+
 def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
   spec = registry.spec(model_id)
   return {"label": spec.label, "checkpoint": str(spec.path),
           "source": spec.source, "kind": pipe.kind,
           "native_image_size": spec.image_size,
+          "render_output": pipe.config.render_output,
           "max_context_views": pipe.max_context_views,
           "num_parameters": pipe.num_parameters,
           "config": pipe.config.to_dict()}
@@ -287,11 +347,16 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     yield update
     return
   model_id = registry.spec(request.model_id).model_id
-  pipe = registry.pipeline(model_id, image_size=settings.resolution)
+  pipe = _working_pipeline(registry, model_id, settings.resolution)
   spec = registry.spec(model_id)
   images = uploads.read_context(list(request.context_files),
                                pipe.max_context_views, pipe.kind, limits)
+  size = output_size(pipe, settings.resolution, images, limits)
   context = pipe.prepare(images, "context")
+  # Flow models sample the output from the context at the output size.
+  sample_from = (None if size == pipe.image_size
+                 else pipe.prepare(images, "context", size=size))
+  context_note = frame_utils.crop_note(images, "context")
   yield TransferUpdate("reading the motion", 0.06)
   if (update := stopped(0.06)) is not None:
     yield update
@@ -311,7 +376,8 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
   rendered = []
   yield TransferUpdate("rendering", 0.2, frames=[])
   for start, chunk in pipe.render_chunks(
-      context, path, motion_strength=float(settings.motion_strength)):
+      context, path, motion_strength=float(settings.motion_strength),
+      sample_from=sample_from):
     rendered.extend(frame_utils.to_uint8(chunk))
     done = start + len(chunk)
     fraction = 0.2 + 0.7 * done / len(path)
@@ -334,7 +400,8 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
       image_size=pipe.image_size, context=context, path=path,
       generated=generated, target=target, video=video,
       seconds=time.perf_counter() - started, motion_frames=motion_frames,
-      model_info=model_info(registry, model_id, pipe))
+      model_info=model_info(registry, model_id, pipe),
+      sample_from=sample_from, context_note=context_note)
   yield TransferUpdate("done", 1.0, frames=list(generated), result=result)
 
 
@@ -359,8 +426,11 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
   the linear blend of its neighbours (``interpolate_path``), rendered as one
   frame. The target frame shown is the nearest one.
 
+  Between frames the view is rendered at the result's output size (sampled
+  from ``result.sample_from`` for flow models), like the rendered frames.
+
   Returns:
-    ``(target S x S x 3 uint8 or None, generated S x S x 3 uint8)``.
+    ``(target S x S x 3 uint8 or None, generated S' x S' x 3 uint8)``.
   """
   n = result.num_frames
   position = float(np.clip(position, 0.0, n - 1))
@@ -372,11 +442,12 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
                            batch_size=1)
   latent = interpolate_path(result.path, position)[None]
   frame = pipe.render(result.context, latent, motion_strength=float(
-      result.settings.motion_strength))
+      result.settings.motion_strength), sample_from=result.sample_from)
   return target, frame_utils.to_uint8(frame[0])
 
 
 def log_result(result: TransferResult) -> None:
-  logging.info("transfer: %s, %d frames at %d px in %.2f s (%s)",
-               result.model_label, result.num_frames, result.image_size,
-               result.seconds, result.request.motion.describe())
+  logging.info("transfer: %s, %d frames at %d px (model %d px) in %.2f s "
+               "(%s)", result.model_label, result.num_frames,
+               result.output_size, result.image_size, result.seconds,
+               result.request.motion.describe())

@@ -16,14 +16,17 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import gradio as gr
 
-from xfactor_core.app import gate, jobs, ui
+from xfactor_core.app import gate, jobs, ui, uploads
 from xfactor_core.app.presets import PresetLibrary
-from xfactor_core.app.registry import ModelRegistry
+from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import Limits
+from xfactor_core.inference import media
 
-RESOLUTIONS = ("native", "64", "128", "192", "256", "320", "384", "512")
 SESSION_TTL_SECONDS = 2 * 3600
-VIDEO_TYPES = [".mp4", ".mov", ".webm", ".gif"]
+# What the upload widgets offer: the types the media readers take.
+IMAGE_TYPES = list(media.IMAGE_SUFFIXES)
+VIDEO_TYPES = list(media.VIDEO_SUFFIXES)
+VIDEO_LABEL = f"Target video ({uploads.suffix_names(media.VIDEO_SUFFIXES)})"
 EXAMPLE_PAIRS = (
     ("photo: astronaut", "zoom in"), ("synthetic room 1", "orbit left"),
     ("photo: cat", "pan right"), ("photo: coffee cup", "spiral"),
@@ -123,7 +126,7 @@ def _model_row(registry: ModelRegistry) -> dict[str, gr.blocks.Block]:
 def _context_column(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
   gr.Markdown("### 1 · Context (the scene to film)")
   context = gr.File(
-      file_count="multiple", file_types=["image"], elem_id="context",
+      file_count="multiple", file_types=IMAGE_TYPES, elem_id="context",
       label="Context image(s): one for stereo-monocular models, up to the "
             "model's view count for multi-view models")
   preview = gr.Gallery(label="Context", columns=5, height=130,
@@ -139,8 +142,8 @@ def _context_column(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
   return {"context": context, "context_preview": preview}
 
 
-def _motion_column(presets: PresetLibrary, limits: Limits
-                   ) -> dict[str, gr.blocks.Block]:
+def _motion_column(presets: PresetLibrary, registry: ModelRegistry,
+                   limits: Limits) -> dict[str, gr.blocks.Block]:
   gr.Markdown("### 2 · Motion (the camera move to copy)")
   w: dict[str, gr.blocks.Block] = {}
   w["source"] = gr.Radio(list(jobs.SOURCE_LABELS.values()), value="Preset",
@@ -153,10 +156,9 @@ def _motion_column(presets: PresetLibrary, limits: Limits
                                    autoplay=True, loop=True, interactive=False)
     w["preset_note"] = gr.Markdown("")
   with gr.Group(visible=False) as w["video_group"]:
-    w["video"] = gr.File(file_types=VIDEO_TYPES,
-                         label="Target video (mp4, mov, webm, gif)")
+    w["video"] = gr.File(file_types=VIDEO_TYPES, label=VIDEO_LABEL)
   with gr.Group(visible=False) as w["frames_group"]:
-    w["frames"] = gr.File(file_count="multiple", file_types=["image"],
+    w["frames"] = gr.File(file_count="multiple", file_types=IMAGE_TYPES,
                           label="Target frames (ordered by file name)")
   with gr.Group(visible=False) as w["pair_group"]:
     with gr.Row():
@@ -174,9 +176,8 @@ def _motion_column(presets: PresetLibrary, limits: Limits
       w["start"] = gr.Number(0, precision=0, minimum=0, label="Start frame")
     with gr.Row():
       w["resolution"] = gr.Dropdown(
-          list(RESOLUTIONS), value="native", label="Output resolution (px)",
-          info="the model renders at this size (a multiple of its patch "
-               "size); native = the size it was trained at")
+          label="Output resolution (px)", elem_id="resolution",
+          **ui.resolution_options(_default_spec(registry), limits))
       w["fps"] = gr.Slider(4, 30, value=12, step=1, label="fps")
       w["strength"] = gr.Slider(0.0, jobs.MAX_STRENGTH, value=1.0, step=0.05,
                                 label="Motion strength")
@@ -184,6 +185,14 @@ def _motion_column(presets: PresetLibrary, limits: Limits
       w["reverse"] = gr.Checkbox(False, label="Reverse")
       w["ping_pong"] = gr.Checkbox(False, label="Ping-pong loop")
   return w
+
+
+def _default_spec(registry: ModelRegistry):
+  """The spec of the model the page starts with (None: no model)."""
+  try:
+    return registry.spec(registry.default_id)
+  except RegistryError:
+    return None
 
 
 def _run_row() -> dict[str, gr.blocks.Block]:
@@ -245,7 +254,7 @@ def _export_panels(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
                 "context / motion.")
     with gr.Row():
       w["batch_contexts"] = gr.File(file_count="multiple",
-                                    file_types=["image"],
+                                    file_types=IMAGE_TYPES,
                                     label="Contexts (one image each)")
       w["batch_presets"] = gr.Dropdown(presets.motion_names, multiselect=True,
                                        label="Preset motions")
@@ -277,6 +286,8 @@ def _api_components(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
                                   label="preset", allow_custom_value=True),
         "api_num_frames": gr.Number(jobs.DEFAULT_FRAMES, precision=0,
                                     label="num_frames"),
+        # Added after the first four: optional, so earlier callers work.
+        "api_output_size": gr.Number(None, precision=0, label="output_size"),
         "api_video": gr.File(label="video"),
         "api_path": gr.File(label="camera_path"),
         "api_button": gr.Button("api"),
@@ -294,7 +305,7 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   on = w.bind
 
   w["model"].change(on(studio.describe_model), w.inputs(["model"]),
-                    w.listed(["model_info"]), **quiet)
+                    w.listed(["model_info", "resolution"]), **quiet)
   w["context"].change(on(studio.context_gallery), w.inputs(["context"]),
                       w.listed(["context_preview"]), **quiet)
   w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
@@ -341,7 +352,8 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
                           api_visibility="private", **heavy)
   w["api_button"].click(
       studio.api_transfer,
-      w.listed(["api_context", "api_target", "api_preset", "api_num_frames"]),
+      w.listed(["api_context", "api_target", "api_preset", "api_num_frames",
+                "api_output_size"]),
       w.listed(["api_video", "api_path"]), api_name="transfer", **heavy)
 
 
@@ -369,7 +381,8 @@ def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
       with gr.Column(scale=1):
         parts |= _context_column(studio.presets)
       with gr.Column(scale=1):
-        parts |= _motion_column(studio.presets, studio.limits)
+        parts |= _motion_column(studio.presets, studio.registry,
+                                studio.limits)
     parts |= _run_row()
     examples = _examples(studio.presets, parts)
     parts |= _result_panel()

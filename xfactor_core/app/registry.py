@@ -47,6 +47,9 @@ class ModelSpec:
     num_context_views: context views the model takes, or ``None``.
     num_parameters: parameter count, or ``None`` until loaded.
     source: ``"shipped"`` or ``"folder"``.
+    render_output: the renderer's head, ``"rgb"`` (renders at the size the
+      model runs at) or ``"flow"`` (renders at any output size), or ``None``
+      until loaded (no ``config`` in ``model.json``).
   """
   model_id: str
   label: str
@@ -56,6 +59,12 @@ class ModelSpec:
   num_context_views: Optional[int] = None
   num_parameters: Optional[int] = None
   source: str = "folder"
+  render_output: Optional[str] = None
+
+  @property
+  def renders_any_size(self) -> bool:
+    """Whether the model is known to render at any output size."""
+    return self.render_output == "flow"
 
 
 def _parameter_count_from_info(info: Mapping) -> Optional[int]:
@@ -102,13 +111,19 @@ def describe_checkpoint(path: PathLike, source: str = "folder",
   kind = info.get("kind") or (None if views is None else
                               checkpoints.model_kind(int(views)))
   size = info.get("image_size")
+  config = info.get("config")
+  # A config written before the flow renderer existed has no render_output:
+  # those models have the RGB head (ModelConfig's default).
+  render_output = (str(config.get("render_output", "rgb"))
+                   if isinstance(config, Mapping) else None)
   return ModelSpec(
       model_id=os.path.abspath(resolved),
       label=label or str(info.get("name") or path.name),
       path=path, kind=kind,
       image_size=None if size is None else int(size),
       num_context_views=None if views is None else int(views),
-      num_parameters=_parameter_count_from_info(info), source=source)
+      num_parameters=_parameter_count_from_info(info), source=source,
+      render_output=render_output)
 
 
 def discover_models(checkpoints_dir: Optional[PathLike] = None,
@@ -248,7 +263,8 @@ class ModelRegistry:
         self._specs[spec.model_id] = dataclasses.replace(
             spec, kind=pipe.kind, image_size=pipe.image_size,
             num_context_views=pipe.max_context_views,
-            num_parameters=pipe.num_parameters)
+            num_parameters=pipe.num_parameters,
+            render_output=pipe.config.render_output)
         self._loaded[spec.model_id] = pipe
         while len(self._loaded) > self._max_loaded:
           dropped, _ = self._loaded.popitem(last=False)
@@ -258,15 +274,20 @@ class ModelRegistry:
   def pipeline(self, model_id: Optional[str] = None, *,
                image_size: Optional[int] = None,
                batch_size: Optional[int] = None) -> TransferPipeline:
-    """The pipeline of a model at another resolution or chunk size.
+    """The pipeline of a model at another working resolution or chunk size.
 
-    The weights are shared; each (size, chunk) compiles once.
+    The weights are shared; each (size, chunk) compiles once. (Models that
+    render at any size run at their own size; their output size is the
+    ``sample_from`` of their render, see ``jobs.output_size``.)
     """
     pipe = self.get(model_id)
     size = image_size or pipe.image_size
     if size > MAX_IMAGE_SIZE:
-      raise RegistryError(f"resolution {size} px is above the app's limit of "
-                          f"{MAX_IMAGE_SIZE} px; pick a smaller one")
+      raise RegistryError(
+          f"resolution {size} px is above the app's limit of {MAX_IMAGE_SIZE} "
+          "px for this model, whose RGB head renders at the size the model "
+          f"runs at; pick {MAX_IMAGE_SIZE} or less, or a model with the flow "
+          "renderer, which renders larger outputs")
     patch = pipe.config.patch_size
     if size % patch:
       raise RegistryError(f"resolution {size} px is not a multiple of this "
@@ -293,6 +314,8 @@ class ModelRegistry:
          else "views known after loading"),
         (f"{format_parameters(spec.num_parameters)} parameters"
          if spec.num_parameters else "size known after loading"),
+        *(["flow renderer: any output size"] if spec.renders_any_size
+          else []),
         "loaded" if self.is_loaded(spec.model_id) else "loads on first use",
     ]
     return " · ".join(parts)

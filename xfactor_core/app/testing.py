@@ -1,6 +1,7 @@
 """Helpers for the app's tests and benchmark: small checkpoints, a live server.
 
 >>> folder = write_test_checkpoints(tmp / "ckpts", source_checkpoint)
+>>> write_random_checkpoint(folder / "flow", config, image_size=32)
 >>> with serve_app(folder) as url:
 ...   client = gradio_client.Client(url)
 ...   path = upload(url, "room.png")        # as the page uploads
@@ -20,10 +21,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterator, Mapping, Optional, Sequence, Union
 
 from xfactor_core import checkpoints
 from xfactor_core.checkpoints import write_model_info
+
+if TYPE_CHECKING:
+  from xfactor_core.checkpoints import ModelConfig
 
 PathLike = Union[str, os.PathLike]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -64,6 +68,41 @@ def write_test_checkpoints(folder: PathLike, source_checkpoint: PathLike, *,
     write_model_info(folder / name, name=f"tiny {kind} (test weights)",
                      kind=kind, image_size=image_size,
                      num_context_views=views)
+  return folder
+
+
+def write_random_checkpoint(folder: PathLike, config: "ModelConfig", *,
+                            image_size: int, name: Optional[str] = None,
+                            num_context_views: int = 1, seed: int = 0
+                            ) -> pathlib.Path:
+  """Random weights of ``config`` as a checkpoint with its ``model.json``.
+
+  For tests and timings (speed does not depend on the values): the app
+  discovers the folder like a trained model, with its config (so a flow
+  model is known as one before it loads).
+
+  Returns:
+    ``folder`` (weights in ``folder/checkpoints-0``).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from xfactor_core import models  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(folder)
+  pose_enc = models.PoseEnc(**config.pose_enc_kwargs())
+  render = models.Render(**config.render_kwargs())
+  pose_key, render_key = jax.random.split(jax.random.key(seed))
+  pair = np.zeros((1, 2, image_size, image_size, 3), np.float32)
+  params = {
+      "PoseEnc": jax.jit(pose_enc.init)(pose_key, pair)["params"],
+      "Render": jax.jit(render.init)(render_key, pair[:, :1], np.zeros(
+          (1, 2, config.pose_dim), np.float32))["params"],
+  }
+  checkpoints.save_params(folder / "checkpoints-0", params)
+  write_model_info(folder, name=name or f"random {config.render_output} "
+                   "model", image_size=image_size,
+                   num_context_views=num_context_views,
+                   config=config.to_dict())
   return folder
 
 
@@ -160,12 +199,13 @@ def upload(url: str, path: PathLike, timeout: float = 60.0) -> str:
 
 
 def call_event(url: str, fn_index: int, data: Sequence, *, queued: bool = True,
-               timeout: float = 300.0) -> dict:
+               timeout: float = 300.0, session: Optional[str] = None) -> dict:
   """Calls one event of a running app by index, as its page does.
 
   Private and undocumented events are called like public ones (the page
   calls them all this way, and so can anyone), which ``gradio_client``
-  does not do.
+  does not do. Calls with the same ``session`` share a page session (the
+  widget updates of one event hold for the next); None: a new session.
 
   Returns:
     ``{"success": True, "data": [...]}`` or ``{"success": False, "error":
@@ -175,7 +215,7 @@ def call_event(url: str, fn_index: int, data: Sequence, *, queued: bool = True,
   import uuid
 
   import httpx  # a dependency of gradio_client
-  session = uuid.uuid4().hex
+  session = session or uuid.uuid4().hex
   # Encoded here: a caller may send NaN and Infinity, which httpx refuses to.
   body = json.dumps({"data": list(data), "fn_index": fn_index,
                      "session_hash": session, "event_data": None,

@@ -34,11 +34,12 @@ from xfactor_core.app import export, jobs, sessions, uploads
 from xfactor_core.app.example_cache import ExampleCache
 from xfactor_core.app.job_board import JobBoard
 from xfactor_core.app.presets import PresetLibrary
-from xfactor_core.app.registry import ModelRegistry, RegistryError
+from xfactor_core.app.registry import ModelRegistry, ModelSpec, RegistryError
 from xfactor_core.app.uploads import InputError, Limits
+from xfactor_core.inference import media
 from xfactor_core.inference.model_frames import FrameError
 from xfactor_core.inference.media import MediaError
-from xfactor_core.inference.pipeline import TransferError
+from xfactor_core.inference.pipeline import DEFAULT_MAX_OUTPUT_SIZE, TransferError
 
 Form = Mapping[str, Any]  # widget name -> value, as a handler receives them
 Update = dict[str, Any]  # widget name -> new value, as a handler returns them
@@ -59,6 +60,12 @@ TRANSFER_OUTPUTS = ("preview", "result_video", "scrub", "scrub_target",
 BATCH_FIELDS = ("model", "batch_contexts", "context", "batch_presets",
                 "batch_videos", *MOTION_FIELDS, *OPTION_FIELDS)
 SOURCE_GROUPS = {source: f"{source}_group" for source in jobs.MOTION_SOURCES}
+# Resolution choices: models with the RGB head run and render at the size
+# picked (a multiple of their patch size); flow models render at any output
+# size, sampled from the context photo.
+NATIVE = "native"
+RGB_RESOLUTIONS = (64, 128, 192, 256, 320, 384, 512)
+FLOW_OUTPUT_SIZES = (256, 384, 512, 768, 1024)
 
 
 # ---------------------------------------------------------- widget adapters --
@@ -137,6 +144,33 @@ def motion_from_ui(form: Form) -> jobs.MotionRequest:
                    "one of " + ", ".join(jobs.SOURCE_LABELS.values()))
 
 
+def resolution_options(spec: Optional[ModelSpec],
+                       limits: Limits = uploads.DEFAULT_LIMITS
+                       ) -> dict[str, Any]:
+  """The resolution dropdown's ``choices``, ``value`` and ``info`` for a
+  model (a model not known to have the flow renderer gets today's choices).
+
+  Values are ``"native"`` or a size in pixels; labels say what they mean.
+  """
+  if spec is None or not spec.renders_any_size:
+    return {"choices": [(NATIVE, NATIVE)] + [(str(s), str(s))
+                                              for s in RGB_RESOLUTIONS],
+            "value": NATIVE,
+            "info": "the model renders at this size (a multiple of its patch "
+                    "size); native = the size it was trained at"}
+  sizes = sorted({s for s in FLOW_OUTPUT_SIZES if s <= limits.max_output_size}
+                 | ({spec.image_size} if spec.image_size else set()))
+  labels = {spec.image_size: "the model's size"}
+  return {"choices": [(f"{NATIVE} (the photo's size, at most "
+                       f"{DEFAULT_MAX_OUTPUT_SIZE})", NATIVE)] + [
+                           (f"{s} ({labels[s]})" if s in labels else str(s),
+                            str(s)) for s in sizes],
+          "value": NATIVE,
+          "info": "output size: the model runs at its own size"
+                  + (f" ({spec.image_size} px)" if spec.image_size else "")
+                  + " and samples its output from your photo at this size"}
+
+
 def for_display(frame: Optional[np.ndarray], min_side: int = DISPLAY_SIDE
                 ) -> Optional[np.ndarray]:
   """Small frames enlarged (nearest neighbour) so the scrub view is legible."""
@@ -192,6 +226,23 @@ def _reports_errors(handler: Callable) -> Callable:
   return call
 
 
+# ------------------------------------------------------------------ status --
+
+
+def _frames_line(result: jobs.TransferResult) -> str:
+  """"30 frames at 512 px (...)": the frame count and the output size."""
+  line = f"{result.num_frames} frames at {result.output_size} px"
+  if result.output_size != result.image_size:
+    line += (f" (sampled from the context photo; the model runs at "
+             f"{result.image_size} px)")
+  return line
+
+
+def _note(result: jobs.TransferResult) -> str:
+  """The result's note about its context, as a sentence of the status."""
+  return f" Note: {result.context_note}" if result.context_note else ""
+
+
 # ---------------------------------------------------------------- handlers --
 
 
@@ -234,8 +285,14 @@ class Studio:
   # ---------------------------------------------------------- the inputs --
 
   def describe_model(self, form: Form) -> Update:
-    """Model picker: the model's line (kind, size, views, load state)."""
-    return {"model_info": self.registry.describe(form.get("model"))}
+    """Model picker: the model's line (kind, size, views, load state) and the
+    resolutions it offers (reset to native)."""
+    try:
+      spec = self.registry.spec(form.get("model"))
+    except RegistryError:
+      spec = None
+    return {"model_info": self.registry.describe(form.get("model")),
+            "resolution": gr.update(**resolution_options(spec, self.limits))}
 
   def context_gallery(self, form: Form) -> Update:
     """Context upload: the images in the small gallery below it."""
@@ -304,8 +361,8 @@ class Studio:
       cached = self.example_cache.get(request)
       if cached is not None:
         progress(1.0, desc="cached example")
-        yield self._shown(cached, f"Example (cached): {cached.num_frames} "
-                          f"frames at {cached.image_size} px.")
+        yield self._shown(cached, f"Example (cached): {_frames_line(cached)}."
+                          + _note(cached))
         return
       cacheable = self.example_cache.key(request) is not None
       workdir = (self.example_cache.workdir() if cacheable
@@ -340,8 +397,8 @@ class Studio:
                  f"frame {settings.start} with stride {settings.stride}; "
                  "used all of them")
     return self._shown(result, (
-        f"Done: {result.num_frames} frames at {result.image_size} px in "
-        f"{result.seconds:.1f} s ({request.motion.describe()})."))
+        f"Done: {_frames_line(result)} in {result.seconds:.1f} s "
+        f"({request.motion.describe()}).") + _note(result))
 
   def open_job(self, form: Form) -> Update:
     """Transfer click, before the queue: the id of the new job (kept in the
@@ -437,30 +494,38 @@ class Studio:
 
   @_reports_errors
   def api_transfer(self, context: Any, target: Any, preset: Optional[str],
-                   num_frames: Any) -> tuple[str, str]:
+                   num_frames: Any, output_size: Any = None
+                   ) -> tuple[str, str]:
     """The ``/transfer`` endpoint: (MP4 path, camera path .npy path).
 
     Its parameters are the public API (by name and position), so it keeps
-    plain arguments rather than a form.
+    plain arguments rather than a form; parameters added later come last and
+    have defaults, so earlier callers keep working.
 
     Args:
       context: list of context image files (1 for stereo-monocular models).
-      target: a target video (mp4, mov, webm, gif) or a saved camera path
-        (.npy), or None to use ``preset``.
+      target: a target video (mp4, mov, webm, gif, ...) or a saved camera
+        path (.npy), or None to use ``preset``.
       preset: a preset name (see the app's preset list), or None.
       num_frames: number of target frames to use.
+      output_size: side of the output video in pixels, or None for the
+        model's default: models with the flow renderer sample the output
+        from the context photo at this size (default: the photo's own, at
+        most 512); models with the RGB head run at this size (default: their
+        native size), as the page's "Output resolution" does.
     """
     target_path = uploads.file_path(target)
     if target_path is not None:
       suffix = target_path.suffix.lower()
       if suffix == ".npy":
         motion = jobs.MotionRequest("path", files=(str(target_path),))
-      elif suffix in uploads.VIDEO_SUFFIXES:
+      elif suffix in media.VIDEO_SUFFIXES:
         motion = jobs.MotionRequest("video", files=(str(target_path),))
       else:
-        raise InputError(f"target {uploads.display_name(target_path)} is "
-                         "neither a video (mp4, mov, webm, gif) nor a camera "
-                         "path (.npy)")
+        raise InputError(
+            f"target {uploads.display_name(target_path)} is neither a video "
+            f"({uploads.suffix_names(media.VIDEO_SUFFIXES)}) nor a camera "
+            "path (.npy)")
       if preset:
         gr.Warning("both a target and a preset were given; used the target")
     elif preset:
@@ -468,8 +533,9 @@ class Studio:
     else:
       raise InputError("give a target video or a preset name "
                        f"({', '.join(self.presets.motion_names[:4])}, ...)")
-    settings = settings_from_ui({"num_frames": num_frames}).validate(
-        self.limits)
+    settings = settings_from_ui({"num_frames": num_frames,
+                                 "resolution": output_size}).validate(
+                                     self.limits)
     request = jobs.TransferRequest(
         None, tuple(str(p) for p in uploads.file_paths(context)), motion,
         settings)

@@ -1,9 +1,14 @@
 """Validating and reading what users upload.
 
 Every problem raises :class:`InputError` with a message that names the
-problem and the fix; the UI shows it as a ``gr.Error``. Videos are decoded
-frame by frame and each kept frame is cropped and resized to the model's size
-at once, so a long or high-resolution upload never sits in memory whole.
+problem and the fix; the UI shows it as a ``gr.Error``. Files are checked
+(type by :data:`media.IMAGE_SUFFIXES` / :data:`media.VIDEO_SUFFIXES`, size,
+pixels from the header) before they are decoded, and decoded by
+:mod:`xfactor_core.inference.media`, the project's one media path: a target
+video by :func:`media.iter_video`, which decodes only the selected frames and
+crops and resizes each to the model's size as it is decoded, so a long or
+high-resolution upload never sits in memory whole. Target frames come back
+as uint8; the pipeline prepares them once.
 
 :class:`UploadPolicy` says which files a caller may name at all: uploads and
 the shipped presets, never other paths on the server (``gate`` applies it to
@@ -18,17 +23,15 @@ import os
 import pathlib
 import re
 import warnings
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
+import cv2
 import numpy as np
 from PIL import Image
 
-from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 
 PathLike = Union[str, os.PathLike]
-IMAGE_SUFFIXES = media.IMAGE_SUFFIXES
-VIDEO_SUFFIXES = media.VIDEO_SUFFIXES
 PATH_SUFFIXES = (".npy",)
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -48,6 +51,9 @@ class Limits:
     max_file_mb: largest accepted file.
     max_image_pixels: largest accepted image / video frame (width x height).
     max_frames: most target frames per transfer.
+    max_output_size: largest output side in pixels of models that render at
+      any size (the flow renderer; models with the RGB head render at most
+      at ``registry.MAX_IMAGE_SIZE``).
     max_decoded_frames: most video frames decoded to reach the selection.
     max_files: most files named in one request (all its widgets together).
     max_text_chars: longest text value (a preset name, a choice).
@@ -55,6 +61,7 @@ class Limits:
   max_file_mb: float = 200.0
   max_image_pixels: int = 40_000_000
   max_frames: int = 120
+  max_output_size: int = 1024
   max_decoded_frames: int = 3000
   max_files: int = 500
   max_text_chars: int = 1000
@@ -144,6 +151,11 @@ def display_name(path: PathLike) -> str:
   return pathlib.Path(path).name
 
 
+def suffix_names(suffixes: Sequence[str]) -> str:
+  """``(".mp4", ".gif")`` -> ``"mp4, gif"``, for messages and labels."""
+  return ", ".join(s.lstrip(".") for s in suffixes)
+
+
 def check_file(path: pathlib.Path, suffixes: Sequence[str], what: str,
                limits: Limits = DEFAULT_LIMITS) -> pathlib.Path:
   """Existence, type by suffix and size of one file."""
@@ -154,7 +166,7 @@ def check_file(path: pathlib.Path, suffixes: Sequence[str], what: str,
   if suffix not in suffixes:
     raise InputError(f"{what} {display_name(path)} has the wrong type "
                      f"({suffix or 'no extension'}); use "
-                     f"{', '.join(s.lstrip('.') for s in suffixes)}")
+                     f"{suffix_names(suffixes)}")
   size_mb = path.stat().st_size / 2 ** 20
   if size_mb > limits.max_file_mb:
     raise InputError(f"{what} {display_name(path)} is {size_mb:.0f} MB, above "
@@ -173,9 +185,11 @@ def _check_pixels(width: int, height: int, what: str, limits: Limits) -> None:
 
 
 def read_image_checked(path: pathlib.Path, what: str,
-                       limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-  """One image file -> ``H x W x 3`` uint8, with type, size and pixel checks."""
-  check_file(path, IMAGE_SUFFIXES, what, limits)
+                       limits: Limits = DEFAULT_LIMITS,
+                       size: Optional[int] = None) -> np.ndarray:
+  """One image file -> ``H x W x 3`` uint8 (``size x size x 3``, centre-cropped
+  and resized, with ``size``), with type, size and pixel checks first."""
+  check_file(path, media.IMAGE_SUFFIXES, what, limits)
   try:
     with warnings.catch_warnings():
       warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -187,7 +201,7 @@ def read_image_checked(path: pathlib.Path, what: str,
                      f"({e}); use a PNG, JPEG or WebP file") from e
   _check_pixels(width, height, f"{what} {display_name(path)}", limits)
   try:
-    return media.read_image(path)
+    return media.read_image(path, size)
   except media.MediaError as e:
     raise InputError(str(e).replace(str(path), display_name(path))) from e
 
@@ -237,121 +251,83 @@ class ClipSelection:
     return list(range(self.start, last, self.stride))
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoInfo:
-  """What a cheap look at a video reveals."""
-  width: int
-  height: int
-  fps: Optional[float]
-  num_frames: Optional[int]
-
-
 def probe_video(path: pathlib.Path,
-                limits: Limits = DEFAULT_LIMITS) -> VideoInfo:
-  """Size, fps and (when the container says) frame count, without decoding."""
-  check_file(path, VIDEO_SUFFIXES, "target video", limits)
+                limits: Limits = DEFAULT_LIMITS) -> media.VideoInfo:
+  """Type, size and pixel checks of a target video, then its header
+  (:func:`media.probe_video`: size, fps and, when the container says, the
+  frame count), without decoding a frame."""
+  check_file(path, media.VIDEO_SUFFIXES, "target video", limits)
   name = display_name(path)
-  if path.suffix.lower() == ".gif":
-    try:
-      with Image.open(path) as image:
-        width, height = image.size
-        count = getattr(image, "n_frames", 1)
-        duration = image.info.get("duration") or 0
-    except (OSError, SyntaxError, ValueError) as e:
-      raise InputError(f"target video {name} is not a readable GIF ({e}); "
-                       "re-export it or use an MP4") from e
-    fps = 1000.0 / duration if duration else None
-    return VideoInfo(width, height, fps, count)
-  import imageio.v2 as imageio
   try:
-    with warnings.catch_warnings():
-      warnings.filterwarnings("ignore", message="os.fork",
-                              category=RuntimeWarning)
-      reader = imageio.get_reader(path, format="FFMPEG")
-    try:
-      meta = reader.get_meta_data()
-    finally:
-      reader.close()
-  except Exception as e:  # imageio/ffmpeg raise many unrelated types
-    raise InputError(f"target video {name} cannot be opened "
-                     f"({type(e).__name__}); use an MP4 (H.264), MOV, WebM "
-                     "or GIF that plays in a browser") from e
-  width, height = meta.get("size") or (0, 0)
-  if not width or not height:
-    raise InputError(f"target video {name} has no video stream; upload a "
-                     "video with picture")
-  fps = meta.get("fps") or None
-  frames = meta.get("nframes")
-  count = int(frames) if isinstance(frames, (int, float)) and np.isfinite(
-      frames) else None
-  return VideoInfo(int(width), int(height), fps, count)
-
-
-def _iter_video_frames(path: pathlib.Path) -> Iterator[np.ndarray]:
-  if path.suffix.lower() == ".gif":
-    with Image.open(path) as image:
-      for index in range(getattr(image, "n_frames", 1)):
-        image.seek(index)
-        yield np.asarray(image.convert("RGB"))
-    return
-  import imageio.v2 as imageio
-  with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="os.fork",
-                            category=RuntimeWarning)
-    reader = imageio.get_reader(path, format="FFMPEG")
-  try:
-    for frame in reader:
-      yield frame
-  finally:
-    reader.close()
+    info = media.probe_video(path)
+  except media.MediaError as e:
+    reason = re.search(r"\((.*?)\);", str(e))
+    raise InputError(f"target video {name} cannot be opened"
+                     f"{f' ({reason.group(1)})' if reason else ''}; use an "
+                     "MP4 (H.264), MOV, WebM or GIF that plays in a "
+                     "browser") from e
+  _check_pixels(info.width, info.height, f"target video {name}", limits)
+  return info
 
 
 def read_target_video(path: pathlib.Path, selection: ClipSelection, size: int,
                       limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-  """Selected frames of a video -> ``N x size x size x 3`` uint8 (centre crop).
+  """Selected frames of a video -> ``N x size x size x 3`` uint8.
+
+  The header is probed first (type, pixels, frame count); then only the
+  selected frames are decoded (:func:`media.iter_video` seeks over the gaps),
+  each centre-cropped and resized to ``size`` as it is decoded. The frames
+  stay uint8: the pipeline's ``prepare`` makes the model input of them once.
+  A selection that runs past the end of the video keeps the frames it has.
 
   Raises:
     InputError: unreadable, too large, or fewer than two frames selected.
   """
   selection.validate(limits)
-  info = probe_video(path, limits)
   name = display_name(path)
-  _check_pixels(info.width, info.height, f"target video {name}", limits)
-  if info.num_frames is not None and selection.start >= info.num_frames:
-    raise InputError(f"start frame {selection.start} is past the end of "
-                     f"{name} ({info.num_frames} frames); lower the start")
-  wanted = set(selection.indices())
-  last = max(wanted)
+  last = selection.indices()[-1]
   if last >= limits.max_decoded_frames:
     raise InputError(f"the selection reaches frame {last} of {name}; the app "
                      f"decodes at most {limits.max_decoded_frames} frames: "
                      "lower the start frame or the stride")
-  kept, seen = [], 0
+  info = probe_video(path, limits)
+  if info.num_frames is not None and selection.start >= info.num_frames:
+    raise InputError(f"start frame {selection.start} is past the end of "
+                     f"{name} ({info.num_frames} frames); lower the start")
+  wanted = selection.indices(info.num_frames)
+  kept: list[np.ndarray] = []
   try:
-    for index, frame in enumerate(_iter_video_frames(path)):
-      seen = index + 1
-      if index in wanted:
-        kept.append(frame_utils.to_uint8(frame_utils.prepare_frame(
-            frame, size, f"{name} frame {index}")))
-      if index >= last:
-        break
-  except frame_utils.FrameError as e:
-    raise InputError(str(e)) from e
-  except Exception as e:  # decoding errors of truncated files
-    raise InputError(f"target video {name} is corrupt or truncated after "
-                     f"frame {seen} ({type(e).__name__}); re-export it") from e
+    for _, frame in media.iter_video(path, wanted, size=size):
+      kept.append(frame)
+  except media.MediaError as e:
+    detail = str(e).replace(str(path), name)
+    raise InputError(f"target video {name} cannot be read ({detail}); "
+                     "re-export it as an MP4 (H.264)") from e
+  except (cv2.error, OSError) as e:  # decoding errors of damaged files
+    raise InputError(f"target video {name} is corrupt after frame "
+                     f"{len(kept)} of the selection ({type(e).__name__}); "
+                     "re-export it") from e
+  if len(kept) < len(wanted):
+    logging.warning("target video %s: %d of the %d selected frames decoded "
+                    "(the header says %s frames)", name, len(kept),
+                    len(wanted), info.num_frames)
   if len(kept) < 2:
+    truncated = (" (the file seems truncated or corrupt: its header promises "
+                 "more; re-export it)" if len(kept) < len(wanted) else "")
+    total = ("" if info.num_frames is None
+             else f" ({info.num_frames} frames)")
     raise InputError(
-        f"only {len(kept)} frame of {name} ({seen} decoded) is selected with "
-        f"start {selection.start} and stride {selection.stride}; camera motion "
-        "needs at least two: lower the start frame or the stride")
+        f"only {len(kept)} frame of {name}{total} is selected with start "
+        f"{selection.start} and stride {selection.stride}{truncated}; camera "
+        "motion needs at least two: lower the start frame or the stride")
   return np.stack(kept)
 
 
 def read_target_images(files: Any, selection: Optional[ClipSelection],
                        size: int, what: str = "target frame",
                        limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-  """Image files (sorted by name) -> selected ``N x size x size x 3`` uint8.
+  """Image files (sorted by name) -> selected ``N x size x size x 3`` uint8
+  (each centre-cropped and resized as it is read, like video frames).
 
   ``selection=None`` keeps every file in the given order (an image pair).
   """
@@ -367,12 +343,7 @@ def read_target_images(files: Any, selection: Optional[ClipSelection],
         f"{len(chosen)} {what}(s) selected from {len(paths)} uploaded; camera "
         "motion needs at least two: upload more frames or lower the start "
         "frame / stride")
-  images = [read_image_checked(p, what, limits) for p in chosen]
-  try:
-    return np.stack([frame_utils.to_uint8(frame_utils.prepare_frame(im, size))
-                     for im in images])
-  except frame_utils.FrameError as e:
-    raise InputError(str(e)) from e
+  return np.stack([read_image_checked(p, what, limits, size) for p in chosen])
 
 
 def read_camera_path(file: Any, pose_dim: int,

@@ -23,6 +23,12 @@ Arms (stereo-monocular, 128 x 128 synthetic clips, one CPU core each):
             synthetic clips (weight 1, decaying to 0 at 60% of the run), so
             that the latent learns motion early; the end of the run is the
             self-supervised objective alone.
+  warp      + the global warp (a homography per context view computed from
+            the latents alone, under the per-pixel offsets: a short path from
+            the pose encoder to moving pixels), a penalty of 0.3 on the RGB
+            fallback's blend weight (against hedging with a grey blur), and 2
+            attention heads of 64 features instead of 4 of 32 (the same FLOPs,
+            24% less CPU time per step).
 
 ``--config.total_steps`` sets the run length; the schedules (warm-up, cosine,
 curriculum ramps, the decay of the supervision) follow it (they are field
@@ -35,7 +41,7 @@ import ml_collections
 
 from xfactor_core.configs import synthetic_sm
 
-ARMS = ("today", "levers", "flow", "photos", "supervised")
+ARMS = ("today", "levers", "flow", "photos", "supervised", "warp")
 
 
 def apply_arm(config: ml_collections.ConfigDict,
@@ -62,19 +68,22 @@ def apply_arm(config: ml_collections.ConfigDict,
                                   max_objects_start=2,
                                   ramp_steps=total_steps // 2))
   if level >= ARMS.index("flow"):
-    config.model.render_output = "flow"
+    config.model.update(dict(render_output="flow", global_warp=False))
     config.objective.gradient_weight = 1.0
   if level >= ARMS.index("photos"):
     config.data.world.update(dict(photos="skimage", photo_scene_prob=0.4))
   if level >= ARMS.index("supervised"):
     config.objective.flow_supervision = 1.0
     config.objective.flow_supervision_steps = (total_steps * 0.6).to_int()
+  if level >= ARMS.index("warp"):
+    config.model.update(dict(global_warp=True, num_heads=2))
+    config.objective.fallback_penalty = 0.3
   return config
 
 
-def get_config(arm: Optional[str] = "supervised") -> ml_collections.ConfigDict:
+def get_config(arm: Optional[str] = "warp") -> ml_collections.ConfigDict:
   config = synthetic_sm.get_config()
-  arm = arm or "supervised"
+  arm = arm or "warp"
   config.name = f"recipe_{arm}"
   config.total_steps = 2_000
   apply_arm(config, arm)

@@ -119,6 +119,54 @@ class AppearanceFlowHead(nn.Module):
         rgb_logit=fallback[..., 3])
 
 
+class GlobalWarpHead(nn.Module):
+  """A homography per context view from the target's and the view's latents.
+
+  The global part of the flow: the latents alone (a short path from the pose
+  encoder) move the whole view coherently, and the per-pixel head adds the
+  parallax. Zero-initialised: the identity.
+
+  Attributes:
+    features: hidden width.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, target_pose: jax.Array,
+               context_pose: jax.Array) -> jax.Array:
+    """``... x D`` latents (broadcast together) -> ``... x 8`` homography
+    parameters (see :func:`homography_offsets`)."""
+    shape = jnp.broadcast_shapes(target_pose.shape, context_pose.shape)
+    x = jnp.concatenate([jnp.broadcast_to(target_pose, shape),
+                         jnp.broadcast_to(context_pose, shape)], axis=-1)
+    x = jax.nn.gelu(nn.Dense(self.features)(x.astype(jnp.float32)))
+    x = jax.nn.gelu(nn.Dense(self.features)(x))
+    return nn.Dense(8, kernel_init=nn.initializers.zeros)(x)
+
+
+def homography_offsets(warp: jax.Array, height: int, width: int) -> jax.Array:
+  """Sampling offsets of homographies at the pixel centres.
+
+  Args:
+    warp: ``... x 8`` parameters a: the homography maps normalised (x, y) to
+      ``((1 + a0) x + a1 y + a2, a3 x + (1 + a4) y + a5) / (0.1 (a6 x + a7 y)
+      + 1)``; zeros are the identity.
+    height, width: the pixel grid.
+
+  Returns:
+    ``... x height x width x 2`` offsets (mapped minus original position).
+  """
+  grid = pixel_grid(height, width)  # h w 2
+  x, y = grid[..., 0], grid[..., 1]
+  a = [warp[..., i, None, None] for i in range(8)]
+  denominator = 0.1 * (a[6] * x + a[7] * y) + 1.0
+  denominator = jnp.where(denominator >= 0, 1.0, -1.0) * jnp.maximum(
+      jnp.abs(denominator), 0.2)
+  mapped_x = ((1.0 + a[0]) * x + a[1] * y + a[2]) / denominator
+  mapped_y = (a[3] * x + (1.0 + a[4]) * y + a[5]) / denominator
+  return jnp.stack([mapped_x - x, mapped_y - y], axis=-1)
+
+
 # --------------------------------------------------------------- sampling --
 
 

@@ -155,6 +155,7 @@ class Render(nn.Module):
   attention_dtype: Optional[Dtype] = None
   dtype: Optional[Dtype] = None
   output: str = "rgb"
+  global_warp: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, poses: jax.Array,
@@ -215,6 +216,9 @@ class Render(nn.Module):
     if self.output == "flow":
       field = flow.AppearanceFlowHead(c, p, dtype=self.dtype)(
           tokens[:, -1], tokens[:, :-1], h, w)
+      if self.global_warp:
+        field = field._replace(offset=field.offset + self._global_offsets(
+            poses, pmask, h, w))
       image, weights = flow.compose(
           field, x if sample_from is None else sample_from)
       if return_flow:
@@ -226,3 +230,19 @@ class Render(nn.Module):
     out = MLP3(c, p * p * 3, dtype=self.dtype)(out).astype(jnp.float32)
     out = 2.0 * (jax.nn.sigmoid(out) - 0.5)
     return unpatchify(out, p, h, w)
+
+  def _global_offsets(self, poses: jax.Array, pmask: Optional[jax.Array],
+                      h: int, w: int) -> jax.Array:
+    """``B x N x h x w x 2``: each context view's homography (from the target
+    latent and the view's) at every pixel, using each pixel's mask half."""
+    halves = poses if poses.ndim == 4 else poses[:, :, None]  # B V K D
+    warp = flow.GlobalWarpHead(self.features)(halves[:, -1:], halves[:, :-1])
+    offsets = flow.homography_offsets(warp, h, w)  # B N K h w 2
+    if halves.shape[2] == 1:
+      return offsets[:, :, 0]
+    p = self.patch_size
+    half = jnp.zeros((poses.shape[0], h // p, w // p), jnp.int32) if (
+        pmask is None) else pmask.reshape(-1, h // p, w // p)
+    half = jnp.repeat(jnp.repeat(half, p, axis=1), p, axis=2)  # B h w
+    return jnp.where(half[:, None, :, :, None] == 1, offsets[:, :, 1],
+                     offsets[:, :, 0])

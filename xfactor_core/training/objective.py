@@ -114,7 +114,11 @@ class ObjectiveSettings:
   # flow_supervision_steps optimiser steps (0: no decay), so that the end of
   # training is self-supervised alone.
   flow_supervision: float = 0.0
-  flow_supervision_steps: int = 0
+  flow_supervision_steps: int = 0  # The decay's length (0: no decay).
+  # Weight of the mean blend weight of a flow renderer's RGB fallback, which
+  # keeps the renderer from hedging with a blurry fallback instead of moving
+  # the context's pixels (0: off).
+  fallback_penalty: float = 0.0
 
   def __post_init__(self):
     problems = []
@@ -124,6 +128,7 @@ class ObjectiveSettings:
         problems.append(f"{name}={getattr(self, name)} must lie in [0, 1]")
     for name in ("l1_weight", "perceptual_weight", "brightness", "contrast",
                  "saturation", "hue", "gradient_weight", "flow_supervision",
+                 "fallback_penalty",
                  "flow_supervision_steps"):
       if getattr(self, name) < 0:
         problems.append(f"{name}={getattr(self, name)} must be >= 0")
@@ -504,18 +509,20 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
   Returns:
     ``(loss, metrics)`` with per-batch means: loss, l1, perceptual, psnr,
     self_decoded and all_zero_mask (fractions of the batch), plus
-    gradient_l1 when gradient_weight > 0 and flow_error (mean end-point
-    error of the visible pixels, in pixels) and flow_weight with the flow
-    supervision.
+    gradient_l1 when gradient_weight > 0; fallback_weight (the RGB
+    fallback's mean blend weight) for flow renderers; flow_error (mean
+    end-point error of the visible pixels, in pixels), flow_error_still (the
+    same for zero offsets) and flow_weight with the flow supervision.
   """
   frames = to_float_images(batch["frames"])
   b, v, s = frames.shape[:3]
   if v < 2:
     raise ValueError(f"a training clip needs at least 2 views, got {v}")
   supervise_flow = settings.flow_supervision > 0
-  if supervise_flow and getattr(render, "output", "rgb") != "flow":
-    raise ValueError("flow_supervision needs a flow renderer "
-                     "(config.model.render_output='flow')")
+  flow_renderer = getattr(render, "output", "rgb") == "flow"
+  if (supervise_flow or settings.fallback_penalty > 0) and not flow_renderer:
+    raise ValueError("flow_supervision and fallback_penalty need a flow "
+                     "renderer (config.model.render_output='flow')")
   if supervise_flow and "depth" not in batch:
     raise ValueError("flow_supervision needs depth and cameras in the batch "
                      "(the synthetic world provides them)")
@@ -533,7 +540,7 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
   latents = swap_halves(latents, all_zero)
   render_apply = functools.partial(render.apply, {"params": params["Render"]},
                                    views[:, :-1], latents, pmask)
-  if supervise_flow:
+  if flow_renderer:
     prediction, aux = render_apply(return_flow=True)
   else:
     prediction = render_apply()
@@ -548,6 +555,9 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
       "self_decoded": jnp.mean(replaced.astype(jnp.float32)),
       "all_zero_mask": jnp.mean(all_zero.astype(jnp.float32)),
   }
+  if flow_renderer:
+    metrics["fallback_weight"] = jnp.mean(aux["weights"][:, -1])
+    loss = loss + settings.fallback_penalty * metrics["fallback_weight"]
   if settings.gradient_weight > 0:
     metrics["gradient_l1"] = jnp.mean(gradient_l1(prediction, target))
     loss = loss + settings.gradient_weight * metrics["gradient_l1"]
@@ -565,6 +575,9 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
     weight = flow_supervision_weight(
         settings, jnp.zeros((), jnp.int32) if step is None else step)
     loss = loss + weight * flow_error
-    metrics.update(flow_error=flow_error * (0.5 * s), flow_weight=weight)
+    still = jnp.linalg.norm(offset, axis=-1)  # the error of not moving
+    still = jnp.sum(still * visible) / jnp.maximum(jnp.sum(visible), 1.0)
+    metrics.update(flow_error=flow_error * (0.5 * s),
+                   flow_error_still=still * (0.5 * s), flow_weight=weight)
   metrics["loss"] = loss
   return loss, metrics
