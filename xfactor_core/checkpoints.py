@@ -47,7 +47,9 @@ class ModelConfig:
 
   ``render_output`` is the renderer's head: "rgb" (published) or "flow" (the
   appearance-flow head, see ``xfactor_core.models.flow``); ``global_warp``
-  whether a flow head adds the latents' homography (``GlobalWarpHead``).
+  whether a flow head adds the latents' homography (``GlobalWarpHead``); an
+  "rgb" renderer has no warp, so its ``global_warp`` always reads False and
+  configs that differ only there compare equal.
   """
   features: int
   num_heads: int
@@ -64,6 +66,8 @@ class ModelConfig:
     if self.render_output not in RENDER_OUTPUTS:
       raise ValueError(f"render_output={self.render_output!r}: use one of "
                        f"{RENDER_OUTPUTS}")
+    if self.render_output == "rgb" and self.global_warp:
+      object.__setattr__(self, "global_warp", False)
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
