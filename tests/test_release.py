@@ -5,13 +5,15 @@ import json
 import jax
 import numpy as np
 from PIL import Image
+import pytest
 
 from xfactor_core import checkpoints
 from xfactor_core.inference.pipeline import TransferPipeline
 from xfactor_core.training import release
 
 
-def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
+def _tiny_run(reference_dir, tmp_path):
+  """A training run folder with the reference weights at step 40."""
   params = checkpoints.load_params(reference_dir / "official_format_checkpoint")
   workdir = tmp_path / "run"
   checkpoints.save_checkpoint(workdir / "checkpoints-0",
@@ -24,6 +26,11 @@ def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
       json.dumps({"step": 20, "time": 0.0, "train/loss": 0.9, "train/psnr": 11.0})
       + "\n" + json.dumps({"step": 40, "time": 1800.0, "train/loss": 0.7,
                            "train/psnr": 14.0}) + "\n")
+  return workdir, params
+
+
+def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
+  workdir, params = _tiny_run(reference_dir, tmp_path)
   out = release.release(workdir, tmp_path / "model", "python -m xfactor_core.train X",
                         strip_seed=1, notes="Still blurry at 40 steps.")
   state, _ = checkpoints.load_state(out)
@@ -38,6 +45,32 @@ def test_release_writes_a_loadable_model_folder(reference_dir, tmp_path):
   card = (out / "README.md").read_text()
   assert "python -m xfactor_core.train X" in card and "| training steps | 40 |" in card
   assert "## Notes\n\nStill blurry at 40 steps." in card
+
+
+def test_refresh_rewrites_the_card_of_a_shipped_folder(reference_dir,
+                                                     tmp_path):
+  workdir, params = _tiny_run(reference_dir, tmp_path)
+  out = release.release(workdir, tmp_path / "model", "old command",
+                        strip_seed=1, notes="Old notes.")
+  weights = (out / "ckpt-1.flax").read_bytes()
+  info = (out / "model.json").read_text()
+  notes = tmp_path / "notes.md"
+  notes.write_text("New benchmark figures.")
+  assert release.main(["--out", str(out), "--refresh", "--command",
+                       "new command", "--notes", str(notes)]) == 0
+  card = (out / "README.md").read_text()
+  assert "new command" in card and "old command" not in card
+  assert "New benchmark figures." in card and "Old notes." not in card
+  assert "| training steps | 40 |" in card
+  # The weights and model.json are left as they were.
+  assert (out / "ckpt-1.flax").read_bytes() == weights
+  assert (out / "model.json").read_text() == info
+  assert (out / "transfers.png").is_file()
+  with pytest.raises(SystemExit):  # --refresh takes no run folder
+    release.main(["--out", str(out), "--refresh", "--command", "c",
+                  "--workdir", str(workdir)])
+  with pytest.raises(SystemExit):  # and shipping needs one
+    release.main(["--out", str(out), "--command", "c"])
 
 
 def test_training_time_leaves_out_the_pause_before_a_resume():

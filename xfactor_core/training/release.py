@@ -13,7 +13,9 @@ With ``--real-clip DIR`` (target/ frames of a real video) also
 ``photo_transfers.png``: that clip's camera motion transferred onto the held-out
 photos (the app's examples, never seen in training), at the output size the
 app uses. ``--ablation-json`` adds the recipe ablation table
-(``benchmarks/ablation.py --json``) to the card.
+(``benchmarks/ablation.py --json``) to the card. ``--refresh`` (without
+``--workdir``) rewrites the strips and card of an existing model folder from
+its own weights and ``model.json``, e.g. after new benchmarks.
 """
 
 from __future__ import annotations
@@ -218,6 +220,21 @@ def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
   out.mkdir(parents=True)
   checkpoints.save_params(out, params, step=info["step"])
   checkpoints.write_model_info(out, **info)
+  write_card(out, command, eval_json, strip_seed, notes, real_clip,
+             ablation_json)
+  return out
+
+
+def write_card(out: pathlib.Path, command: str,
+               eval_json: Optional[pathlib.Path] = None,
+               strip_seed: int = 4242, notes: Optional[str] = None,
+               real_clip: Optional[pathlib.Path] = None,
+               ablation_json: Optional[pathlib.Path] = None) -> None:
+  """(Re)writes the strips and the card of the model folder ``out`` from its
+  weights and ``model.json``: used by :func:`release`, and on its own
+  (``--refresh``) to bring a shipped model's card up to date with new
+  benchmarks when the run it came from is no longer at hand."""
+  info = dict(checkpoints.read_model_info(out))
   pipe = TransferPipeline.from_checkpoint(out)
   Image.fromarray(transfer_strip(pipe, strip_seed)).save(out / "transfers.png")
   if real_clip is not None:
@@ -240,16 +257,20 @@ def release(workdir: pathlib.Path, out: pathlib.Path, command: str,
   (out / "README.md").write_text(_model_card(
       info, eval_md, command, notes, ablation,
       has_photo_strip=real_clip is not None))
-  return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m xfactor_core.training.release",
                                    description=__doc__.splitlines()[0])
-  parser.add_argument("--workdir", required=True, type=pathlib.Path)
+  parser.add_argument("--workdir", type=pathlib.Path, default=None,
+                      help="the training run to ship (omit with --refresh)")
   parser.add_argument("--out", required=True, type=pathlib.Path)
   parser.add_argument("--command", required=True,
                       help="the exact training command, for the model card")
+  parser.add_argument("--refresh", action="store_true",
+                      help="rewrite the strips and card of the model folder "
+                           "--out from its own weights and model.json (no "
+                           "--workdir): new benchmarks for a shipped model")
   parser.add_argument("--eval-json", type=pathlib.Path, default=None)
   parser.add_argument("--notes", type=pathlib.Path, default=None,
                       help="a Markdown file for the card's Notes section "
@@ -261,6 +282,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="benchmarks/ablation.py --json output for the card")
   args = parser.parse_args(argv)
   notes = args.notes.read_text() if args.notes else None
+  if args.refresh:
+    if args.workdir is not None:
+      parser.error("--refresh rewrites the card of --out from its own weights; "
+                   "drop --workdir")
+    write_card(args.out, args.command, args.eval_json, notes=notes,
+               real_clip=args.real_clip, ablation_json=args.ablation_json)
+    return 0
+  if args.workdir is None:
+    parser.error("--workdir (the training run to ship) is required unless "
+                 "--refresh is given")
   release(args.workdir, args.out, args.command, args.eval_json, notes=notes,
           real_clip=args.real_clip, ablation_json=args.ablation_json)
   return 0
