@@ -74,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
       (0: off).
     init_pose_encoder_from: a checkpoint whose PoseEnc initialises this model
       (the multi-view model starts from the stereo-monocular one).
+    init_params_from: a checkpoint whose PoseEnc and Render both initialise
+      this model (the networks do not depend on the number of context views,
+      so a multi-view model can start from a whole stereo-monocular one);
+      it takes precedence over init_pose_encoder_from.
     distributed: coordinator_address ("" = single process unless the
       XFACTOR_COORDINATOR_ADDRESS environment variable is set, "auto" = let JAX
       detect the cluster), num_processes, process_id (or XFACTOR_NUM_PROCESSES,
@@ -135,6 +139,7 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=0, num_batches=1, seed=1_000_003, num_images=4,
       transfer_pairs=0))
   config.init_pose_encoder_from = ""
+  config.init_params_from = ""
   config.distributed = ml_collections.ConfigDict(dict(
       coordinator_address="", num_processes=1, process_id=0))
   config.debug = ml_collections.ConfigDict(dict(nan_at_step=-1))

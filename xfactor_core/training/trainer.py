@@ -44,7 +44,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -482,37 +482,51 @@ def restore_state(template: TrainState, directory: PathLike,
                       restored), stored
 
 
-def load_pose_encoder(path: PathLike, spec: StepSpec) -> Params:
-  """PoseEnc weights of another checkpoint, checked against ``spec``'s model.
+def load_init_params(path: PathLike, spec: StepSpec,
+                     networks: Sequence[str], option: str) -> Params:
+  """The weights of ``networks`` ("PoseEnc", "Render") in another checkpoint,
+  checked against ``spec``'s model.
+
+  Args:
+    path: the checkpoint (a folder or file that ``checkpoints.load_params``
+      reads).
+    spec: this run's model.
+    networks: which networks to take.
+    option: the config field that named ``path``, for error messages.
 
   Returns:
-    the PoseEnc parameter tree (float32 numpy) in this model's structure.
+    ``{network: parameter tree}`` (float32 numpy) in this model's structure.
 
   Raises:
     ConfigError: naming the first parameter whose shape differs.
   """
-  pose_params = checkpoints.load_params(path)["PoseEnc"]
+  stored = checkpoints.load_params(path)
   wanted = jax.eval_shape(lambda: init_params(spec, jax.random.key(0)))
-  wanted = wanted["PoseEnc"]
-  flat_new = traverse_util.flatten_dict(pose_params, sep="/")
-  for name, leaf in traverse_util.flatten_dict(wanted, sep="/").items():
-    if name not in flat_new or np.shape(flat_new[name]) != tuple(leaf.shape):
-      got = np.shape(flat_new[name]) if name in flat_new else "missing"
-      raise ConfigError(
-          f"init_pose_encoder_from={path}: PoseEnc/{name} is {got} there but "
-          f"this model needs {tuple(leaf.shape)}; the pose encoder sizes "
-          "(config.model) must match the checkpoint's")
-  return jax.tree.map(lambda t, x: np.asarray(x, t.dtype), wanted,
-                      serialization.from_state_dict(wanted, pose_params))
+  loaded = {}
+  for network in networks:
+    flat_new = traverse_util.flatten_dict(stored.get(network, {}), sep="/")
+    for name, leaf in traverse_util.flatten_dict(wanted[network],
+                                                 sep="/").items():
+      if name not in flat_new or np.shape(flat_new[name]) != tuple(leaf.shape):
+        got = np.shape(flat_new[name]) if name in flat_new else "missing"
+        raise ConfigError(
+            f"{option}={path}: {network}/{name} is {got} there but this model "
+            f"needs {tuple(leaf.shape)}; the sizes and renderer head "
+            "(config.model) must match the checkpoint's")
+    loaded[network] = jax.tree.map(
+        lambda t, x: np.asarray(x, t.dtype), wanted[network],
+        serialization.from_state_dict(wanted[network], stored[network]))
+  return loaded
 
 
-def with_pose_encoder(state: TrainState, pose_params: Params,
-                      mesh: Mesh) -> TrainState:
-  """``state`` with its PoseEnc weights replaced (replicated over ``mesh``)."""
+def with_params(state: TrainState, new_params: Params,
+                mesh: Mesh) -> TrainState:
+  """``state`` with the networks in ``new_params`` replaced (replicated over
+  ``mesh``)."""
   sharding = inputs.replicated(mesh)
-  pose_params = jax.tree.map(lambda x: inputs.global_array(x, sharding),
-                             pose_params)
-  return state.replace(params={**state.params, "PoseEnc": pose_params})
+  new_params = jax.tree.map(lambda x: inputs.global_array(x, sharding),
+                            new_params)
+  return state.replace(params={**state.params, **new_params})
 
 
 def write_model_info(workdir: pathlib.Path, config: ml_collections.ConfigDict,
@@ -768,9 +782,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     workdir.mkdir(parents=True, exist_ok=True)
 
   resumed = checkpoint_dir.is_dir() and any(checkpoint_dir.glob("ckpt-*.flax"))
-  pose_init = None
-  if not resumed and config.init_pose_encoder_from:
-    pose_init = load_pose_encoder(config.init_pose_encoder_from, spec)
+  initial, init_source = None, ""
+  if not resumed and config.get("init_params_from"):
+    init_source = str(config.init_params_from)
+    initial = load_init_params(init_source, spec, ("PoseEnc", "Render"),
+                               "init_params_from")
+  elif not resumed and config.init_pose_encoder_from:
+    init_source = str(config.init_pose_encoder_from)
+    initial = load_init_params(init_source, spec, ("PoseEnc",),
+                               "init_pose_encoder_from")
   state = compiled.init(jax.random.key(int(config.seed)))
   if resumed:
     state, stored = restore_state(state, checkpoint_dir, mesh)
@@ -787,10 +807,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                  int(inputs.to_host(state.step)),
                  {k: (decode_text(v) if np.asarray(v).dtype == np.uint8 else
                       int(v)) for k, v in stored_data.items()})
-  elif pose_init is not None:
-    state = with_pose_encoder(state, pose_init, mesh)
-    logging.info("pose encoder initialised from %s",
-                 config.init_pose_encoder_from)
+  elif initial is not None:
+    state = with_params(state, initial, mesh)
+    logging.info("%s initialised from %s", " and ".join(initial), init_source)
   start_step = int(inputs.to_host(state.step))
   if is_main:
     write_model_info(workdir, config, spec, perceptual.name)
