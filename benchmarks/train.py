@@ -76,8 +76,9 @@ def benchmark(name: str, args: argparse.Namespace, peak: float) -> dict:
   batch_size = int(config.batch_size)
   steps = args.steps or (1 if on_cpu and name == "published" else 3)
 
-  source = inputs.SyntheticInputs(mesh, batch_size, spec.num_views,
-                                  spec.image_size, seed=0)
+  source = inputs.SyntheticInputs(
+      mesh, batch_size, spec.num_views, spec.image_size, seed=0,
+      with_geometry=spec.objective.flow_supervision > 0)
   start = time.perf_counter()
   batches = [jax.block_until_ready(source.batch(i)) for i in range(steps + 1)]
   first_data = time.perf_counter() - start  # includes compiling the generator
