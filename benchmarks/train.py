@@ -10,9 +10,8 @@ synthetic world rendered beforehand, and, separately, the on-device synthetic
 data generator. FLOPs per step come from XLA's cost analysis of the compiled
 step; utilisation is achieved FLOP/s over the matmul peak (the better of a
 2048^2 and a 4096^2 ``jnp.dot``) measured in the same run. Configs: ``tiny``
-(synthetic_tiny), ``small`` (synthetic_sm, 128 x 128), ``default`` (the recipe
-the shipped default models are trained with, ``configs/recipe.py``: flow head,
-patch 8, 128 x 128) and ``published`` (the published networks at 256 x 256,
+(synthetic_tiny), ``small`` (synthetic_sm, 128 x 128: the shipped default
+models' configuration) and ``published`` (the published networks at 256 x 256,
 with synthetic clips). dtype ``auto`` is bfloat16 on accelerators
 and float32 on CPUs; remat ``auto`` keeps the config's setting on accelerators
 and turns it off on CPUs. On a CPU the published size runs at batch 1 with one
@@ -30,19 +29,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from xfactor_core import benchmarking
-from xfactor_core.configs import published_sm, recipe, synthetic_sm, synthetic_tiny
+from xfactor_core.configs import published_sm, synthetic_sm, synthetic_tiny
 from xfactor_core.training import inputs, perceptual, trainer
 
 CONFIGS = {
     "tiny": synthetic_tiny.get_config,
     "small": synthetic_sm.get_config,
-    # The recipe the shipped default models were trained with.
-    "default": recipe.get_config,
     "published": published_sm.get_config,
 }
 DEFAULT_BATCH_PER_DEVICE = {
-    "cpu": {"tiny": 8, "small": 8, "default": 8, "published": 1},
-    "accelerator": {"tiny": 64, "small": 32, "default": 64, "published": 8},
+    "cpu": {"tiny": 8, "small": 8, "published": 1},
+    "accelerator": {"tiny": 64, "small": 32, "published": 8},
 }
 
 
