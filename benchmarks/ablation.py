@@ -14,7 +14,8 @@ equal CPU time: each arm's CPU seconds per optimiser step are measured first
 the arm then trains ``core-minutes * 60 / seconds-per-step`` steps, its
 schedules scaled to that length. Runs are pinned to one core each
 (``taskset``), ``--parallel`` at a time, and resume where they stopped when
-the command is run again. The table prints the evaluation of each arm.
+the command is run again (an arm with its ``eval.json`` is done and only
+read). The table prints the evaluation of each arm.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def _arm_job(arm: str, core: int, args: argparse.Namespace,
     plan_file.write_text(json.dumps(plan, indent=1))
   steps = plan["steps"]
   run_dir = directory / "run"
+  eval_file = directory / "eval.json"
+  if eval_file.is_file() and not args.train_only:  # trained and evaluated
+    return {**plan, "eval": json.loads(eval_file.read_text())}
   _run(_pinned(core, [
       sys.executable, "-m", "xfactor_core.train",
       f"--config={CONFIG}:{config_arm}", f"--workdir={run_dir}",
@@ -102,7 +106,6 @@ def _arm_job(arm: str, core: int, args: argparse.Namespace,
       f"--config.checkpoint_every={max(steps // 4, 1)}",
       f"--config.eval_every={max(steps // 4, 1)}",
       "--config.progress_bar=False"]), directory / "train.log")
-  eval_file = directory / "eval.json"
   if args.train_only:
     return plan
   if not eval_file.is_file():

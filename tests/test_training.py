@@ -523,6 +523,23 @@ def test_multi_view_pose_encoder_starts_from_a_stereo_checkpoint(resumed_runs,
     trainer.train_and_evaluate(bigger, tmp_path / "other")
 
 
+def test_multi_view_model_starts_from_a_whole_stereo_checkpoint(resumed_runs,
+                                                                tmp_path):
+  root, whole, _ = resumed_runs
+  config = _tiny_config(total_steps=0, num_context_views=3,
+                        init_params_from=str(root / "whole"))
+  state = trainer.train_and_evaluate(config, tmp_path)
+  for network in ("PoseEnc", "Render"):
+    for x, y in zip(jax.tree.leaves(jax.device_get(state.params[network])),
+                    jax.tree.leaves(jax.device_get(whole.params[network]))):
+      np.testing.assert_array_equal(x, y)
+  flow = _tiny_config(total_steps=0, init_params_from=str(root / "whole"),
+                      **{"model.render_output": "flow"})
+  with pytest.raises(step_spec.ConfigError,
+                     match="init_params_from=.*Render/.*renderer head"):
+    trainer.train_and_evaluate(flow, tmp_path / "flow")
+
+
 def _write_video_folders(root: pathlib.Path, videos: int, frames: int):
   """root/vidNN/frames/NNNNN.png: a texture sliding sideways (64 x 64)."""
   rng = np.random.default_rng(0)

@@ -99,6 +99,11 @@ def base_config() -> ml_collections.ConfigDict:
   # A checkpoint whose PoseEnc initialises this model (the multi-view model
   # starts from the stereo-monocular one).
   config.init_pose_encoder_from = ""
+  # A checkpoint whose PoseEnc and Render both initialise this model (the
+  # networks do not depend on the number of context views, so a multi-view
+  # model can start from a whole stereo-monocular one); it takes precedence
+  # over init_pose_encoder_from.
+  config.init_params_from = ""
 
   config.distributed = ml_collections.ConfigDict()
   # "": a single process unless XFACTOR_COORDINATOR_ADDRESS is set; "auto":

@@ -10,15 +10,17 @@ data), ``data`` (source, seed, next step), ``perceptual`` and ``config`` (both
 as UTF-8 bytes in a uint8 array, see :func:`decode_text`) and ``multi_steps``.
 msgpack holds arrays, not strings, hence the text fields.
 
-A new model can start from the pose encoder of another run
-(:func:`load_pose_encoder`, :func:`with_pose_encoder`): the multi-view model
-starts from the stereo-monocular one.
+A new model can start from the networks of another run
+(:func:`load_init_params`, :func:`with_params`): the multi-view model starts
+from the stereo-monocular one's pose encoder (``init_pose_encoder_from``) or
+its whole model (``init_params_from``; the networks do not depend on the
+number of context views).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Union
+from typing import Any, Sequence, Union
 
 import jax
 import ml_collections
@@ -146,37 +148,52 @@ def restore_state(template: TrainState, directory: PathLike,
                       restored), stored
 
 
-# ----------------------------------------------- pose encoder of another run --
+# --------------------------------------------------- weights of another run --
 
 
-def load_pose_encoder(path: PathLike, spec: step_spec.StepSpec) -> Params:
-  """PoseEnc weights of another checkpoint, checked against ``spec``'s model.
+def load_init_params(path: PathLike, spec: step_spec.StepSpec,
+                     networks: Sequence[str], option: str) -> Params:
+  """The weights of ``networks`` ("PoseEnc", "Render") in another checkpoint,
+  checked against ``spec``'s model.
+
+  Args:
+    path: the checkpoint (a folder or file that ``checkpoints.load_params``
+      reads).
+    spec: this run's model.
+    networks: which networks to take.
+    option: the config field that named ``path``, for error messages.
 
   Returns:
-    the PoseEnc parameter tree (float32 numpy) in this model's structure.
+    ``{network: parameter tree}`` (float32 numpy) in this model's structure.
 
   Raises:
     step_spec.ConfigError: naming the first parameter whose shape differs.
   """
-  pose_params = checkpoints.load_params(path)["PoseEnc"]
+  stored = checkpoints.load_params(path)
   wanted = jax.eval_shape(
-      lambda: step_spec.init_params(spec, jax.random.key(0)))["PoseEnc"]
-  flat_new = traverse_util.flatten_dict(pose_params, sep="/")
-  for name, leaf in traverse_util.flatten_dict(wanted, sep="/").items():
-    if name not in flat_new or np.shape(flat_new[name]) != tuple(leaf.shape):
-      got = np.shape(flat_new[name]) if name in flat_new else "missing"
-      raise step_spec.ConfigError(
-          f"init_pose_encoder_from={path}: PoseEnc/{name} is {got} there but "
-          f"this model needs {tuple(leaf.shape)}; the pose encoder sizes "
-          "(config.model) must match the checkpoint's")
-  return jax.tree.map(lambda t, x: np.asarray(x, t.dtype), wanted,
-                      serialization.from_state_dict(wanted, pose_params))
+      lambda: step_spec.init_params(spec, jax.random.key(0)))
+  loaded = {}
+  for network in networks:
+    flat_new = traverse_util.flatten_dict(stored.get(network, {}), sep="/")
+    for name, leaf in traverse_util.flatten_dict(wanted[network],
+                                                 sep="/").items():
+      if name not in flat_new or np.shape(flat_new[name]) != tuple(leaf.shape):
+        got = np.shape(flat_new[name]) if name in flat_new else "missing"
+        raise step_spec.ConfigError(
+            f"{option}={path}: {network}/{name} is {got} there but this model "
+            f"needs {tuple(leaf.shape)}; the sizes and renderer head "
+            "(config.model) must match the checkpoint's")
+    loaded[network] = jax.tree.map(
+        lambda t, x: np.asarray(x, t.dtype), wanted[network],
+        serialization.from_state_dict(wanted[network], stored[network]))
+  return loaded
 
 
-def with_pose_encoder(state: TrainState, pose_params: Params,
-                      mesh: Mesh) -> TrainState:
-  """``state`` with its PoseEnc weights replaced (replicated over ``mesh``)."""
+def with_params(state: TrainState, new_params: Params,
+                mesh: Mesh) -> TrainState:
+  """``state`` with the networks in ``new_params`` replaced (replicated over
+  ``mesh``)."""
   replicated = sharding.replicated(mesh)
-  pose_params = jax.tree.map(lambda x: sharding.global_array(x, replicated),
-                             pose_params)
-  return state.replace(params={**state.params, "PoseEnc": pose_params})
+  new_params = jax.tree.map(lambda x: sharding.global_array(x, replicated),
+                            new_params)
+  return state.replace(params={**state.params, **new_params})

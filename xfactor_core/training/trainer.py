@@ -41,7 +41,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -253,13 +253,19 @@ def _initial_state(config: ml_collections.ConfigDict, spec: step_spec.StepSpec,
                    compiled: StepFunctions, mesh: Mesh,
                    checkpoint_dir: pathlib.Path,
                    perceptual_name: str) -> tuple[TrainState, bool]:
-  """The newest checkpoint's state, else a fresh one (with the pose encoder
-  of ``config.init_pose_encoder_from`` if set). Returns ``(state, resumed)``."""
+  """The newest checkpoint's state, else a fresh one (with the PoseEnc and
+  Render of ``config.init_params_from``, or else the PoseEnc of
+  ``config.init_pose_encoder_from``, if set). Returns ``(state, resumed)``."""
   resumed = checkpoint_dir.is_dir() and any(checkpoint_dir.glob("ckpt-*.flax"))
-  pose_init = None
-  if not resumed and config.init_pose_encoder_from:
-    pose_init = train_state.load_pose_encoder(
-        config.init_pose_encoder_from, spec)
+  initial, init_source = None, ""
+  if not resumed and config.get("init_params_from"):
+    init_source = str(config.init_params_from)
+    initial = train_state.load_init_params(
+        init_source, spec, ("PoseEnc", "Render"), "init_params_from")
+  elif not resumed and config.init_pose_encoder_from:
+    init_source = str(config.init_pose_encoder_from)
+    initial = train_state.load_init_params(
+        init_source, spec, ("PoseEnc",), "init_pose_encoder_from")
   state = compiled.init(jax.random.key(int(config.seed)))
   if resumed:
     state, stored = train_state.restore_state(state, checkpoint_dir, mesh)
@@ -269,10 +275,9 @@ def _initial_state(config: ml_collections.ConfigDict, spec: step_spec.StepSpec,
                  int(sharding.to_host(state.step)),
                  {k: (decode(v) if np.asarray(v).dtype == np.uint8 else int(v))
                   for k, v in stored.get("data", {}).items()})
-  elif pose_init is not None:
-    state = train_state.with_pose_encoder(state, pose_init, mesh)
-    logging.info("pose encoder initialised from %s",
-                 config.init_pose_encoder_from)
+  elif initial is not None:
+    state = train_state.with_params(state, initial, mesh)
+    logging.info("%s initialised from %s", " and ".join(initial), init_source)
   return state, resumed
 
 
