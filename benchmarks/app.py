@@ -38,7 +38,6 @@ import time
 from typing import Optional, Sequence
 
 import jax
-import numpy as np
 
 from xfactor_core import benchmarking, checkpoints
 from xfactor_core.app import jobs, presets, registry, sessions, testing
