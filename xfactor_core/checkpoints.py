@@ -48,8 +48,7 @@ class ModelConfig:
   ``render_output`` is the renderer's head: "rgb" (published) or "flow" (the
   appearance-flow head, see ``xfactor_core.models.flow``); ``global_warp``
   whether a flow head adds the latents' homography (``GlobalWarpHead``); an
-  "rgb" renderer has no warp, so its ``global_warp`` always reads False and
-  configs that differ only there compare equal.
+  "rgb" renderer has no warp and ignores it.
   """
   features: int  # Token width of both networks.
   num_heads: int  # Attention heads (features / num_heads divisible by 4).
@@ -59,7 +58,7 @@ class ModelConfig:
   pose_dim: int  # Width of a pose latent.
   num_global_tokens: int = 32  # PoseEnc's global tokens per mask half.
   render_output: str = "rgb"  # Render's head: "rgb" or "flow".
-  # A flow head's homography from the latents (GlobalWarpHead); "rgb": False.
+  # A flow head's homography from the latents (GlobalWarpHead); "rgb" ignores it.
   global_warp: bool = True
 
   def __post_init__(self):
@@ -67,8 +66,6 @@ class ModelConfig:
     if self.render_output not in RENDER_OUTPUTS:
       raise ValueError(f"render_output={self.render_output!r}: use one of "
                        f"{RENDER_OUTPUTS}")
-    if self.render_output == "rgb" and self.global_warp:
-      object.__setattr__(self, "global_warp", False)
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -245,7 +242,8 @@ def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
                      patch_size=patch_size, pose_layers=count(pe),
                      render_layers=count(rd), pose_dim=pose_dim,
                      num_global_tokens=num_global, render_output=output,
-                     global_warp=output == "flow" and GLOBAL_WARP_HEAD in rd)
+                     global_warp=(GLOBAL_WARP_HEAD in rd if output == "flow"
+                                  else ModelConfig.global_warp))
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]]:

@@ -26,10 +26,9 @@ from xfactor_core.training import objective
 from xfactor_core.training import optim
 
 
-def _section(settings: object, **changes) -> ml_collections.ConfigDict:
-  """A config section with the fields and values of a settings dataclass
-  (and ``changes``)."""
-  return ml_collections.ConfigDict({**dataclasses.asdict(settings), **changes})
+def _section(settings: object) -> ml_collections.ConfigDict:
+  """A config section with the fields and values of a settings dataclass."""
+  return ml_collections.ConfigDict(dataclasses.asdict(settings))
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,9 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   """
   config = ml_collections.ConfigDict()
   config.name = "xfactor"  # Written to model.json.
-  # Network sizes. global_warp keeps ModelConfig's default (True: a flow head
-  # adds the homography), not the False an "rgb" ModelConfig reads back.
-  config.model = _section(checkpoints.PUBLISHED_CONFIG, global_warp=True)
+  config.model = _section(checkpoints.PUBLISHED_CONFIG)  # Network sizes.
   config.image_size = 256  # Square frames; an even multiple of the patch.
   # 1 (stereo-monocular) or more (multi-view); clips have
   # num_context_views + 1 frames.
