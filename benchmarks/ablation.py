@@ -108,14 +108,13 @@ def _arm_job(arm: str, core: int, args: argparse.Namespace,
       "--config.progress_bar=False"]), directory / "train.log")
   if args.train_only:
     return plan
-  if not eval_file.is_file():
-    _run(_pinned(core, [
-        sys.executable, "-m", "xfactor_core.evaluate",
-        f"--checkpoint={run_dir}", f"--num-pairs={args.num_pairs}",
-        f"--tps-pairs={args.tps_pairs}", f"--json={eval_file}",
-        "--probe-train=0", *(["--real-clip", args.real_clip]
-                             if args.real_clip else [])]),
-         directory / "eval.log")
+  _run(_pinned(core, [
+      sys.executable, "-m", "xfactor_core.evaluate",
+      f"--checkpoint={run_dir}", f"--num-pairs={args.num_pairs}",
+      f"--tps-pairs={args.tps_pairs}", f"--json={eval_file}",
+      "--probe-train=0", *(["--real-clip", args.real_clip]
+                           if args.real_clip else [])]),
+       directory / "eval.log")
   return {**plan, "eval": json.loads(eval_file.read_text())}
 
 

@@ -506,15 +506,20 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path,
   assert not (tmp_path / "checkpoints-0" / "ckpt-2.flax").exists()
 
 
+def _assert_same_networks(params, reference, networks):
+  for network in networks:
+    for x, y in zip(jax.tree.leaves(jax.device_get(params[network])),
+                    jax.tree.leaves(jax.device_get(reference[network]))):
+      np.testing.assert_array_equal(x, y)
+
+
 def test_multi_view_pose_encoder_starts_from_a_stereo_checkpoint(resumed_runs,
                                                                   tmp_path):
   root, whole, _ = resumed_runs
   config = _tiny_config(total_steps=0, num_context_views=3,
                         init_pose_encoder_from=str(root / "whole"))
   state = trainer.train_and_evaluate(config, tmp_path)
-  for x, y in zip(jax.tree.leaves(jax.device_get(state.params["PoseEnc"])),
-                  jax.tree.leaves(jax.device_get(whole.params["PoseEnc"]))):
-    np.testing.assert_array_equal(x, y)
+  _assert_same_networks(state.params, whole.params, ("PoseEnc",))
   info = json.loads((tmp_path / "model.json").read_text())
   assert info["kind"] == "multi-view" and info["num_context_views"] == 3
   bigger = _tiny_config(total_steps=0, init_pose_encoder_from=str(
@@ -529,10 +534,7 @@ def test_multi_view_model_starts_from_a_whole_stereo_checkpoint(resumed_runs,
   config = _tiny_config(total_steps=0, num_context_views=3,
                         init_params_from=str(root / "whole"))
   state = trainer.train_and_evaluate(config, tmp_path)
-  for network in ("PoseEnc", "Render"):
-    for x, y in zip(jax.tree.leaves(jax.device_get(state.params[network])),
-                    jax.tree.leaves(jax.device_get(whole.params[network]))):
-      np.testing.assert_array_equal(x, y)
+  _assert_same_networks(state.params, whole.params, ("PoseEnc", "Render"))
   flow = _tiny_config(total_steps=0, init_params_from=str(root / "whole"),
                       **{"model.render_output": "flow"})
   with pytest.raises(step_spec.ConfigError,

@@ -41,7 +41,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -258,7 +258,7 @@ def _initial_state(config: ml_collections.ConfigDict, spec: step_spec.StepSpec,
   ``config.init_pose_encoder_from``, if set). Returns ``(state, resumed)``."""
   resumed = checkpoint_dir.is_dir() and any(checkpoint_dir.glob("ckpt-*.flax"))
   initial, init_source = None, ""
-  if not resumed and config.get("init_params_from"):
+  if not resumed and config.init_params_from:
     init_source = str(config.init_params_from)
     initial = train_state.load_init_params(
         init_source, spec, ("PoseEnc", "Render"), "init_params_from")
