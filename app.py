@@ -3,10 +3,14 @@
     python app.py [--checkpoints DIR] [--share] [--server-name HOST] [--port N]
 
 Honours GRADIO_SERVER_NAME, GRADIO_SERVER_PORT and GRADIO_TEMP_DIR (uploads;
-default: a folder of this server, removed at shutdown); models come from the
-shipped defaults (assets/models/) and from --checkpoints DIR or
-XFACTOR_CHECKPOINTS. Nothing is downloaded at start. The UI and its logic live
-in xfactor_core.app; README.md, "Security", says what the app exposes.
+default: a folder of this server, removed at shutdown). Models: the published
+XFactor checkpoints (always listed; downloaded on request into XFACTOR_HOME,
+see xfactor_core.fetch), the shipped offline demo models (assets/models/),
+and --checkpoints DIR or XFACTOR_CHECKPOINTS. Nothing is downloaded at start
+unless XFACTOR_FETCH_AT_START names models (sm, mv or all: a Space's
+start-up fetch, in the background); XFACTOR_PAGE_DOWNLOADS=0 turns the page's
+Download button off. The UI and its logic live in xfactor_core.app;
+README.md, "Security", says what the app exposes.
 """
 
 from __future__ import annotations
@@ -62,15 +66,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   # Gradio apps of the host share), removed with the rest at shutdown; file
   # values must lie in it (see xfactor_core.app.gate).
   os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(work_root, "uploads"))
-  from xfactor_core import runtime
-  from xfactor_core.app import layout, presets, registry, ui, uploads
+  from xfactor_core import fetch, runtime
+  from xfactor_core.app import (downloads, layout, presets, registry, ui,
+                                uploads)
 
   runtime.enable_compilation_cache()
   try:
+    published = fetch.sources()
+    at_start = downloads.names_from_env(
+        os.environ.get(downloads.FETCH_AT_START_ENV), published)
     specs = registry.discover_models(
         registry.checkpoints_dir_from_env(args.checkpoints),
-        defaults={} if args.no_default_models else registry.DEFAULT_MODELS)
-  except registry.RegistryError as e:
+        defaults={} if args.no_default_models else registry.DEFAULT_MODELS,
+        published=list(published.values()))
+  except (registry.RegistryError, fetch.FetchError,
+          downloads.DownloadError) as e:
     logging.error("%s", e)
     os.rmdir(work_root)
     return 2
@@ -78,10 +88,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.warning("no model found: the shipped models are not trained yet; "
                     "start with --checkpoints DIR (or set %s)",
                     registry.CHECKPOINTS_ENV)
-  studio = ui.Studio(registry.ModelRegistry(specs, max_loaded=args.max_models),
-                     presets.load_presets(),
-                     work_root=work_root,
-                     limits=uploads.Limits(max_file_mb=args.max_file_mb))
+  models = registry.ModelRegistry(specs, max_loaded=args.max_models)
+  fetcher = downloads.Downloads(
+      models, published, page_allowed=downloads.page_downloads_allowed())
+  fetcher.start_all(at_start)  # background: the page serves meanwhile
+  studio = ui.Studio(models, presets.load_presets(), work_root=work_root,
+                     limits=uploads.Limits(max_file_mb=args.max_file_mb),
+                     downloads=fetcher)
   demo = layout.build_app(studio, max_jobs=args.max_jobs)
   try:
     demo.launch(server_name=args.server_name, server_port=args.port,

@@ -26,6 +26,19 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(gpu_skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory):
+  """Every test (and every app or CLI a test starts) sees an empty model
+  cache of its own instead of the user's, and the published addresses of the
+  table: nothing a test does can reach or fill ~/.cache/xfactor."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("XFACTOR_HOME", str(tmp_path_factory.mktemp("xfactor_home")))
+    for name in ("XFACTOR_SOURCES", "XFACTOR_SM_URL", "XFACTOR_MV_URL",
+                 "XFACTOR_FETCH_AT_START", "XFACTOR_PAGE_DOWNLOADS"):
+      patch.delenv(name, raising=False)
+    yield
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> pathlib.Path:
   if not REFERENCE.is_dir():

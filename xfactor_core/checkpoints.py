@@ -15,19 +15,23 @@ We read all of it without TensorFlow, and write the same format so that
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
 import os
 import pathlib
 import re
 import tempfile
 import time
-from typing import Any, Mapping, Optional, Union
+from typing import Any, BinaryIO, Collection, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 from flax import traverse_util
+
+from xfactor_core import msgpack_stream
 
 PathLike = Union[str, os.PathLike]
 Params = dict[str, Any]
@@ -184,6 +188,10 @@ def load_params(path: PathLike,
                 config: Optional[ModelConfig] = None) -> Params:
   """Loads ``{"PoseEnc": ..., "Render": ...}`` (numpy arrays) from a checkpoint.
 
+  Only the params are decoded; the rest of a train state (optimiser moments,
+  LPIPS weights, ...) is skipped as it is read, so a published train state of
+  several GB loads with the params' memory alone.
+
   Args:
     path: a clu checkpoint directory (newest checkpoint), ``<dir>/ckpt-N``, its
       parent holding ``checkpoints-0``, or a single flax msgpack file.
@@ -194,7 +202,29 @@ def load_params(path: PathLike,
     CheckpointError: naming the path and, for a mismatch, the first offending
       parameter with both shapes.
   """
-  return params_from_state(*load_state(path), config=config)
+  file = resolve_checkpoint(path)
+  if file.stat().st_size == 0:
+    raise CheckpointError(f"checkpoint file {file} is empty")
+  with open(file, "rb") as stream:
+    state = read_state_stream(stream, file)
+  return params_from_state(state, file, config=config)
+
+
+def read_state_stream(stream: BinaryIO, source: Any,
+                      keys: Collection[str] = ("params", "step", "PoseEnc", "Render")
+                      ) -> dict[str, Any]:
+  """The ``keys`` entries of a flax msgpack train state read from ``stream``
+  (a file, a zip member), skipping every other entry as it streams by.
+
+  Raises:
+    CheckpointError: the stream is not a flax msgpack state or is truncated.
+  """
+  try:
+    return msgpack_stream.read_entries(stream, set(keys))
+  except (msgpack_stream.StreamFormatError, ValueError, TypeError) as e:
+    raise CheckpointError(
+        f"checkpoint file {source} is corrupt or truncated ({e}); re-copy or "
+        "re-download it") from e
 
 
 def params_from_state(state: Mapping[str, Any], file: PathLike,
@@ -265,6 +295,14 @@ def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]
           for name, tree in trees.items()}
 
 
+@functools.lru_cache(maxsize=32)
+def parameter_count(config: ModelConfig) -> int:
+  """Number of parameters of the two networks of ``config`` (no weights are
+  made: shapes only)."""
+  return sum(math.prod(shape) for tree in expected_shapes(config).values()
+             for shape in tree.values())
+
+
 def check_params(params: Params, config: ModelConfig,
                  source: Any = "checkpoint") -> None:
   """Raises CheckpointError at the first parameter that does not fit ``config``."""
@@ -328,10 +366,14 @@ def save_checkpoint(directory: PathLike, state: Mapping[str, Any], *,
                     if (m := _CKPT_RE.match(p.name)))
   number = (existing[-1] + 1) if existing else 1
   target = directory / f"ckpt-{number}.flax"
-  data = serialization.msgpack_serialize(_to_numpy(dict(state)))
   with tempfile.NamedTemporaryFile(dir=directory, delete=False,
                                    suffix=".tmp") as f:
-    f.write(data)
+    try:  # leaf by leaf: memory never holds the encoded file
+      msgpack_stream.write_tree(f, dict(state), leaf=_to_numpy)
+    except BaseException:
+      f.close()
+      os.unlink(f.name)
+      raise
   os.chmod(f.name, 0o644)  # NamedTemporaryFile creates it private
   os.replace(f.name, target)
   kept = (existing + [number])[-max_to_keep:]

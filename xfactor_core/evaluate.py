@@ -401,7 +401,10 @@ def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m xfactor_core.evaluate",
                                    description=__doc__.splitlines()[0])
-  parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+  parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                      help="sm or mv (a published model fetched with python "
+                           "-m xfactor_core.fetch), or a checkpoint path "
+                           "(default: the shipped stereo-monocular demo)")
   parser.add_argument("--num-pairs", type=int, default=EvalSettings.num_pairs)
   parser.add_argument("--num-frames", type=int, default=EvalSettings.num_frames)
   parser.add_argument("--seed", type=int, default=EvalSettings.seed)

@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
       description="Transfer the camera motion of a target clip onto context "
                   "frames of another scene.")
   parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
-                      help="clu checkpoint dir, ckpt-N, its parent, or a msgpack "
-                           "file (default: the shipped stereo-monocular model)")
+                      help="sm or mv (a published model fetched with python "
+                           "-m xfactor_core.fetch), a clu checkpoint dir, "
+                           "ckpt-N, its parent, or a msgpack file (default: "
+                           "the shipped stereo-monocular demo model)")
   parser.add_argument("--context", nargs="+", required=True,
                       help="context image(s): one for stereo-monocular models, "
                            "up to the model's view count for multi-view ones")

@@ -113,14 +113,24 @@ def _example_rows(presets: PresetLibrary) -> tuple[list[list[Any]], list[str]]:
   return rows, labels
 
 
-def _model_row(registry: ModelRegistry) -> dict[str, gr.blocks.Block]:
+def _model_row(studio: ui.Studio) -> dict[str, gr.blocks.Block]:
+  """The model picker, its line, Download (for a published model not on this
+  machine yet) and the timer that polls running downloads."""
+  registry = studio.registry
+  first = studio.describe_model({"model": registry.default_id})
   with gr.Row():
     model = gr.Dropdown(registry.choices(), value=registry.default_id,
                         label="Model", scale=1, interactive=True,
                         elem_id="model")
-    model_info = gr.Markdown(registry.describe(registry.default_id),
-                             elem_id="model-info")
-  return {"model": model, "model_info": model_info}
+    with gr.Column(scale=2):
+      model_info = gr.Markdown(first["model_info"], elem_id="model-info")
+      download = gr.Button("Download", variant="secondary", size="sm",
+                           visible=first["download"]["visible"],
+                           elem_id="download")
+  running = studio.downloads is not None and bool(studio.downloads.running())
+  timer = gr.Timer(2.0, active=running)
+  return {"model": model, "model_info": model_info, "download": download,
+          "download_timer": timer}
 
 
 def _context_column(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
@@ -304,10 +314,20 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   quiet = dict(api_visibility="private", show_progress="hidden")
   on = w.bind
 
+  model_row = ["model", "model_info", "resolution", "download"]
   w["model"].change(on(studio.describe_model), w.inputs(["model"]),
-                    w.listed(["model_info", "resolution"]), **quiet)
-  w["context"].change(on(studio.context_gallery), w.inputs(["context"]),
-                      w.listed(["context_preview"]), **quiet)
+                    w.listed(model_row[1:]), **quiet)
+  w["context"].change(on(studio.context_gallery),
+                      w.inputs(["context", "model"]),
+                      w.listed(["context_preview", *model_row]), **quiet)
+  w["download"].click(on(studio.download_model), w.inputs(["model"]),
+                      w.listed(model_row), api_visibility="private",
+                      concurrency_limit=2, concurrency_id="download",
+                      show_progress="minimal")
+  w["download_timer"].tick(on(studio.poll_downloads), w.inputs(["model"]),
+                           w.listed([*model_row, "download_timer"]), **quiet)
+  demo.load(on(studio.refresh_models), set(),
+            w.listed([*model_row, "download_timer"]), **quiet)
   w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
                      w.listed(ui.SOURCE_GROUPS.values()), **quiet)
   preview_outputs = w.listed(["preset_preview", "preset_note"])
@@ -376,7 +396,7 @@ def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
         "job": gr.State(None),  # id of the session's latest transfer job
     }
     gr.Markdown(INTRO)
-    parts |= _model_row(studio.registry)
+    parts |= _model_row(studio)
     with gr.Row(equal_height=False):
       with gr.Column(scale=1):
         parts |= _context_column(studio.presets)

@@ -1,11 +1,14 @@
 """Models the app offers: discovery, descriptions and a bounded cache.
 
-Models come from two places: the shipped defaults (``DEFAULT_MODELS``, when
-their folders exist) and a folder of published or own checkpoints named by
+Models come from three places: the published checkpoints of
+:mod:`xfactor_core.fetch` (always listed; "not downloaded" until they are in
+the cache), the shipped offline demo models (``DEFAULT_MODELS``, when their
+folders exist), and a folder of published or own checkpoints named by
 ``--checkpoints DIR`` or ``XFACTOR_CHECKPOINTS``. Discovery reads no weights:
-kind, resolution and size come from ``model.json`` when there is one and from
-the loaded model otherwise. Weights load on first use and stay in a small LRU
-cache shared by every session (pipelines are read-only once loaded).
+kind, resolution and size come from ``model.json`` (or the fetch table) when
+there is one and from the loaded model otherwise. Weights load on first use
+and stay in a small LRU cache shared by every session (pipelines are
+read-only once loaded).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import pathlib
 import threading
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from xfactor_core import checkpoints
+from xfactor_core import checkpoints, fetch
 from xfactor_core.inference.pipeline import DEFAULT_MODELS, TransferPipeline
 
 PathLike = Union[str, os.PathLike]
 CHECKPOINTS_ENV = "XFACTOR_CHECKPOINTS"
-DEFAULT_LABELS = {"stereo-monocular": "XFactor stereo-monocular (shipped)",
-                  "multi-view": "XFactor multi-view (shipped)"}
+DEFAULT_LABELS = {
+    "stereo-monocular": "Offline demo stereo-monocular (small, low quality)",
+    "multi-view": "Offline demo multi-view (small, low quality)"}
+PUBLISHED_PREFIX = "published:"
 MAX_IMAGE_SIZE = 512
 CHECKPOINT_FILE_SUFFIXES = (".flax", ".msgpack")
 
@@ -38,28 +43,39 @@ class ModelSpec:
   """What the app knows about a model before loading it.
 
   Attributes:
-    model_id: unique key (absolute path of the checkpoint file).
+    model_id: unique key (absolute path of the checkpoint file; for the
+      published models ``"published:<name>"``, downloaded or not).
     label: the name shown in the model picker.
-    path: the checkpoint path given to ``TransferPipeline.from_checkpoint``.
+    path: the checkpoint path given to ``TransferPipeline.from_checkpoint``;
+      ``None`` for a published model that is not downloaded yet.
     kind: ``"stereo-monocular"``, ``"multi-view"`` or ``None`` (unknown until
       loaded).
     image_size: native resolution in pixels, or ``None`` until loaded.
     num_context_views: context views the model takes, or ``None``.
     num_parameters: parameter count, or ``None`` until loaded.
-    source: ``"shipped"`` or ``"folder"``.
+    source: ``"published"``, ``"shipped"`` or ``"folder"``.
     render_output: the renderer's head, ``"rgb"`` (renders at the size the
       model runs at) or ``"flow"`` (renders at any output size), or ``None``
       until loaded (no ``config`` in ``model.json``).
+    published: the fetch name (``"sm"``, ``"mv"``) of a published model.
+    download_bytes: the installed size of a published model not downloaded.
   """
   model_id: str
   label: str
-  path: pathlib.Path
+  path: Optional[pathlib.Path]
   kind: Optional[str] = None
   image_size: Optional[int] = None
   num_context_views: Optional[int] = None
   num_parameters: Optional[int] = None
   source: str = "folder"
   render_output: Optional[str] = None
+  published: Optional[str] = None
+  download_bytes: Optional[int] = None
+
+  @property
+  def available(self) -> bool:
+    """Whether the weights are on this machine (published: downloaded)."""
+    return self.path is not None
 
   @property
   def renders_any_size(self) -> bool:
@@ -74,17 +90,10 @@ def _parameter_count_from_info(info: Mapping) -> Optional[int]:
   config = info.get("config")
   if isinstance(config, Mapping):
     try:
-      shapes = checkpoints.expected_shapes(checkpoints.ModelConfig(**config))
+      return checkpoints.parameter_count(checkpoints.ModelConfig.from_dict(
+          config))
     except (TypeError, ValueError):
       return None
-    total = 0
-    for tree in shapes.values():
-      for shape in tree.values():
-        count = 1
-        for d in shape:
-          count *= d
-        total += count
-    return total
   return None
 
 
@@ -126,19 +135,51 @@ def describe_checkpoint(path: PathLike, source: str = "folder",
       render_output=render_output)
 
 
-def discover_models(checkpoints_dir: Optional[PathLike] = None,
-                    defaults: Mapping[str, pathlib.Path] = DEFAULT_MODELS
-                    ) -> list[ModelSpec]:
-  """Shipped defaults that exist, then every checkpoint in ``checkpoints_dir``.
+def published_spec(model: fetch.PublishedModel,
+                   root: Optional[PathLike] = None) -> ModelSpec:
+  """The picker's entry of a published model: its installed folder, or the
+  fetch table's facts while it is not downloaded."""
+  model_id = PUBLISHED_PREFIX + model.name
+  path = fetch.installed_path(model.name, root if root is not None
+                              else fetch.cache_root())
+  if path is not None:
+    try:
+      spec = describe_checkpoint(path, "published", model.title)
+      return dataclasses.replace(spec, model_id=model_id,
+                                 published=model.name)
+    except RegistryError as e:
+      logging.warning("installed model %s unusable (%s); fetch it again", path,
+                      e)
+  count = (checkpoints.parameter_count(model.config) if model.config
+           else None)
+  return ModelSpec(
+      model_id=model_id,
+      label=f"{model.title} · not downloaded "
+            f"({fetch.format_bytes(model.installed_bytes)})",
+      path=None, kind=model.kind, image_size=model.image_size,
+      num_context_views=model.num_context_views, num_parameters=count,
+      source="published", render_output="rgb", published=model.name,
+      download_bytes=model.installed_bytes)
 
-  ``checkpoints_dir`` may itself be one checkpoint (a clu directory, a folder
-  holding ``checkpoints-0``, or a msgpack file) or a folder whose entries are
-  checkpoints; entries that are not are skipped with a log line.
+
+def discover_models(checkpoints_dir: Optional[PathLike] = None,
+                    defaults: Mapping[str, pathlib.Path] = DEFAULT_MODELS,
+                    published: Sequence[fetch.PublishedModel] = (),
+                    cache_root: Optional[PathLike] = None
+                    ) -> list[ModelSpec]:
+  """Published models, shipped defaults that exist, then every checkpoint in
+  ``checkpoints_dir``.
+
+  ``published`` (e.g. ``fetch.sources().values()``) are always listed,
+  downloaded (from ``cache_root``) or not. ``checkpoints_dir`` may itself be
+  one checkpoint (a clu directory, a folder holding ``checkpoints-0``, or a
+  msgpack file) or a folder whose entries are checkpoints; entries that are
+  not are skipped with a log line.
 
   Raises:
     RegistryError: ``checkpoints_dir`` does not exist or holds no checkpoint.
   """
-  specs: list[ModelSpec] = []
+  specs: list[ModelSpec] = [published_spec(m, cache_root) for m in published]
   for kind, path in defaults.items():
     if pathlib.Path(path).exists():
       try:
@@ -219,7 +260,30 @@ class ModelRegistry:
 
   @property
   def default_id(self) -> Optional[str]:
-    return next(iter(self._specs), None)
+    """The model the page starts with: the stereo-monocular default, else the
+    first model that is on this machine, else the first listed."""
+    return (self.default_for("stereo-monocular")
+            or next((s.model_id for s in self.specs if s.available), None)
+            or next(iter(self._specs), None))
+
+  def default_for(self, kind: str) -> Optional[str]:
+    """The first available model of ``kind`` in the picker's order: the
+    published one once it is downloaded, else the shipped demo."""
+    with self._lock:
+      return next((s.model_id for s in self._specs.values()
+                   if s.available and s.kind == kind), None)
+
+  def refresh_published(self, model: fetch.PublishedModel,
+                        root: Optional[PathLike] = None) -> ModelSpec:
+    """Re-reads a published model's entry from the cache (after a download)."""
+    model_id = PUBLISHED_PREFIX + model.name
+    spec = published_spec(model, root)
+    with self._lock:
+      if model_id not in self._specs:
+        raise RegistryError(f"{model.name} is not a published model listed "
+                            "by this app")
+      self._specs[model_id] = spec
+    return spec
 
   def choices(self) -> list[tuple[str, str]]:
     """``(label, model_id)`` pairs for a dropdown."""
@@ -233,10 +297,11 @@ class ModelRegistry:
           f"start the app with --checkpoints DIR (or set {CHECKPOINTS_ENV})")
     if model_id is None:
       model_id = self.default_id
-    if model_id not in self._specs:
-      raise RegistryError(f"unknown model {model_id!r}; pick one of: "
-                          + ", ".join(s.label for s in self._specs.values()))
-    return self._specs[model_id]
+    with self._lock:
+      if model_id not in self._specs:
+        raise RegistryError(f"unknown model {model_id!r}; pick one of: "
+                            + ", ".join(s.label for s in self._specs.values()))
+      return self._specs[model_id]
 
   def is_loaded(self, model_id: str) -> bool:
     with self._lock:
@@ -245,6 +310,11 @@ class ModelRegistry:
   def get(self, model_id: Optional[str] = None) -> TransferPipeline:
     """The loaded pipeline of ``model_id`` (loads it on first use)."""
     spec = self.spec(model_id)
+    if not spec.available:
+      raise RegistryError(
+          f"{spec.label}: press "
+          "Download beside the model picker, or run python -m "
+          f"xfactor_core.fetch {spec.published} on the server")
     with self._lock:
       if spec.model_id in self._loaded:
         self._loaded.move_to_end(spec.model_id)
@@ -316,7 +386,9 @@ class ModelRegistry:
          if spec.num_parameters else "size known after loading"),
         *(["flow renderer: any output size"] if spec.renders_any_size
           else []),
-        "loaded" if self.is_loaded(spec.model_id) else "loads on first use",
+        ("loaded" if self.is_loaded(spec.model_id) else
+         "loads on first use" if spec.available else
+         f"not downloaded ({fetch.format_bytes(spec.download_bytes)})"),
     ]
     return " · ".join(parts)
 

@@ -24,6 +24,7 @@ import logging
 import math
 import pathlib
 import shutil
+import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import gradio as gr
@@ -31,6 +32,7 @@ import numpy as np
 
 from xfactor_core import checkpoints
 from xfactor_core.app import export, jobs, sessions, uploads
+from xfactor_core.app.downloads import DownloadError, Downloads
 from xfactor_core.app.example_cache import ExampleCache
 from xfactor_core.app.job_board import JobBoard
 from xfactor_core.app.presets import PresetLibrary
@@ -45,7 +47,8 @@ Form = Mapping[str, Any]  # widget name -> value, as a handler receives them
 Update = dict[str, Any]  # widget name -> new value, as a handler returns them
 
 USER_ERRORS = (InputError, RegistryError, TransferError, MediaError,
-               FrameError, checkpoints.CheckpointError)
+               FrameError, checkpoints.CheckpointError, DownloadError)
+DOWNLOAD_POLL_SECONDS = 0.5
 WORKDIR_MAX_AGE_SECONDS = 2 * 3600
 DISPLAY_SIDE = 256
 
@@ -257,6 +260,8 @@ class Studio:
     limits: input bounds.
     example_cache: lazily cached results of the shipped examples.
     job_board: open transfer jobs and which of them were cancelled.
+    downloads: background downloads of the published models (None: the app
+      offers none).
   """
   registry: ModelRegistry
   presets: PresetLibrary
@@ -264,6 +269,7 @@ class Studio:
   limits: Limits = uploads.DEFAULT_LIMITS
   example_cache: Optional[ExampleCache] = None
   job_board: JobBoard = dataclasses.field(default_factory=JobBoard)
+  downloads: Optional[Downloads] = None
 
   def __post_init__(self):
     self.work_root = pathlib.Path(self.work_root)
@@ -284,20 +290,113 @@ class Studio:
 
   # ---------------------------------------------------------- the inputs --
 
+  def _can_download(self, spec: Optional[ModelSpec]) -> bool:
+    """Whether the page offers Download for ``spec``."""
+    return (spec is not None and not spec.available and
+            spec.published is not None and self.downloads is not None and
+            self.downloads.page_allowed)
+
+  def _model_line(self, model_id: Optional[str]) -> str:
+    """The model's line, with a not-downloaded model's way to get it."""
+    line = self.registry.describe(model_id)
+    try:
+      spec = self.registry.spec(model_id)
+    except RegistryError:
+      return line
+    if spec.available or spec.published is None:
+      return line
+    status = (self.downloads.status(spec.published)
+              if self.downloads is not None else None)
+    if status is not None and (status.running or status.error):
+      return f"{line}  \n{status.describe()}"
+    if self._can_download(spec):
+      return f"{line}  \nPress **Download** to fetch it once; it is then kept."
+    return (f"{line}  \nDownloads from the page are turned off on this "
+            f"server; its operator can run `python -m xfactor_core.fetch "
+            f"{spec.published}`.")
+
   def describe_model(self, form: Form) -> Update:
-    """Model picker: the model's line (kind, size, views, load state) and the
-    resolutions it offers (reset to native)."""
+    """Model picker: the model's line (kind, size, views, load state), the
+    resolutions it offers (reset to native), and Download for a published
+    model that is not downloaded yet."""
     try:
       spec = self.registry.spec(form.get("model"))
     except RegistryError:
       spec = None
-    return {"model_info": self.registry.describe(form.get("model")),
-            "resolution": gr.update(**resolution_options(spec, self.limits))}
+    return {"model_info": self._model_line(form.get("model")),
+            "resolution": gr.update(**resolution_options(spec, self.limits)),
+            "download": gr.update(visible=self._can_download(spec))}
+
+  def _picker(self, model_id: Optional[str]) -> Update:
+    """The model row for ``model_id``, with every label as it is now."""
+    update = self.describe_model({"model": model_id})
+    update["model"] = gr.update(choices=self.registry.choices(),
+                                value=model_id)
+    return update
+
+  def refresh_models(self, form: Form) -> Update:
+    """Page load: the picker as the models are now (a download may have
+    finished since the server started, and the defaults follow it), and the
+    poll timer on while downloads run."""
+    del form  # the page has just loaded: nothing chosen yet
+    update = self._picker(self.registry.default_id)
+    update["download_timer"] = gr.Timer(active=bool(
+        self.downloads is not None and self.downloads.running()))
+    return update
+
+  def poll_downloads(self, form: Form) -> Update:
+    """Timer tick while downloads run: the picker's labels and the chosen
+    model's line; the timer stops once no download runs."""
+    running = self.downloads is not None and bool(self.downloads.running())
+    update = self._picker(form.get("model"))
+    update["download_timer"] = gr.Timer(active=running)
+    return update
+
+  @_reports_errors
+  def download_model(self, form: Form, progress: gr.Progress = gr.Progress()
+                     ) -> Iterator[Update]:
+    """Download button: fetches the chosen published model (or joins its
+    download), streaming its progress, then selects it."""
+    spec = self.registry.spec(form.get("model"))
+    if spec.available:
+      yield self._picker(spec.model_id)
+      return
+    if spec.published is None or self.downloads is None:
+      raise InputError(f"{spec.label} cannot be downloaded by the app")
+    name = spec.published
+    status = self.downloads.start(name, from_page=True)
+    while status.running:
+      update = status.progress
+      if update is not None and update.fraction is not None:
+        progress(update.fraction, desc=update.describe())
+      else:
+        progress(None, desc=status.describe())
+      yield {"model_info": self._model_line(spec.model_id)}
+      time.sleep(DOWNLOAD_POLL_SECONDS)
+      status = self.downloads.status(name)
+    if status.error:
+      raise DownloadError(status.error)
+    gr.Info(f"{self.registry.spec(spec.model_id).label} is downloaded and "
+            "selected.")
+    yield self._picker(spec.model_id)
 
   def context_gallery(self, form: Form) -> Update:
-    """Context upload: the images in the small gallery below it."""
-    return {"context_preview": [str(p) for p in uploads.file_paths(
-        form.get("context"))]}
+    """Context upload: the images in the small gallery below it. Several
+    images while a one-view model is chosen switch to the multi-view default
+    (the published one once downloaded)."""
+    files = [str(p) for p in uploads.file_paths(form.get("context"))]
+    update: Update = {"context_preview": files}
+    try:
+      spec = self.registry.spec(form.get("model"))
+    except RegistryError:
+      return update
+    if len(files) > 1 and spec.num_context_views == 1:
+      other = self.registry.default_for("multi-view")
+      if other is not None:
+        update |= self._picker(other)
+        gr.Info(f"{len(files)} context views: switched to "
+                f"{self.registry.spec(other).label}, which takes several.")
+    return update
 
   def source_visibility(self, form: Form) -> Update:
     """Motion source: shows the input group of the chosen source only."""

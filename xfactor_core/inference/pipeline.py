@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xfactor_core import checkpoints, models
+from xfactor_core import checkpoints, fetch, models
 from xfactor_core.inference import model_frames as frame_utils
 
 PathLike = Union[str, os.PathLike]
@@ -161,11 +161,13 @@ class TransferPipeline:
                       **kwargs) -> "TransferPipeline":
     """Loads a checkpoint (see :func:`xfactor_core.checkpoints.load_params`).
 
-    The image size and number of context views come from ``model.json`` beside
-    our own checkpoints; published checkpoints default to 256 and, with 5
+    ``path`` may also name a published model fetched with
+    :mod:`xfactor_core.fetch` (``"sm"``, ``"mv"``). The image size and number
+    of context views come from ``model.json`` beside fetched and our own
+    checkpoints; other published checkpoints default to 256 and, with 5
     context views allowed, work both as stereo-monocular and multi-view.
     """
-    path = pathlib.Path(path)
+    path = pathlib.Path(fetch.checkpoint_path(path))
     if not path.exists() and path == DEFAULT_CHECKPOINT:
       raise TransferError(
           f"the default model {path} is missing; train it (see README) or pass "

@@ -1,0 +1,215 @@
+"""A local stand-in for the release host, for tests and benchmarks of fetch.
+
+:class:`ArchiveServer` serves files over HTTP on 127.0.0.1 with Range support
+(as Dropbox and CDNs do) and can misbehave on request: cut the connection
+after some bytes, answer 403/404, send an HTML page, ignore Range. Every
+request is logged with the bytes it sent. :func:`make_release_archive` builds
+a zip in the published layout (``<folder>/checkpoints-0/...``) from a clu
+checkpoint directory or a state dictionary.
+
+Nothing here reaches beyond this machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import os
+import pathlib
+import re
+import threading
+import time
+import zipfile
+from typing import Any, Mapping, Optional, Union
+
+from xfactor_core import checkpoints, msgpack_stream
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclasses.dataclass
+class Behaviour:
+  """How the server answers one path.
+
+  Attributes:
+    file: the file served (None: the path only answers with ``status``).
+    status: an error status to answer instead (403, 404, ...).
+    html: answer with an HTML page (status 200, text/html).
+    cut_after: close the connection after sending this many bytes of a
+      request's body, for the next ``cuts`` requests.
+    cuts: how many requests are cut.
+    ranges: honour Range headers (False: always send the whole file, 200).
+    delay: seconds to wait after each 64 KiB block (a slow link).
+  """
+  file: Optional[pathlib.Path] = None
+  status: Optional[int] = None
+  html: bool = False
+  cut_after: Optional[int] = None
+  cuts: int = 1
+  ranges: bool = True
+  delay: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One request the server answered."""
+  path: str
+  range: Optional[str]
+  status: int
+  sent: int
+
+
+class ArchiveServer:
+  """An HTTP server on 127.0.0.1 (a free port) for the duration of a ``with``.
+
+  ``serve(name, file, **behaviour)`` publishes a file at ``/name``;
+  ``url(name)`` is its address; ``requests`` logs what was asked and sent.
+  """
+
+  def __init__(self):
+    self.paths: dict[str, Behaviour] = {}
+    self.requests: list[Request] = []
+    self._lock = threading.Lock()
+    server = self
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      protocol_version = "HTTP/1.1"
+
+      def log_message(self, *args):  # quiet
+        del args
+
+      def do_GET(self):  # noqa: N802 (http.server's name)
+        server._answer(self)
+
+    self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self._httpd.daemon_threads = True
+    self._thread = threading.Thread(target=self._httpd.serve_forever,
+                                    daemon=True)
+
+  def __enter__(self) -> "ArchiveServer":
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self._httpd.shutdown()
+    self._httpd.server_close()
+
+  @property
+  def port(self) -> int:
+    return self._httpd.server_address[1]
+
+  def url(self, name: str) -> str:
+    return f"http://127.0.0.1:{self.port}/{name}"
+
+  def serve(self, name: str, file: Optional[PathLike] = None,
+            **behaviour: Any) -> str:
+    """Publishes ``file`` at ``/name`` with the given :class:`Behaviour`
+    fields; returns its URL."""
+    with self._lock:
+      self.paths[name] = Behaviour(
+          file=None if file is None else pathlib.Path(file), **behaviour)
+    return self.url(name)
+
+  def sent_bytes(self, name: str) -> int:
+    """Body bytes sent for ``/name`` over all requests."""
+    return sum(r.sent for r in self.requests if r.path == "/" + name)
+
+  def _log(self, handler, status: int, sent: int) -> None:
+    with self._lock:
+      self.requests.append(Request(handler.path, handler.headers.get("Range"),
+                                   status, sent))
+
+  def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+    with self._lock:
+      behaviour = self.paths.get(handler.path.lstrip("/").split("?")[0])
+    if behaviour is None or behaviour.status is not None:
+      status = 404 if behaviour is None else behaviour.status
+      body = b"no such file\n"
+      handler.send_response(status)
+      handler.send_header("Content-Type", "text/plain")
+      handler.send_header("Content-Length", str(len(body)))
+      handler.end_headers()
+      handler.wfile.write(body)
+      self._log(handler, status, 0)
+      return
+    if behaviour.html:
+      body = b"<!DOCTYPE html><html><body>Sign in to download</body></html>"
+      handler.send_response(200)
+      handler.send_header("Content-Type", "text/html; charset=utf-8")
+      handler.send_header("Content-Length", str(len(body)))
+      handler.end_headers()
+      handler.wfile.write(body)
+      self._log(handler, 200, len(body))
+      return
+    size = behaviour.file.stat().st_size
+    start, status = 0, 200
+    match = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range") or "")
+    if match and behaviour.ranges:
+      start = int(match.group(1))
+      if start >= size:
+        handler.send_response(416)
+        handler.send_header("Content-Range", f"bytes */{size}")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        self._log(handler, 416, 0)
+        return
+      status = 206
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/zip")
+    handler.send_header("Content-Length", str(size - start))
+    handler.send_header("ETag", f'"{size}-{int(behaviour.file.stat().st_mtime)}"')
+    if status == 206:
+      handler.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+    handler.end_headers()
+    limit = size - start
+    with self._lock:
+      if behaviour.cut_after is not None and behaviour.cuts > 0:
+        behaviour.cuts -= 1
+        limit = min(limit, behaviour.cut_after)
+    sent = 0
+    with open(behaviour.file, "rb") as f:
+      f.seek(start)
+      while sent < limit:
+        block = f.read(min(1 << 16, limit - sent))
+        if not block:
+          break
+        try:
+          handler.wfile.write(block)
+        except (BrokenPipeError, ConnectionResetError):
+          break
+        sent += len(block)
+        if behaviour.delay:
+          time.sleep(behaviour.delay)
+    if sent < size - start:
+      handler.close_connection = True
+      handler.wfile.flush()
+      handler.connection.shutdown(2)  # the cut: the client sees an early end
+    self._log(handler, status, sent)
+
+
+def make_release_archive(out: PathLike, *, checkpoint_dir: Optional[PathLike]
+                         = None, state: Optional[Mapping[str, Any]] = None,
+                         folder: str = "stereo_monocular",
+                         compression: int = zipfile.ZIP_STORED
+                         ) -> pathlib.Path:
+  """A zip in the published layout: ``<folder>/checkpoints-0/<files>``.
+
+  Give either a clu checkpoint directory (its files are zipped as they are)
+  or a train-state dictionary (written as ``ckpt-1.flax`` with its index,
+  streamed into the zip leaf by leaf).
+  """
+  out = pathlib.Path(out)
+  prefix = f"{folder}/checkpoints-0/"
+  with zipfile.ZipFile(out, "w", compression=compression,
+                       allowZip64=True) as archive:
+    if checkpoint_dir is not None:
+      for file in sorted(pathlib.Path(checkpoint_dir).iterdir()):
+        archive.write(file, prefix + file.name)
+    else:
+      archive.writestr(prefix + checkpoints.CHECKPOINT_INDEX,
+                       'model_checkpoint_path: "ckpt-1"\n'
+                       'all_model_checkpoint_paths: "ckpt-1"\n')
+      with archive.open(prefix + "ckpt-1.flax", "w",
+                        force_zip64=True) as member:
+        msgpack_stream.write_tree(member, state)
+  return out
