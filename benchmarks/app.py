@@ -1,7 +1,8 @@
 """App latency: seconds from a transfer request to the finished video.
 
     python benchmarks/app.py [--checkpoint DIR] [--frames 30] [--repeats 3]
-        [--mode in-process server flow] [--random-config published|small|flow]
+        [--mode in-process server flow published]
+        [--random-config published|small|flow]
         [--image-size S] [--flow-output-size 512] [--json OUT]
         [--compare OLD.json]
 
@@ -18,7 +19,18 @@ included), "warm" the median of the following ones. Three cases:
   default size (random weights, ``RANDOM_CONFIGS["flow"]``: 128 px model)
   rendering ``--flow-output-size`` px output sampled from the context photo
   (issue 13's target: a 30-frame transfer at 512 px under 3 s warm on two
-  cores).
+  cores);
+* ``published``: the published model's size end to end, as a user gets it.
+  A release archive of random weights in the published layout (params plus
+  optimiser moments, as the real archives hold) is served from a local HTTP
+  server and installed with ``python -m xfactor_core.fetch`` (its time and
+  peak memory are measured); then the app's job function transfers 30
+  frames at 256 px with it, streaming: seconds to the first frame and to the
+  last, first call (loading and compilation) and warm, against the
+  pre-streaming order measured in the same run (the whole camera path, then
+  frames in chunks of 8); where the time goes (PoseEnc and Render per frame,
+  their FLOP/s against the matmul peak); and the app's estimate beside the
+  time measured.
 
 The model of the first two is the shipped stereo-monocular default, or
 ``--checkpoint``, or, with ``--random-config``, random weights of that size
@@ -28,10 +40,14 @@ written to a temporary checkpoint (speed does not depend on the values).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import pathlib
+import resource
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,8 +55,9 @@ from typing import Optional, Sequence
 
 import jax
 
-from xfactor_core import benchmarking, checkpoints
+from xfactor_core import benchmarking, checkpoints, fetch, fetch_testing
 from xfactor_core.app import jobs, presets, registry, sessions, testing
+from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import DEFAULT_MODELS
 
 CONTEXT = "photo: cat"
@@ -124,6 +141,137 @@ def time_server(checkpoint: pathlib.Path, frames: int, repeats: int) -> dict:
           "warm_ms_per_frame": 1e3 * statistics.median(times[1:]) / frames}
 
 
+def _published_archive(folder: pathlib.Path) -> pathlib.Path:
+  """A release zip of random published-size weights, with optimiser moments
+  (the same arrays twice: the archive's size without the memory)."""
+  model = testing.write_random_checkpoint(
+      folder / "weights", checkpoints.PUBLISHED_CONFIG, image_size=256)
+  params = checkpoints.load_params(model)
+  state = {"step": 0, "params": params,
+           "opt_state": {"0": {"mu": params, "nu": params}}}
+  archive = fetch_testing.make_release_archive(folder / "release.zip",
+                                               state=state)
+  shutil.rmtree(model)
+  return archive
+
+
+def time_fetch(archive: pathlib.Path, home: pathlib.Path) -> dict:
+  """``python -m xfactor_core.fetch sm`` from a local server: seconds and
+  the fetch process's peak memory."""
+  with fetch_testing.ArchiveServer() as server:
+    url = server.serve("stereo_monocular.zip", archive)
+    env = {**os.environ, fetch.HOME_ENV: str(home)}
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "xfactor_core.fetch", "sm", "--url",
+                    url], env=env, check=True, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+  peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+  installed = fetch.cache_entry("sm", home).installed_bytes
+  return {"archive_GB": archive.stat().st_size / 1e9,
+          "installed_GB": installed / 1e9, "fetch_s": seconds,
+          "fetch_peak_rss_GB": peak / 1e9}
+
+
+def _stream(models_, library, request, workdir) -> tuple[float, float]:
+  """(seconds to the first frame, seconds to the finished video)."""
+  start, first = time.perf_counter(), None
+  for update in jobs.run_transfer(models_, library, request, workdir):
+    if first is None and update.frames:
+      first = time.perf_counter() - start
+    if update.result is not None:
+      return first, time.perf_counter() - start
+  raise RuntimeError("the transfer ended without a result")
+
+
+def _pre_streaming(pipe, library, frames: int) -> tuple[float, float]:
+  """The order before streaming: the whole camera path, then chunks of 8."""
+  pipe = dataclasses.replace(pipe, batch_size=8)
+  context = pipe.prepare([media.read_image(f) for f in
+                         library.context(CONTEXT).files], "context")
+  target = pipe.prepare(media.read_video(library.motion(MOTION).clip)[:frames],
+                        "target")
+  start, first = time.perf_counter(), None
+  path = pipe.camera_path(target)
+  for _, chunk in pipe.render_chunks(context, path):
+    if first is None:
+      first = time.perf_counter() - start
+  return first, time.perf_counter() - start
+
+
+def time_published(frames: int, repeats: int) -> tuple[list, dict]:
+  """The published size end to end (see the module docstring)."""
+  library = _library()
+  rows, facts = [], {}
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    start = time.perf_counter()
+    archive = _published_archive(tmp)
+    facts["archive_build_s"] = time.perf_counter() - start
+    facts.update(time_fetch(archive, tmp / "home"))
+    archive.unlink()
+    model = fetch.sources()["sm"]
+    specs = registry.discover_models(published=[model], defaults={},
+                                     cache_root=tmp / "home")
+    models_ = registry.ModelRegistry(specs)
+    request = jobs.TransferRequest(
+        specs[0].model_id,
+        tuple(str(f) for f in library.context(CONTEXT).files),
+        jobs.MotionRequest("preset", MOTION),
+        jobs.TransferSettings(num_frames=frames))
+    start = time.perf_counter()
+    pipe = models_.get(specs[0].model_id)
+    facts["load_s"] = time.perf_counter() - start
+    facts["chunk_frames"] = pipe.batch_size
+    facts["estimate_before_s"] = models_.estimate_seconds(
+        specs[0].model_id, pipe, frames, 1).seconds
+    streamed = []
+    for index in range(repeats + 1):
+      streamed.append(_stream(models_, library, request,
+                              sessions.new_workdir(tmp)))
+      logging.info("published, streamed run %d: first frame %.1f s, all "
+                   "%.1f s", index, *streamed[-1])
+    facts["estimate_after_s"] = models_.estimate_seconds(
+        specs[0].model_id, pipe, frames, 1).seconds
+    before = [_pre_streaming(pipe, library, frames) for _ in range(2)]
+    for name, runs, first_call in (
+        ("streamed (chunks of %d)" % pipe.batch_size, streamed[1:],
+         streamed[0]),
+        ("pre-streaming order (path, then chunks of 8)", before[1:],
+         before[0])):
+      rows.append({
+          "order": name, "first_call_first_frame_s": first_call[0],
+          "first_call_total_s": first_call[1],
+          "warm_first_frame_s": statistics.median(r[0] for r in runs),
+          "warm_total_s": statistics.median(r[1] for r in runs),
+          "warm_ms_per_frame": 1e3 * statistics.median(
+              r[1] for r in runs) / frames})
+    facts.update(_where_time_goes(pipe))
+  return rows, facts
+
+
+def _where_time_goes(pipe) -> dict:
+  """One frame's PoseEnc and Render: ms, XLA FLOPs, FLOP/s against the
+  matmul peak, and the pipeline's FLOP estimate against XLA's count."""
+  encode, render = pipe._fns()  # pylint: disable=protected-access
+  s, d = pipe.image_size, pipe.config.pose_dim
+  frame = jax.numpy.zeros((1, s, s, 3))
+  poses = jax.numpy.zeros((1, d))
+  args = {"PoseEnc": (encode, (pipe.params["PoseEnc"], frame, frame)),
+          "Render": (render, (pipe.params["Render"], frame, poses, poses))}
+  peak = benchmarking.matmul_peak_flops()
+  out = {"matmul_peak_GFLOPs": peak / 1e9}
+  total = 0.0
+  for name, (fn, fn_args) in args.items():
+    flops = benchmarking.compiled_flops(fn, *fn_args)
+    seconds = benchmarking.median_seconds(lambda: fn(*fn_args), repeats=5)
+    total += flops
+    out[f"{name}_ms"] = 1e3 * seconds
+    out[f"{name}_GFLOP"] = flops / 1e9
+    out[f"{name}_fraction_of_peak"] = flops / seconds / peak
+  out["estimate_vs_xla_flops"] = pipe.flops_per_frame(1) / total
+  return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--checkpoint", default=None,
@@ -141,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="output size of the flow case")
   parser.add_argument("--mode", nargs="+",
                       default=["in-process", "server", "flow"],
-                      choices=["in-process", "server", "flow"])
+                      choices=["in-process", "server", "flow", "published"])
   parser.add_argument("--json", default=None, help="write the rows here")
   parser.add_argument("--compare", default=None,
                       help="a --json file of an earlier run")
@@ -171,6 +319,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   args.image_size))
     if "server" in args.mode:
       rows.append(time_server(checkpoint, args.frames, args.repeats))
+    published_rows, facts = ([], {})
+    if "published" in args.mode:
+      published_rows, facts = time_published(args.frames, args.repeats)
   columns = ["mode", "model", "parameters", "image_size", "output_size",
              "frames", "first_s", "warm_s", "warm_ms_per_frame"]
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -178,7 +329,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       f"Request -> finished video, {args.frames}-frame transfer "
       f"({jax.default_backend()}, {jax.device_count()} device(s), "
       f"{os.cpu_count()} CPUs, load average {load:.1f} at the end)"))
-  benchmarking.write_json(args.json, {"rows": rows, "load_average": load})
+  if published_rows:
+    benchmarking.print_table(published_rows, list(published_rows[0]), title=(
+        f"\nPublished size (305M parameters, 256 px), {args.frames} frames, "
+        "seconds from request to the first streamed frame and to the video"))
+    benchmarking.print_table([{"fact": k, "value": v} for k, v in facts.items()],
+                             ["fact", "value"], title="")
+  benchmarking.write_json(args.json, {"rows": rows, "load_average": load,
+                                      "published": published_rows,
+                                      "published_facts": facts})
   if args.compare:
     benchmarking.compare_rows(args.compare, rows, ["mode", "frames"],
                               "warm_s", higher_is_better=False)

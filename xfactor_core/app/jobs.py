@@ -44,6 +44,8 @@ SOURCE_LABELS = {"preset": "Preset", "video": "Video", "frames": "Frames",
                  "pair": "Image pair", "path": "Camera path (.npy)"}
 MAX_STRENGTH = 1.5
 DEFAULT_FRAMES = 30
+# Transfers estimated to take longer show the estimate in the status.
+LONG_TRANSFER_SECONDS = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,30 +365,53 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     return
   target, saved_path = _read_motion(pipe, presets, request.motion, settings,
                                     limits)
+  strength = float(settings.motion_strength)
   if target is not None:
     if settings.reverse:
       target = target[::-1].copy()
-    yield TransferUpdate(f"camera path from {len(target)} target frames", 0.1)
-    path = pipe.camera_path(pipe.prepare(target, "target"))
+    frames = len(target)
+    # Each chunk's latents are encoded just before it renders: the first
+    # frames stream after one chunk's work, not after the whole path.
+    chunks = pipe.transfer_chunks(context, pipe.prepare(target, "target"),
+                                  motion_strength=strength,
+                                  sample_from=sample_from)
   else:
     path = saved_path[::-1].copy() if settings.reverse else saved_path
-  if (update := stopped(0.2)) is not None:
+    frames = len(path)
+    chunks = ((start, path[start:start + len(chunk)], chunk)
+              for start, chunk in pipe.render_chunks(
+                  context, path, motion_strength=strength,
+                  sample_from=sample_from))
+  if (update := stopped(0.1)) is not None:
     yield update
     return
-  rendered = []
-  yield TransferUpdate("rendering", 0.2, frames=[])
-  for start, chunk in pipe.render_chunks(
-      context, path, motion_strength=float(settings.motion_strength),
-      sample_from=sample_from):
+  estimate = registry.estimate_seconds(model_id, pipe, frames, len(images))
+  rendered, latents = [], []
+  long = estimate.seconds >= LONG_TRANSFER_SECONDS
+  yield TransferUpdate(f"rendering {frames} frames"
+                       + (f", {estimate.describe()}" if long else ""),
+                       0.1, frames=[])
+  clock = time.perf_counter()
+  for start, path_chunk, chunk in chunks:
     rendered.extend(frame_utils.to_uint8(chunk))
+    latents.append(path_chunk)
     done = start + len(chunk)
-    fraction = 0.2 + 0.7 * done / len(path)
-    if done < len(path) and (
-        update := stopped(fraction, len(path))) is not None:
+    now = time.perf_counter()
+    if start > 0:  # the first chunk pays the compilation: not a speed
+      registry.record_speed(model_id, pipe, len(images),
+                            (now - clock) / len(chunk))
+    clock = now
+    fraction = 0.1 + 0.8 * done / frames
+    if done < frames and (update := stopped(fraction, frames)) is not None:
       yield update
       return
-    yield TransferUpdate(f"rendered {done}/{len(path)} frames", fraction,
-                         frames=list(rendered))
+    left = registry.estimate_seconds(model_id, pipe, frames - done,
+                                     len(images))
+    yield TransferUpdate(
+        f"rendered {done}/{frames} frames"
+        + (f", {left.describe(short=True)}" if long and done < frames
+           else ""), fraction, frames=list(rendered))
+  path = np.concatenate(latents)
   generated = np.stack(rendered)
   motion_frames = len(generated)
   if settings.ping_pong:

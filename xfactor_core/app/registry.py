@@ -19,6 +19,8 @@ import logging
 import os
 import pathlib
 import threading
+
+import jax
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from xfactor_core import checkpoints, fetch
@@ -34,8 +36,40 @@ MAX_IMAGE_SIZE = 512
 CHECKPOINT_FILE_SUFFIXES = (".flax", ".msgpack")
 
 
+# A streamed chunk holds about this much work (a fraction of a second of a
+# laptop CPU), so that a large model's first frames arrive quickly.
+STREAM_CHUNK_FLOPS = 50e9
+# The share of the matmul peak a transfer reaches (0.5 to 0.8 measured, see
+# benchmarks/README.md): estimates before a model's first run use the low end.
+ESTIMATE_EFFICIENCY = 0.5
+
+
 class RegistryError(ValueError):
   """A model folder or model choice that cannot be used (with the fix)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+  """How long rendering some frames will take.
+
+  Attributes:
+    seconds: the estimate.
+    measured: from this model's earlier frames (else from its FLOPs and
+      this machine's matmul speed).
+  """
+  seconds: float
+  measured: bool
+
+  def describe(self, short: bool = False) -> str:
+    """``"about 45 s (measured)"``; short: ``"about 45 s left"``."""
+    seconds = self.seconds
+    amount = (f"{seconds:.0f} s" if seconds < 90 else
+              f"{seconds / 60:.1f} min")
+    if short:
+      return f"about {amount} left"
+    how = ("as this model ran before" if self.measured else
+           "estimated from the model's size; the first run also compiles")
+    return f"about {amount} ({how})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +287,8 @@ class ModelRegistry:
         collections.OrderedDict())
     self._lock = threading.Lock()
     self._load_locks = {model_id: threading.Lock() for model_id in self._specs}
+    self._speeds: dict[tuple, float] = {}  # seconds per frame, measured
+    self._host_flops: Optional[float] = None
 
   @property
   def specs(self) -> list[ModelSpec]:
@@ -272,6 +308,35 @@ class ModelRegistry:
     with self._lock:
       return next((s.model_id for s in self._specs.values()
                    if s.available and s.kind == kind), None)
+
+  @staticmethod
+  def _speed_key(model_id: str, pipe: TransferPipeline, views: int) -> tuple:
+    return (model_id, pipe.image_size, views, pipe.batch_size)
+
+  def record_speed(self, model_id: str, pipe: TransferPipeline, views: int,
+                   seconds_per_frame: float) -> None:
+    """Remembers how fast a model rendered (warm chunks only)."""
+    key = self._speed_key(model_id, pipe, views)
+    with self._lock:
+      old = self._speeds.get(key)
+      self._speeds[key] = (seconds_per_frame if old is None
+                           else 0.5 * (old + seconds_per_frame))
+
+  def estimate_seconds(self, model_id: str, pipe: TransferPipeline,
+                       frames: int, views: int) -> Estimate:
+    """Seconds to transfer ``frames`` frames with ``views`` context views:
+    as the model ran before, or from its FLOPs and this machine's measured
+    matmul speed."""
+    with self._lock:
+      measured = self._speeds.get(self._speed_key(model_id, pipe, views))
+    if measured is not None:
+      return Estimate(frames * measured, measured=True)
+    if self._host_flops is None:
+      from xfactor_core import benchmarking  # pylint: disable=g-import-not-at-top
+      self._host_flops = benchmarking.matmul_peak_flops(size=1024, repeats=3)
+    rate = self._host_flops * ESTIMATE_EFFICIENCY
+    return Estimate(frames * pipe.flops_per_frame(views) / rate,
+                    measured=False)
 
   def refresh_published(self, model: fetch.PublishedModel,
                         root: Optional[PathLike] = None) -> ModelSpec:
@@ -329,6 +394,7 @@ class ModelRegistry:
       except checkpoints.CheckpointError as e:
         raise RegistryError(f"model {spec.label} cannot be loaded: {e}") from e
       pipe.name = spec.label
+      pipe.batch_size = self._stream_batch(pipe)
       with self._lock:
         self._specs[spec.model_id] = dataclasses.replace(
             spec, kind=pipe.kind, image_size=pipe.image_size,
@@ -365,8 +431,21 @@ class ModelRegistry:
                           f"{patch} (e.g. {max(patch, size - size % patch)})")
     if size == pipe.image_size and (batch_size in (None, pipe.batch_size)):
       return pipe
-    return dataclasses.replace(pipe, image_size=size,
-                               batch_size=batch_size or pipe.batch_size)
+    resized = dataclasses.replace(pipe, image_size=size,
+                                  batch_size=batch_size or self._batch_size)
+    if batch_size is None:
+      resized.batch_size = self._stream_batch(resized)
+    return resized
+
+  def _stream_batch(self, pipe: TransferPipeline) -> int:
+    """Frames per chunk: on a CPU, as many as make about
+    ``STREAM_CHUNK_FLOPS`` of work (a large model streams frame by frame,
+    which costs it nothing: its matmuls fill the CPU at batch 1); on an
+    accelerator, the registry's batch size."""
+    if jax.default_backend() != "cpu":
+      return self._batch_size
+    per_frame = pipe.flops_per_frame(pipe.max_context_views)
+    return int(max(1, min(self._batch_size, STREAM_CHUNK_FLOPS // per_frame)))
 
   def describe(self, model_id: Optional[str] = None) -> str:
     """One markdown line: kind, resolution, views, parameters, load state."""

@@ -601,6 +601,10 @@ class Studio:
     plain arguments rather than a form; parameters added later come last and
     have defaults, so earlier callers keep working.
 
+    The model is the default of the matching kind: stereo-monocular for one
+    context image, multi-view for several (the published models once
+    downloaded, else the shipped demos).
+
     Args:
       context: list of context image files (1 for stereo-monocular models).
       target: a target video (mp4, mov, webm, gif, ...) or a saved camera
@@ -635,9 +639,13 @@ class Studio:
     settings = settings_from_ui({"num_frames": num_frames,
                                  "resolution": output_size}).validate(
                                      self.limits)
-    request = jobs.TransferRequest(
-        None, tuple(str(p) for p in uploads.file_paths(context)), motion,
-        settings)
+    files = tuple(str(p) for p in uploads.file_paths(context))
+    # The default model of the matching kind: one view, stereo-monocular;
+    # several, multi-view (the published ones once downloaded).
+    model_id = (self.registry.default_for(
+        "multi-view" if len(files) > 1 else "stereo-monocular")
+                or self.registry.default_id)
+    request = jobs.TransferRequest(model_id, files, motion, settings)
     workdir = self.sessions.new()
     result = jobs.transfer(self.registry, self.presets, request, workdir,
                            self.limits)

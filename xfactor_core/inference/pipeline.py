@@ -295,19 +295,11 @@ class TransferPipeline:
 
   # ----------------------------------------------------------- rendering --
 
-  def render_chunks(self, context: np.ndarray, path: np.ndarray, *,
-                    motion_strength: float = 1.0,
-                    sample_from: Optional[np.ndarray] = None
-                    ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields ``(start index, frames chunk)`` as chunks render (for streaming,
-    progress bars and cancellation). ``sample_from``: the context views at
-    the output size (flow models; see :meth:`render`)."""
-    path = np.asarray(path, np.float32)
-    if path.ndim != 2 or path.shape[1] != self.config.pose_dim:
-      raise TransferError(f"camera path must be N x {self.config.pose_dim} "
-                          f"latents for this model, got shape {path.shape}")
-    if not 0.0 <= motion_strength <= 1.5:
-      raise TransferError(f"motion strength {motion_strength} is outside [0, 1.5]")
+  def _renderer(self, context: np.ndarray, sample_from: Optional[np.ndarray]
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """Checks the context (and ``sample_from``), encodes the context views'
+    latents once, and returns ``render(latents B x D) -> B x S x S x 3``
+    (padded to the chunk size, so each chunk size compiles once)."""
     ordered, ctx_latents = self.context_poses(context)
     sources = None
     if sample_from is not None:
@@ -322,13 +314,80 @@ class TransferPipeline:
       sources = jnp.asarray(sample_from[reference_order(len(context))])
     _, render = self._fns()
     ordered, ctx_latents = jnp.asarray(ordered), jnp.asarray(ctx_latents)
-    # The no-motion latent (context paired with itself) is exactly zero, so the
-    # blend between it and the transferred latent is a scaling.
-    path = path * np.float32(motion_strength)
-    for a, b in _chunks(len(path), self.batch_size):
+
+    def render_chunk(latents: np.ndarray) -> np.ndarray:
       out = render(self.params["Render"], ordered, ctx_latents,
-                   _pad_to(path[a:b], self.batch_size), sources)
-      yield a, np.asarray(out)[: b - a]
+                   _pad_to(latents, self.batch_size), sources)
+      return np.asarray(out)[: len(latents)]
+    return render_chunk
+
+  @staticmethod
+  def _check_strength(motion_strength: float) -> np.float32:
+    if not 0.0 <= motion_strength <= 1.5:
+      raise TransferError(f"motion strength {motion_strength} is outside [0, 1.5]")
+    # The no-motion latent (context paired with itself) is exactly zero, so
+    # the blend between it and the transferred latent is a scaling.
+    return np.float32(motion_strength)
+
+  def render_chunks(self, context: np.ndarray, path: np.ndarray, *,
+                    motion_strength: float = 1.0,
+                    sample_from: Optional[np.ndarray] = None
+                    ) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields ``(start index, frames chunk)`` as chunks render (for streaming,
+    progress bars and cancellation). ``sample_from``: the context views at
+    the output size (flow models; see :meth:`render`)."""
+    path = np.asarray(path, np.float32)
+    if path.ndim != 2 or path.shape[1] != self.config.pose_dim:
+      raise TransferError(f"camera path must be N x {self.config.pose_dim} "
+                          f"latents for this model, got shape {path.shape}")
+    strength = self._check_strength(motion_strength)
+    render_chunk = self._renderer(context, sample_from)
+    for a, b in _chunks(len(path), self.batch_size):
+      yield a, render_chunk(path[a:b] * strength)
+
+  def transfer_chunks(self, context: np.ndarray, target: np.ndarray, *,
+                      motion_strength: float = 1.0,
+                      sample_from: Optional[np.ndarray] = None
+                      ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The camera motion of ``target`` onto ``context``, chunk by chunk.
+
+    Each chunk's latents are encoded just before the chunk renders, so the
+    first frames arrive after one chunk's work rather than after the whole
+    camera path (at the published size on a CPU: seconds instead of a
+    minute).
+
+    Yields:
+      ``(start index, latents chunk B x pose_dim, frames chunk B x S x S x
+      3)``; the latents are those of :meth:`camera_path` (frame i relative
+      to frame 0), before ``motion_strength``.
+    """
+    target = np.asarray(target, np.float32)
+    self._check_frames(target, "target clip", min_count=2)
+    strength = self._check_strength(motion_strength)
+    render_chunk = self._renderer(context, sample_from)
+    for a, b in _chunks(len(target), self.batch_size):
+      latents = self.encode_pairs(
+          np.broadcast_to(target[0], target[a:b].shape), target[a:b])
+      if a == 0:
+        latents[0] = 0.0  # exact: the reference relative to itself
+      yield a, latents, render_chunk(latents * strength)
+
+  def flops_per_frame(self, num_context_views: int = 1) -> float:
+    """Estimated FLOPs of one transferred frame: its pair through PoseEnc and
+    its view through Render with ``num_context_views`` views (matmuls as 2 x
+    parameters x tokens, attention as 4 x tokens^2 x width per layer; within
+    some 20% of XLA's count, see benchmarks/app.py)."""
+    c = self.config
+    tokens = (self.image_size // c.patch_size) ** 2
+    counts = {name: sum(int(np.size(x)) for x in jax.tree.leaves(tree))
+              for name, tree in self.params.items()}
+    pose_tokens = 2 * tokens + 2 * c.num_global_tokens
+    render_tokens = (num_context_views + 1) * tokens
+    return float(
+        2 * counts["PoseEnc"] * pose_tokens
+        + 4 * c.pose_layers * pose_tokens ** 2 * c.features
+        + 2 * counts["Render"] * render_tokens
+        + 4 * c.render_layers * render_tokens ** 2 * c.features)
 
   def render(self, context: np.ndarray, path: np.ndarray, *,
              motion_strength: float = 1.0,
