@@ -214,6 +214,42 @@ def test_camera_path_and_render(pipe):
   assert seen == [(4, 6), (6, 6)]
 
 
+def test_streamed_transfer_matches_path_then_render(pipe):
+  """transfer_chunks encodes each chunk's latents just before rendering it:
+  the same latents and frames as the whole path first, chunk by chunk."""
+  target = pipe.prepare(_clip(6))
+  context = pipe.prepare(_clip(1, seed=1))
+  path = pipe.camera_path(target)
+  frames = pipe.render(context, path, motion_strength=0.7)
+  chunks = list(pipe.transfer_chunks(context, target, motion_strength=0.7))
+  assert [(start, len(lat), len(out)) for start, lat, out in chunks] == [
+      (0, 4, 4), (4, 2, 2)]
+  np.testing.assert_array_equal(chunks[0][1][0], 0.0)
+  np.testing.assert_allclose(np.concatenate([c[1] for c in chunks]), path,
+                             atol=1e-4 * np.abs(path).max())
+  np.testing.assert_allclose(np.concatenate([c[2] for c in chunks]), frames,
+                             atol=1e-4)
+  with pytest.raises(TransferError, match="at least 2 needed"):
+    next(pipe.transfer_chunks(context, target[:1]))
+
+
+def test_flops_estimate_is_near_xlas_count(pipe):
+  """The FLOPs the app's time estimate and chunk size use, against XLA's
+  cost analysis of the compiled encode and render functions."""
+  from xfactor_core import benchmarking  # pylint: disable=g-import-not-at-top
+  one = TransferPipeline(params=pipe.params, config=pipe.config,
+                         image_size=64, batch_size=1)
+  encode, render = one._fns()  # pylint: disable=protected-access
+  frame = np.zeros((1, 64, 64, 3), np.float32)
+  latent = np.zeros((1, 32), np.float32)
+  xla = (benchmarking.compiled_flops(encode, one.params["PoseEnc"], frame,
+                                     frame)
+         + benchmarking.compiled_flops(render, one.params["Render"], frame,
+                                       latent, latent))
+  assert 0.6 < one.flops_per_frame(1) / xla < 1.4
+  assert one.flops_per_frame(3) > one.flops_per_frame(1)
+
+
 def test_multi_view_context_order(pipe):
   assert reference_order(1) == [0]
   assert reference_order(5) == [2, 0, 1, 3, 4]
