@@ -44,20 +44,26 @@ def app_url(reference_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
   with sync_playwright() as playwright:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
                                          args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={"width": 1400, "height": 1900})
-    external = []
-    page.on("request", lambda r: external.append(r.url)
-            if not r.url.startswith(("http://127.0.0.1", "data:", "blob:"))
-            else None)
-    page.goto(app_url, wait_until="load")
-    page.wait_for_selector("#run", timeout=60_000)
-    page.external_requests = external
-    yield page
+    yield browser
     browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url, browser):
+  page = browser.new_page(viewport={"width": 1400, "height": 1900})
+  external = []
+  page.on("request", lambda r: external.append(r.url)
+          if not r.url.startswith(("http://127.0.0.1", "data:", "blob:"))
+          else None)
+  page.goto(app_url, wait_until="load")
+  page.wait_for_selector("#run", timeout=60_000)
+  page.external_requests = external
+  yield page
+  page.close()
 
 
 def _screenshot(page, tmp_path, name):
@@ -136,3 +142,51 @@ def test_cancel_stops_a_running_transfer(page, tmp_path):
       "() => { const s = document.querySelector('#status').innerText;"
       " return s.includes('cached') || s.startsWith('Done'); }",
       timeout=60_000)
+
+
+def test_the_model_picker_downloads_a_published_model(reference_dir, browser,
+                                                      tmp_path):
+  """A published model is listed as not downloaded; choosing it shows
+  Download, whose progress shows in the page; then the model is selected."""
+  import json  # pylint: disable=g-import-not-at-top
+  import zipfile  # pylint: disable=g-import-not-at-top
+
+  from xfactor_core import checkpoints, fetch, fetch_testing  # pylint: disable=g-import-not-at-top
+  archive = fetch_testing.make_release_archive(
+      tmp_path / "release.zip", checkpoint_dir=reference_dir /
+      "official_format_checkpoint" / "checkpoints-0",
+      compression=zipfile.ZIP_STORED)
+  tiny = checkpoints.ModelConfig(64, 4, 8, 2, 2, 32, 32).to_dict()
+  with fetch_testing.ArchiveServer() as server:
+    table = {"sm": {"url": server.serve("sm.zip", archive, delay=0.04),
+                    "config": tiny, "image_size": 64}}
+    (tmp_path / "sources.json").write_text(json.dumps(table))
+    env = {"XFACTOR_SOURCES": str(tmp_path / "sources.json"),
+           "XFACTOR_HOME": str(tmp_path / "home")}
+    with testing.serve_app(env=env) as url:
+      page = browser.new_page(viewport={"width": 1400, "height": 900})
+      page.goto(url, wait_until="load")
+      page.wait_for_selector("#run", timeout=60_000)
+      assert "Offline demo stereo-monocular" in page.input_value("#model input")
+      page.click("#model input")
+      option = page.get_by_role(
+          "option", name="XFactor stereo-monocular (published) · not "
+          "downloaded (1.9 MB)")
+      option.wait_for(timeout=10_000)
+      _screenshot(page, tmp_path, "picker_listing.png")
+      option.click()
+      page.locator("#download").wait_for(state="visible", timeout=10_000)
+      assert "Press Download" in page.inner_text("#model-info")
+      page.click("#download")
+      page.wait_for_function(
+          "() => document.querySelector('#model-info').innerText"
+          ".includes('Downloading sm')", timeout=30_000)
+      _screenshot(page, tmp_path, "picker_downloading.png")
+      page.wait_for_function(
+          "() => document.querySelector('#model input').value === "
+          "'XFactor stereo-monocular (published)'", timeout=60_000)
+      page.locator("#download").wait_for(state="hidden", timeout=10_000)
+      assert "loads on first use" in page.inner_text("#model-info")
+      _screenshot(page, tmp_path, "picker_downloaded.png")
+      page.close()
+  assert fetch.installed_path("sm", tmp_path / "home") is not None

@@ -98,7 +98,13 @@ def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
   assert "loads on first use" in final["model_info"]
   # Installed, it is the stereo-monocular default (page loads start on it).
   assert models.default_id == "published:sm"
-  assert studio.refresh_models({})["model"]["value"] == "published:sm"
+  # A page built before the download moves to it on load; a visitor's own
+  # choice stays.
+  studio.page_default = "shipped-default-at-build"
+  assert studio.refresh_models({"model": "shipped-default-at-build"})[
+      "model"]["value"] == "published:sm"
+  assert "value" not in studio.refresh_models({"model": "published:mv"})[
+      "model"]
   request = jobs.TransferRequest(
       "published:sm", (CAT,), jobs.MotionRequest("preset", "orbit left"),
       jobs.TransferSettings(num_frames=4))
@@ -189,7 +195,7 @@ def test_a_running_app_lists_and_fetches_a_published_model(
     assert ["XFactor stereo-monocular (published)", "published:sm"] in choices
     refresh = events["refresh_models"]
     for _ in range(100):  # the start-up fetch of mv ends by itself
-      loaded = testing.call_event(url, refresh["id"], [],
+      loaded = testing.call_event(url, refresh["id"], ["published:sm"],
                                   queued=refresh.get("queue") is not False)
       assert loaded["success"], loaded
       if ["XFactor multi-view (published)", "published:mv"] in loaded[
@@ -199,6 +205,6 @@ def test_a_running_app_lists_and_fetches_a_published_model(
       time.sleep(0.2)
     else:
       raise AssertionError(f"mv never arrived: {loaded}")
-    assert loaded["data"][0]["value"] == "published:sm"
+    assert "value" not in loaded["data"][0]  # the visitor's pick stays
   assert fetch.installed_path("sm", tmp_path / "home") is not None
   assert fetch.installed_path("mv", tmp_path / "home") is not None

@@ -57,7 +57,8 @@ class DownloadStatus:
     if self.path is not None:
       return f"{self.name} is downloaded and ready."
     if self.progress is not None:
-      return self.progress.describe().capitalize()
+      line = self.progress.describe()
+      return line[:1].upper() + line[1:]
     return f"Starting the download of {self.name} ..." if self.running else ""
 
 

@@ -117,6 +117,7 @@ def _model_row(studio: ui.Studio) -> dict[str, gr.blocks.Block]:
   """The model picker, its line, Download (for a published model not on this
   machine yet) and the timer that polls running downloads."""
   registry = studio.registry
+  studio.page_default = registry.default_id
   first = studio.describe_model({"model": registry.default_id})
   with gr.Row():
     model = gr.Dropdown(registry.choices(), value=registry.default_id,
@@ -326,8 +327,8 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
                       show_progress="minimal")
   w["download_timer"].tick(on(studio.poll_downloads), w.inputs(["model"]),
                            w.listed([*model_row, "download_timer"]), **quiet)
-  demo.load(on(studio.refresh_models), set(),
-            w.listed([*model_row, "download_timer"]), **quiet)
+  demo.load(on(studio.refresh_models), w.inputs(["model"]),
+            w.listed([*model_row, "download_timer"]), queue=False, **quiet)
   w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
                      w.listed(ui.SOURCE_GROUPS.values()), **quiet)
   preview_outputs = w.listed(["preset_preview", "preset_note"])

@@ -93,6 +93,7 @@ class ModelSpec:
       until loaded (no ``config`` in ``model.json``).
     published: the fetch name (``"sm"``, ``"mv"``) of a published model.
     download_bytes: the installed size of a published model not downloaded.
+    title: the model's name without its state (default: the label).
   """
   model_id: str
   label: str
@@ -105,6 +106,7 @@ class ModelSpec:
   render_output: Optional[str] = None
   published: Optional[str] = None
   download_bytes: Optional[int] = None
+  title: Optional[str] = None
 
   @property
   def available(self) -> bool:
@@ -193,7 +195,7 @@ def published_spec(model: fetch.PublishedModel,
       path=None, kind=model.kind, image_size=model.image_size,
       num_context_views=model.num_context_views, num_parameters=count,
       source="published", render_output="rgb", published=model.name,
-      download_bytes=model.installed_bytes)
+      download_bytes=model.installed_bytes, title=model.title)
 
 
 def discover_models(checkpoints_dir: Optional[PathLike] = None,
@@ -455,7 +457,7 @@ class ModelRegistry:
       return f"**No model.** {e}"
     views = spec.num_context_views
     parts = [
-        f"**{spec.label}**",
+        f"**{spec.title or spec.label}**",
         spec.kind or "kind known after loading",
         f"{spec.image_size} px" if spec.image_size else "resolution known "
                                                           "after loading",

@@ -262,6 +262,7 @@ class Studio:
     job_board: open transfer jobs and which of them were cancelled.
     downloads: background downloads of the published models (None: the app
       offers none).
+    page_default: the model the page was built with (set by the layout).
   """
   registry: ModelRegistry
   presets: PresetLibrary
@@ -270,6 +271,7 @@ class Studio:
   example_cache: Optional[ExampleCache] = None
   job_board: JobBoard = dataclasses.field(default_factory=JobBoard)
   downloads: Optional[Downloads] = None
+  page_default: Optional[str] = None  # the picker's value when the page was built
 
   def __post_init__(self):
     self.work_root = pathlib.Path(self.work_root)
@@ -335,11 +337,17 @@ class Studio:
     return update
 
   def refresh_models(self, form: Form) -> Update:
-    """Page load: the picker as the models are now (a download may have
-    finished since the server started, and the defaults follow it), and the
-    poll timer on while downloads run."""
-    del form  # the page has just loaded: nothing chosen yet
-    update = self._picker(self.registry.default_id)
+    """Page load: the picker's labels as the models are now, and the poll
+    timer on while downloads run. A page still on the model it was built
+    with moves to today's default (a published model downloaded since the
+    server started); a model the visitor picked already stays."""
+    shown = form.get("model")
+    chosen = shown
+    if chosen is None or chosen == self.page_default:
+      chosen = self.registry.default_id
+    update = self._picker(chosen)
+    if chosen == shown:  # labels only: a pick made meanwhile is kept
+      update["model"] = gr.update(choices=self.registry.choices())
     update["download_timer"] = gr.Timer(active=bool(
         self.downloads is not None and self.downloads.running()))
     return update
