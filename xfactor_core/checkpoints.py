@@ -64,12 +64,18 @@ class ModelConfig:
   render_output: str = "rgb"  # Render's head: "rgb" or "flow".
   # A flow head's homography from the latents (GlobalWarpHead); "rgb" ignores it.
   global_warp: bool = True
+  # What PoseEnc's tokens see of the reference view: "views" (published),
+  # "fused", "conv" or "correlation" (xfactor_core.models.pair_stems).
+  pair_input: str = "views"
 
   def __post_init__(self):
-    from xfactor_core.models import RENDER_OUTPUTS  # pylint: disable=g-import-not-at-top
+    from xfactor_core.models import PAIR_INPUTS, RENDER_OUTPUTS  # pylint: disable=g-import-not-at-top
     if self.render_output not in RENDER_OUTPUTS:
       raise ValueError(f"render_output={self.render_output!r}: use one of "
                        f"{RENDER_OUTPUTS}")
+    if self.pair_input not in PAIR_INPUTS:
+      raise ValueError(f"pair_input={self.pair_input!r}: use one of "
+                       f"{PAIR_INPUTS}")
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -79,14 +85,17 @@ class ModelConfig:
     if unknown:
       raise ValueError(f"unknown model fields {unknown}; the fields are those "
                        "of xfactor_core.checkpoints.ModelConfig")
-    convert = {"render_output": str, "global_warp": bool}
+    convert = {"render_output": str, "global_warp": bool, "pair_input": str}
     return cls(**{k: convert.get(k, int)(v) for k, v in values.items()})
 
-  def pose_enc_kwargs(self) -> dict[str, int]:
-    return dict(features=self.features, num_heads=self.num_heads,
-                patch_size=self.patch_size, num_layers=self.pose_layers,
-                pose_dim=self.pose_dim,
-                num_global_tokens=self.num_global_tokens)
+  def pose_enc_kwargs(self) -> dict[str, Any]:
+    kwargs = dict(features=self.features, num_heads=self.num_heads,
+                  patch_size=self.patch_size, num_layers=self.pose_layers,
+                  pose_dim=self.pose_dim,
+                  num_global_tokens=self.num_global_tokens)
+    if self.pair_input != "views":
+      kwargs.update(pair_input=self.pair_input)
+    return kwargs
 
   def render_kwargs(self) -> dict[str, int]:
     kwargs = dict(features=self.features, num_heads=self.num_heads,
@@ -268,12 +277,18 @@ def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
   num_global = _shape(pe, "global_embed", source)[0]
   count = lambda tree: sum(1 for k in tree if re.fullmatch(r"layers_\d+", k))
   output = "flow" if FLOW_HEAD in rd else "rgb"
+  from xfactor_core.models import pair_stems  # pylint: disable=g-import-not-at-top
+  stems = [kind for kind, name in pair_stems.STEM_MODULES.items() if name in pe]
+  if len(stems) > 1:
+    raise CheckpointError(f"{source}: PoseEnc holds several pair stems "
+                          f"{stems}; a PoseEnc has at most one")
   return ModelConfig(features=features, num_heads=num_heads,
                      patch_size=patch_size, pose_layers=count(pe),
                      render_layers=count(rd), pose_dim=pose_dim,
                      num_global_tokens=num_global, render_output=output,
                      global_warp=(GLOBAL_WARP_HEAD in rd if output == "flow"
-                                  else ModelConfig.global_warp))
+                                  else ModelConfig.global_warp),
+                     pair_input=stems[0] if stems else "views")
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, dict[str, tuple[int, ...]]]:

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from xfactor_core.models import flow
+from xfactor_core.models import pair_stems
 from xfactor_core.models.layers import (LN_EPSILON, MLP2, MLP3, MultiViewLayer,
                                         patchify, rotary_angles, unpatchify)
 
@@ -84,11 +85,15 @@ class PoseEnc(nn.Module):
   attention_impl: str = "auto"
   attention_dtype: Optional[Dtype] = None
   dtype: Optional[Dtype] = None
+  pair_input: str = "views"
 
   @nn.compact
   def __call__(self, x: jax.Array, pmask: Optional[jax.Array] = None,
                return_probe: bool = False):
     _check_images("PoseEnc input", x, self.patch_size)
+    if self.pair_input not in pair_stems.PAIR_INPUTS:
+      raise ValueError(f"PoseEnc pair_input={self.pair_input!r}: use one of "
+                       f"{pair_stems.PAIR_INPUTS}")
     b, v, h, w, _ = x.shape
     p, c, g = self.patch_size, self.features, self.num_global_tokens
     gh, gw = h // p, w // p
@@ -96,6 +101,10 @@ class PoseEnc(nn.Module):
     _check_pmask(pmask, b, t)
 
     tokens = nn.Dense(c, dtype=self.dtype)(patchify(x, p))  # B V T C
+    paired = pair_stems.pair_embedding(self.pair_input, c, p, x, pmask,
+                                       dtype=self.dtype)
+    if paired is not None:
+      tokens = tokens + paired.astype(tokens.dtype)
     global_embed = self.param("global_embed", nn.initializers.normal(0.02),
                               (g, c), jnp.float32)
     extra = jnp.broadcast_to(
