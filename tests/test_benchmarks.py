@@ -16,6 +16,7 @@ def _load(name: str):
   spec = importlib.util.spec_from_file_location(
       f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses look their module up there
   spec.loader.exec_module(module)
   return module
 
@@ -87,3 +88,28 @@ def test_image_metrics_benchmark_compares_ours_with_dm_pix(tmp_path):
       (c, i) for c in ("loss+grad", "psnr") for i in ("ours", "dm-pix")}
   # Both compute the same SSIM, gradient and PSNR (to float32 rounding).
   assert all(r["max_rel_diff"] < 1e-4 and r["ms"] > 0 for r in rows)
+
+
+def test_pose_probe_trains_arms_and_saves_their_encoders(tmp_path, capsys):
+  """At a tiny size: the table has every arm, the loss falls on a training set
+  small enough to fit, and the saved encoder loads as a checkpoint."""
+  from xfactor_core import checkpoints  # pylint: disable=import-outside-toplevel
+  probe = _load("pose_probe")
+  out = tmp_path / "probe.json"
+  probe.main(["--workdir", str(tmp_path / "work"), "--arms", "fused",
+              "correlation@0.5", "--max-steps", "60", "--size", "64",
+              "--features", "32", "--num-heads", "2", "--layers", "1",
+              "--pose-dim", "8", "--global-tokens", "2", "--batch-size", "8",
+              "--peak-lr", "3e-3", "--train-clips", "4", "--test-clips", "4",
+              "--parallel", "2", "--json", str(out)])
+  printed = capsys.readouterr().out
+  assert "| fused |" in printed and "| correlation@0.5 |" in printed
+  results = json.loads(out.read_text())
+  for arm, result in results.items():
+    assert result["steps"] == 60
+    assert result["last_loss"] < 0.7 * result["first_loss"], arm
+    assert set(result["r2"]["standard"]) == set(probe.TABLE_TERMS)
+  assert "own_range" in results["correlation@0.5"]["r2"]
+  params = checkpoints.load_params(tmp_path / "work" / "correlation@0.5")
+  assert "CorrelationStem_0" in params["PoseEnc"]
+

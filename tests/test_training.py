@@ -603,3 +603,22 @@ def test_it_learns_beyond_copying_the_context(tmp_path):
   final = [r for r in records if "eval/recon_psnr" in r][-1]
   assert final["step"] == 300
   assert final["eval/recon_psnr"] > final["eval/copy_psnr"] + 1.0, final
+
+
+def test_a_pair_encoder_run_probes_its_latents_and_stops_when_they_do_not_learn(
+    tmp_path):
+  """A correlation-encoder run measures the motion probe at each evaluation
+  and stops at eval.stop_step when the shift R2 is below the bar (set
+  unreachably high here), keeping that step's checkpoint."""
+  config = _tiny_config(**{"total_steps": 6, "eval_every": 2,
+                           "model.pair_input": "correlation",
+                           "eval.motion_probe_clips": 6, "eval.stop_step": 4,
+                           "eval.stop_below_shift_r2": 2.0})
+  state = trainer.train_and_evaluate(config, tmp_path)
+  assert int(state.step) == 4
+  rows = read_metrics(tmp_path)
+  probes = [r for r in rows if "eval/probe_r2_shift_x" in r]
+  assert [r["step"] for r in probes] == [2, 4]
+  assert all(-10 < r["eval/probe_r2_parallax"] <= 1 for r in probes)
+  params = checkpoints.load_params(tmp_path / "checkpoints-0")
+  assert checkpoints.infer_config(params).pair_input == "correlation"

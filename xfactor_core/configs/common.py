@@ -93,6 +93,13 @@ def base_config() -> ml_collections.ConfigDict:
   # Synthetic scene pairs with the same camera motion, for a transfer PSNR
   # (0: off).
   config.eval.transfer_pairs = 0
+  # Synthetic clips (each gives 3 frame pairs) for the ridge probe from latent
+  # poses to the global image motion, and as many held-out (0: off).
+  config.eval.motion_probe_clips = 0
+  # Stop a run at this step (0: never) if the probe's mean shift R2 is below
+  # stop_below_shift_r2 (the latents do not carry the motion).
+  config.eval.stop_step = 0
+  config.eval.stop_below_shift_r2 = 0.2
   # A checkpoint whose PoseEnc initialises this model (the multi-view model
   # starts from the stereo-monocular one).
   config.init_pose_encoder_from = ""

@@ -29,6 +29,14 @@ Arms (stereo-monocular, 128 x 128 synthetic clips, one CPU core each):
             fallback's blend weight (against hedging with a grey blur), and 2
             attention heads of 64 features instead of 4 of 32 (the same FLOPs,
             24% less CPU time per step).
+  encoder   + the pose encoder's pair input of the pose probe's winner
+            (``model.pair_input``, benchmarks/README.md "Pose probe"): every
+            token sees the reference view at its place; the probe's token
+            grid and heads (patch 16, 4 heads of 32, 8 global tokens), so
+            that a probe-trained encoder can start the run
+            (``--config.init_pose_encoder_from=workdirs/pose_probe/<arm>``);
+            and the motion probe of the latents at each evaluation
+            (``eval.motion_probe_clips``).
 
 ``--config.total_steps`` sets the run length; the schedules (warm-up, cosine,
 curriculum ramps, the decay of the supervision) follow it (they are field
@@ -41,7 +49,9 @@ import ml_collections
 
 from xfactor_core.configs import synthetic_sm
 
-ARMS = ("today", "levers", "flow", "photos", "supervised", "warp")
+ARMS = ("today", "levers", "flow", "photos", "supervised", "warp", "encoder")
+# The pose probe's winner (benchmarks/pose_probe.py).
+PAIR_INPUT = "correlation"
 
 
 def apply_arm(config: ml_collections.ConfigDict,
@@ -78,6 +88,10 @@ def apply_arm(config: ml_collections.ConfigDict,
   if level >= ARMS.index("warp"):
     config.model.update(dict(global_warp=True, num_heads=2))
     config.objective.fallback_penalty = 0.3
+  if level >= ARMS.index("encoder"):
+    config.model.update(dict(pair_input=PAIR_INPUT, patch_size=16,
+                             num_heads=4, num_global_tokens=8))
+    config.eval.motion_probe_clips = 64
   return config
 
 

@@ -13,6 +13,13 @@ the picture ``<workdir>/eval/step_NNNNNNN.png`` (``media.eval_grid``: context
 With ``config.eval.transfer_pairs`` it also renders scene pairs filmed along
 the same camera path and reports the transfer PSNR against the true frames
 (``eval/transfer_psnr``, picture ``step_NNNNNNN_transfer.png``).
+With ``config.eval.motion_probe_clips`` it fits a ridge probe from the latent
+poses of held-out frame pairs to their global image motion
+(``metrics.global_motion``) and reports its R2 per term on other pairs
+(``eval/probe_r2_shift_x`` ...): whether the latents carry the motion a
+viewer sees, long before the renderer uses it. ``eval.stop_step`` and
+``eval.stop_below_shift_r2`` stop a run whose mean shift R2 is still below
+the bar at that step (:meth:`Evaluator.should_stop`).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from jax.sharding import Mesh
 from PIL import Image
 
 from xfactor_core.inference import media
+from xfactor_core.metrics import global_motion
 from xfactor_core.metrics import image as image_metrics
 from xfactor_core.training import inputs
 from xfactor_core.training import objective
@@ -43,6 +51,8 @@ Params = Any
 EVAL_DIR = "eval"
 # Separates the evaluation's PRNG stream from the trainer's (tags 0 and 1).
 _EVAL_TAG = 3
+# The motion probe's pairs come from worlds eval.seed + offset (+1).
+MOTION_PROBE_SEED_OFFSET = 104_729
 
 
 def eval_step(params: Params, batch: inputs.Batch,
@@ -151,6 +161,41 @@ class Evaluator:
     self._num_pairs = int(config.eval.transfer_pairs)
     self._pair_args = (int(config.eval.seed), spec.num_views, spec.image_size,
                        mesh)
+    self._probe_clips = int(config.eval.get("motion_probe_clips", 0))
+    self._probe_data = None
+    self._pose_enc = step_spec.build_models(spec)[0]
+    self._image_size = spec.image_size
+    self._stop_step = int(config.eval.get("stop_step", 0))
+    self._stop_r2 = float(config.eval.get("stop_below_shift_r2", 0.0))
+
+  def motion_probe(self, pose_params: Params) -> dict[str, float]:
+    """R2 per global-motion term of a ridge probe on the latent poses
+    (``{"eval/probe_r2_<term>": ...}``; empty without motion_probe_clips)."""
+    if self._probe_clips <= 0:
+      return {}
+    seed = int(self._pair_args[0]) + MOTION_PROBE_SEED_OFFSET
+    if self._probe_data is None:
+      self._probe_data = [global_motion.motion_dataset(
+          seed + i, self._probe_clips, self._image_size) for i in (0, 1)]
+    params = jax.tree.map(sharding.to_host, pose_params)
+    encode = jax.jit(lambda p, frames: self._pose_enc.apply(
+        {"params": p}, objective.to_float_images(frames))[:, 1])
+    latents = [np.concatenate([np.asarray(encode(params, d["frames"][i:i + 32]))
+                               for i in range(0, len(d["frames"]), 32)])
+               for d in self._probe_data]
+    scores = global_motion.ridge_r2(latents[0], self._probe_data[0]["terms"],
+                                    latents[1], self._probe_data[1]["terms"])
+    return {f"eval/probe_r2_{k}": v for k, v in scores.items()}
+
+  def should_stop(self, results: dict[str, float], step: int) -> bool:
+    """True when the run reached ``eval.stop_step`` and the mean shift R2
+    of the motion probe is below ``eval.stop_below_shift_r2``."""
+    if (self._stop_step <= 0 or step < self._stop_step
+        or "eval/probe_r2_shift_x" not in results):
+      return False
+    shift = 0.5 * (results["eval/probe_r2_shift_x"]
+                   + results["eval/probe_r2_shift_y"])
+    return shift < self._stop_r2
 
   def _transfer_pairs(self):
     """Scene B (targets) and scene A (motion) clips with equal camera motion."""
@@ -195,6 +240,7 @@ class Evaluator:
           metrics["transfer_psnr"]))
       results["eval/transfer_recon_psnr"] = float(sharding.to_host(
           metrics["recon_psnr"]))
+    results.update(self.motion_probe(state.params["PoseEnc"]))
     self._write_images(step, first_images, "")
     if pair_images is not None:
       self._write_images(step, pair_images, "_transfer")

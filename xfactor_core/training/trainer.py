@@ -448,6 +448,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         writer.write_scalars(done, results)
         logging.info("step %d: eval %s", done, ", ".join(
             f"{k.split('/')[-1]} {v:.4g}" for k, v in sorted(results.items())))
+        if evaluator.should_stop(results, done):
+          check_finite(*pending)
+          save(done)
+          logging.warning(
+              "step %d: stopped early: the latent poses do not carry the "
+              "image motion (motion probe shift R2 %.2f / %.2f, below "
+              "eval.stop_below_shift_r2=%g); the last checkpoint is kept",
+              done, results["eval/probe_r2_shift_x"],
+              results["eval/probe_r2_shift_y"],
+              float(config.eval.stop_below_shift_r2))
+          break
 
       if done % checkpoint_every == 0 or done == total_steps:
         check_finite(*pending)
