@@ -40,7 +40,9 @@ written to a temporary checkpoint (speed does not depend on the values).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import logging
 import os
 import pathlib
@@ -73,6 +75,10 @@ RANDOM_CONFIGS = {
                                      pose_layers=4, render_layers=4,
                                      pose_dim=64, num_global_tokens=2,
                                      render_output="flow"), 128),
+    # For tests of the published mode's plumbing (--published-size tiny).
+    "tiny": (checkpoints.ModelConfig(features=32, num_heads=2, patch_size=8,
+                                     pose_layers=1, render_layers=1,
+                                     pose_dim=8, num_global_tokens=2), 64),
 }
 
 
@@ -141,11 +147,13 @@ def time_server(checkpoint: pathlib.Path, frames: int, repeats: int) -> dict:
           "warm_ms_per_frame": 1e3 * statistics.median(times[1:]) / frames}
 
 
-def _published_archive(folder: pathlib.Path) -> pathlib.Path:
-  """A release zip of random published-size weights, with optimiser moments
-  (the same arrays twice: the archive's size without the memory)."""
-  model = testing.write_random_checkpoint(
-      folder / "weights", checkpoints.PUBLISHED_CONFIG, image_size=256)
+def _published_archive(folder: pathlib.Path, size: str) -> pathlib.Path:
+  """A release zip of random weights of the named size (published: 305M),
+  with optimiser moments (the same arrays twice: the archive's size without
+  the memory)."""
+  config, image_size = RANDOM_CONFIGS[size]
+  model = testing.write_random_checkpoint(folder / "weights", config,
+                                          image_size=image_size)
   params = checkpoints.load_params(model)
   state = {"step": 0, "params": params,
            "opt_state": {"0": {"mu": params, "nu": params}}}
@@ -198,14 +206,16 @@ def _pre_streaming(pipe, library, frames: int) -> tuple[float, float]:
   return first, time.perf_counter() - start
 
 
-def time_published(frames: int, repeats: int) -> tuple[list, dict]:
-  """The published size end to end (see the module docstring)."""
+def time_published(frames: int, repeats: int, size: str = "published"
+                   ) -> tuple[list, dict]:
+  """The published size end to end (see the module docstring); another
+  ``size`` of RANDOM_CONFIGS stands in for it through XFACTOR_SOURCES."""
   library = _library()
   rows, facts = [], {}
-  with tempfile.TemporaryDirectory() as tmp:
+  with tempfile.TemporaryDirectory() as tmp, _sources_for(size, tmp):
     tmp = pathlib.Path(tmp)
     start = time.perf_counter()
-    archive = _published_archive(tmp)
+    archive = _published_archive(tmp, size)
     facts["archive_build_s"] = time.perf_counter() - start
     facts.update(time_fetch(archive, tmp / "home"))
     archive.unlink()
@@ -249,6 +259,28 @@ def time_published(frames: int, repeats: int) -> tuple[list, dict]:
   return rows, facts
 
 
+@contextlib.contextmanager
+def _sources_for(size: str, folder: str):
+  """XFACTOR_SOURCES naming ``size``'s config for the "sm" model while the
+  block runs (nothing for the published size)."""
+  if size == "published":
+    yield
+    return
+  config, image_size = RANDOM_CONFIGS[size]
+  path = pathlib.Path(folder) / "sources.json"
+  path.write_text(json.dumps({"sm": {"config": config.to_dict(),
+                                     "image_size": image_size}}))
+  old = os.environ.get(fetch.SOURCES_ENV)
+  os.environ[fetch.SOURCES_ENV] = str(path)
+  try:
+    yield
+  finally:
+    if old is None:
+      os.environ.pop(fetch.SOURCES_ENV, None)
+    else:
+      os.environ[fetch.SOURCES_ENV] = old
+
+
 def _where_time_goes(pipe) -> dict:
   """One frame's PoseEnc and Render: ms, XLA FLOPs, FLOP/s against the
   matmul peak, and the pipeline's FLOP estimate against XLA's count."""
@@ -290,6 +322,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--mode", nargs="+",
                       default=["in-process", "server", "flow"],
                       choices=["in-process", "server", "flow", "published"])
+  parser.add_argument("--published-size", default="published",
+                      choices=sorted(RANDOM_CONFIGS),
+                      help="published mode: the size of the served model "
+                      "(tiny: a quick check of the plumbing)")
   parser.add_argument("--json", default=None, help="write the rows here")
   parser.add_argument("--compare", default=None,
                       help="a --json file of an earlier run")
@@ -321,7 +357,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       rows.append(time_server(checkpoint, args.frames, args.repeats))
     published_rows, facts = ([], {})
     if "published" in args.mode:
-      published_rows, facts = time_published(args.frames, args.repeats)
+      published_rows, facts = time_published(args.frames, args.repeats,
+                                             args.published_size)
   columns = ["mode", "model", "parameters", "image_size", "output_size",
              "frames", "first_s", "warm_s", "warm_ms_per_frame"]
   load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -331,7 +368,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       f"{os.cpu_count()} CPUs, load average {load:.1f} at the end)"))
   if published_rows:
     benchmarking.print_table(published_rows, list(published_rows[0]), title=(
-        f"\nPublished size (305M parameters, 256 px), {args.frames} frames, "
+        f"\n{args.published_size} size "
+        f"({checkpoints.parameter_count(RANDOM_CONFIGS[args.published_size][0]) / 1e6:.0f}M "
+        f"parameters, {RANDOM_CONFIGS[args.published_size][1]} px), "
+        f"{args.frames} frames, "
         "seconds from request to the first streamed frame and to the video"))
     benchmarking.print_table([{"fact": k, "value": v} for k, v in facts.items()],
                              ["fact", "value"], title="")

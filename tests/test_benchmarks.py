@@ -113,3 +113,23 @@ def test_pose_probe_trains_arms_and_saves_their_encoders(tmp_path, capsys):
   params = checkpoints.load_params(tmp_path / "work" / "correlation@0.5")
   assert "CorrelationStem_0" in params["PoseEnc"]
 
+
+def test_app_benchmark_published_mode_fetches_and_streams(tmp_path):
+  """The published mode end to end at a tiny size: a release archive served
+  locally, fetched by the CLI, transferred streamed and in the old order."""
+  out = tmp_path / "app.json"
+  done = subprocess.run(
+      [sys.executable, str(BENCHMARKS / "app.py"), "--mode", "published",
+       "--published-size", "tiny", "--frames", "3", "--repeats", "1",
+       "--json", str(out)], capture_output=True, text=True, check=True)
+  assert "first_call_first_frame_s" in done.stdout
+  result = json.loads(out.read_text())
+  orders = [r["order"] for r in result["published"]]
+  assert orders[0].startswith("streamed") and orders[1].startswith("pre-")
+  for row in result["published"]:
+    assert 0 < row["warm_first_frame_s"] <= row["warm_total_s"]
+  facts = result["published_facts"]
+  assert 0 < facts["installed_GB"] < facts["archive_GB"]
+  assert facts["fetch_s"] > 0 and facts["fetch_peak_rss_GB"] > 0
+  assert facts["estimate_before_s"] > 0 and facts["estimate_after_s"] > 0
+  assert 0.5 < facts["estimate_vs_xla_flops"] < 2.0
