@@ -64,7 +64,7 @@ from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferPipeline,
                                              reference_order)
 import xfactor_core.metrics as metrics_lib
-from xfactor_core.metrics import image, motion, oracles
+from xfactor_core.metrics import global_motion, image, motion, oracles
 
 METHODS = ("model", "copy_context", "shuffled_latents", "random_model")
 TPS_KEYS = ("Rac_3", "Rac_5", "Rac_10", "Rac_30", "Tac_3", "Tac_5", "Tac_10",
@@ -260,13 +260,7 @@ def latent_probe(pipes: dict[str, TransferPipeline], settings: EvalSettings,
     def latents(seqs):
       x = pipe.prepare(np.concatenate([s["frames"][:2] for s in seqs]))
       return pipe.encode_pairs(x[0::2], x[1::2])
-    x_train, x_test = latents(train), latents(test)
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    a = np.concatenate([(x_train - mean) / std, np.ones((len(x_train), 1))], 1)
-    b = np.concatenate([(x_test - mean) / std, np.ones((len(x_test), 1))], 1)
-    lam = 1.0
-    w = np.linalg.solve(a.T @ a + lam * np.eye(a.shape[1]), a.T @ y_train)
-    pred = b @ w
+    pred = global_motion.ridge_predict(latents(train), y_train, latents(test))
     rot_err, trans_err = [], []
     for p, g in zip(pred, y_test):
       r = _project_so3(p[:9])

@@ -153,11 +153,18 @@ def r2_scores(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
           for name, r, t in zip(TERMS, residual, total)}
 
 
-def ridge_r2(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
-             test_y: np.ndarray, alpha: float = 1.0) -> dict[str, float]:
-  """R2 per term of a ridge regression fitted on standardised features."""
+def ridge_predict(train_x: np.ndarray, train_y: np.ndarray,
+                  test_x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+  """Predictions for ``test_x`` of a ridge regression (with a bias) fitted to
+  ``train_x -> train_y`` on features standardised by the training set."""
   mean, std = train_x.mean(0), train_x.std(0) + 1e-6
   a = np.concatenate([(train_x - mean) / std, np.ones((len(train_x), 1))], 1)
   b = np.concatenate([(test_x - mean) / std, np.ones((len(test_x), 1))], 1)
   w = np.linalg.solve(a.T @ a + alpha * np.eye(a.shape[1]), a.T @ train_y)
-  return r2_scores(b @ w, test_y)
+  return b @ w
+
+
+def ridge_r2(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+             test_y: np.ndarray, alpha: float = 1.0) -> dict[str, float]:
+  """R2 per term of :func:`ridge_predict` on the test set."""
+  return r2_scores(ridge_predict(train_x, train_y, test_x, alpha), test_y)
