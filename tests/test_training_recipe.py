@@ -126,8 +126,12 @@ def test_recipe_arms_build_and_follow_the_run_length():
     assert spec.optimizer.decay_steps == 1000, arm
     assert spec.optimizer.warmup_steps == 50, arm
     if arm != "today":
-      assert spec.model.patch_size == 8 and config.data.world.ramp_steps == 500
+      # The encoder arm takes the pose probe's token grid (patch 16).
+      assert spec.model.patch_size == (16 if arm == "encoder" else 8), arm
+      assert config.data.world.ramp_steps == 500
       assert not spec.objective.augment
+    assert (spec.model.pair_input == recipe.PAIR_INPUT) == (arm == "encoder")
+    assert (config.eval.motion_probe_clips > 0) == (arm == "encoder")
     inputs.WorldSchedule(**config.data.world)
   supervised = recipe.get_config("supervised")
   supervised.total_steps = 4000
