@@ -163,7 +163,9 @@ class Evaluator:
                        mesh)
     self._probe_clips = int(config.eval.get("motion_probe_clips", 0))
     self._probe_data = None
-    self._pose_enc = step_spec.build_models(spec)[0]
+    pose_enc = step_spec.build_models(spec)[0]
+    self._encode = jax.jit(lambda p, frames: pose_enc.apply(
+        {"params": p}, objective.to_float_images(frames))[:, 1])
     self._image_size = spec.image_size
     self._stop_step = int(config.eval.get("stop_step", 0))
     self._stop_r2 = float(config.eval.get("stop_below_shift_r2", 0.0))
@@ -178,9 +180,8 @@ class Evaluator:
       self._probe_data = [global_motion.motion_dataset(
           seed + i, self._probe_clips, self._image_size) for i in (0, 1)]
     params = jax.tree.map(sharding.to_host, pose_params)
-    encode = jax.jit(lambda p, frames: self._pose_enc.apply(
-        {"params": p}, objective.to_float_images(frames))[:, 1])
-    latents = [np.concatenate([np.asarray(encode(params, d["frames"][i:i + 32]))
+    latents = [np.concatenate([np.asarray(self._encode(params,
+                                                       d["frames"][i:i + 32]))
                                for i in range(0, len(d["frames"]), 32)])
                for d in self._probe_data]
     scores = global_motion.ridge_r2(latents[0], self._probe_data[0]["terms"],
