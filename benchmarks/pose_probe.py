@@ -46,6 +46,7 @@ import optax
 
 from xfactor_core import benchmarking, checkpoints, models
 from xfactor_core.metrics import global_motion
+from xfactor_core.training import objective
 
 STANDARD_MOTION = 1.0
 GAPS = (1, 2, 3)
@@ -125,10 +126,6 @@ class Probe(nn.Module):
     return nn.Dense(len(global_motion.TERMS), name="head")(latent)
 
 
-def _to_float(frames):
-  return frames.astype(jnp.float32) / 127.5 - 1.0
-
-
 def make_functions(settings: ProbeSettings):
   """(init, train_step, predict); the learning rate is an argument of
   train_step, so the schedule's length can be set after timing a few steps."""
@@ -138,13 +135,13 @@ def make_functions(settings: ProbeSettings):
                           optax.adamw(1.0, weight_decay=1e-4))
 
   def init(key, example):
-    params = probe.init(key, _to_float(example))["params"]
+    params = probe.init(key, objective.to_float_images(example))["params"]
     return params, optimizer.init(params)
 
   @jax.jit
   def train_step(params, opt_state, frames, targets, learning_rate):
     def loss_fn(p):
-      pred = probe.apply({"params": p}, _to_float(frames))
+      pred = probe.apply({"params": p}, objective.to_float_images(frames))
       return jnp.mean((pred - targets) ** 2)
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -153,7 +150,7 @@ def make_functions(settings: ProbeSettings):
 
   @jax.jit
   def predict(params, frames):
-    return probe.apply({"params": params}, _to_float(frames))
+    return probe.apply({"params": params}, objective.to_float_images(frames))
 
   return init, train_step, predict
 
@@ -183,10 +180,10 @@ def train_probe(settings: ProbeSettings, train: dict[str, np.ndarray],
     terms[flip] = global_motion.flip_terms(terms[flip])
     return frames, ((terms - mean) / std).astype(np.float32)
 
-  # Time a few compiled steps to fix the schedule's length.
+  # Time a few compiled steps (their results are dropped) to fix the
+  # schedule's length.
   init, train_step, predict = make_functions(settings)
   params, opt_state = init(jax.random.key(settings.seed), train["frames"][:1])
-  initial = (params, opt_state)
   lr0 = jnp.float32(0.0)
   jax.block_until_ready(train_step(params, opt_state, *batch(), lr0))
   start = time.perf_counter()
@@ -200,12 +197,13 @@ def train_probe(settings: ProbeSettings, train: dict[str, np.ndarray],
   schedule = optax.warmup_cosine_decay_schedule(
       0.0, settings.peak_lr, min(settings.warmup_steps, total // 2 + 1),
       max(total, 2), end_value=0.1 * settings.peak_lr)
-  params, opt_state = initial
   first_test = next(iter(tests.values()))
 
+  def predictions(test):
+    return _predict_all(predict, params, test["frames"]) * std + mean
+
   def scores(test):
-    pred = _predict_all(predict, params, test["frames"]) * std + mean
-    return global_motion.r2_scores(pred, test["terms"])
+    return global_motion.r2_scores(predictions(test), test["terms"])
 
   curve, losses = [], []
   eval_at = set(np.linspace(0, total, settings.evals + 1).astype(int)[1:])
@@ -226,6 +224,15 @@ def train_probe(settings: ProbeSettings, train: dict[str, np.ndarray],
       log(f"{settings.pair_input}@{settings.motion_factor:g} step {step}/"
           f"{total}: loss {curve[-1]['loss']:.3f}, R2 shift "
           f"{r2['shift_x']:.2f}/{r2['shift_y']:.2f}")
+  final = {name: predictions(test) for name, test in tests.items()}
+  first_name = next(iter(tests))
+  gaps = first_test["gap"]
+
+  def shift_r2(keep):
+    r2 = global_motion.r2_scores(final[first_name][keep],
+                                 first_test["terms"][keep])
+    return {k: v for k, v in r2.items() if k.startswith("shift")}
+
   result = {
       "settings": dataclasses.asdict(settings),
       "parameters": int(sum(np.size(x) for x in
@@ -234,19 +241,13 @@ def train_probe(settings: ProbeSettings, train: dict[str, np.ndarray],
       "ms_per_step": round(1000 * train_seconds / total, 1),
       "first_loss": float(np.mean(losses[:20])),
       "last_loss": float(np.mean(losses[-50:])),
-      "r2": {name: scores(test) for name, test in tests.items()},
-      "r2_shift_by_gap": {
-          str(gap): {k: v for k, v in scores(_subset(first_test, gap)).items()
-                     if k.startswith("shift")}
-          for gap in sorted(set(first_test["gap"].tolist()))},
+      "r2": {name: global_motion.r2_scores(final[name], test["terms"])
+             for name, test in tests.items()},
+      "r2_shift_by_gap": {str(gap): shift_r2(gaps == gap)
+                          for gap in sorted(set(gaps.tolist()))},
       "curve": curve,
   }
   return result, params["PoseEnc_0"]
-
-
-def _subset(data: dict[str, np.ndarray], gap: int) -> dict[str, np.ndarray]:
-  keep = data["gap"] == gap
-  return {k: v[keep] for k, v in data.items()}
 
 
 # ------------------------------------------------------------------ arms --
