@@ -161,14 +161,14 @@ class Evaluator:
     self._num_pairs = int(config.eval.transfer_pairs)
     self._pair_args = (int(config.eval.seed), spec.num_views, spec.image_size,
                        mesh)
-    self._probe_clips = int(config.eval.get("motion_probe_clips", 0))
+    self._probe_clips = int(config.eval.motion_probe_clips)
     self._probe_data = None
     pose_enc = step_spec.build_models(spec)[0]
     self._encode = jax.jit(lambda p, frames: pose_enc.apply(
         {"params": p}, objective.to_float_images(frames))[:, 1])
     self._image_size = spec.image_size
-    self._stop_step = int(config.eval.get("stop_step", 0))
-    self._stop_r2 = float(config.eval.get("stop_below_shift_r2", 0.0))
+    self._stop_step = int(config.eval.stop_step)
+    self._stop_r2 = float(config.eval.stop_below_shift_r2)
 
   def motion_probe(self, pose_params: Params) -> dict[str, float]:
     """R2 per global-motion term of a ridge probe on the latent poses

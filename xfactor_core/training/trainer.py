@@ -449,8 +449,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         logging.info("step %d: eval %s", done, ", ".join(
             f"{k.split('/')[-1]} {v:.4g}" for k, v in sorted(results.items())))
         if evaluator.should_stop(results, done):
-          check_finite(*pending)
-          save(done)
+          save(done)  # the loss was checked before the evaluation
           logging.warning(
               "step %d: stopped early: the latent poses do not carry the "
               "image motion (motion probe shift R2 %.2f / %.2f, below "
