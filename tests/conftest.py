@@ -1,13 +1,35 @@
-"""Shared pytest fixtures and markers."""
+"""Shared pytest fixtures and markers.
 
+Where reference data comes from is decided here and nowhere else:
+
+- ``reference_dir``: the project's own fixtures of the published networks
+  (``tests/data``: golden parity files, the published parameter tree, a
+  checkpoint in the published clu layout), laid out in a temporary folder
+  as the published reference folder lays them out. Every clone has them.
+- ``example_clip_dir``: a clip the project makes from its own preset photos,
+  in the layout of the real example (``target/`` and ``transfer/`` frames).
+- ``real_example_dir``: the third-party example clip and the published
+  model's transfer of it. The project does not ship them; they lie in
+  ``../shared/reference/example_videos`` beside our CI's checkout (or where
+  ``XFACTOR_EXAMPLE_VIDEOS`` points), and the tests that need them skip with
+  a reason elsewhere.
+"""
+
+import gzip
 import os
 import pathlib
+import shutil
 
+import numpy as np
 import pytest
+from PIL import Image
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-REFERENCE = SHARED / "reference"
+TEST_DATA = REPO_ROOT / "tests" / "data"
+EXAMPLE_VIDEOS = pathlib.Path(os.environ.get(
+    "XFACTOR_EXAMPLE_VIDEOS",
+    REPO_ROOT.parent / "shared" / "reference" / "example_videos"))
+PARITY_PARAMS = "params_seed0.msgpack"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -40,10 +62,62 @@ def private_model_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def reference_dir() -> pathlib.Path:
-  if not REFERENCE.is_dir():
-    pytest.fail(f"reference files missing: expected {REFERENCE} beside the checkout")
-  return REFERENCE
+def reference_dir(tmp_path_factory) -> pathlib.Path:
+  """tests/data laid out as the published reference folder lays it out.
+
+  The repository stores two things more compactly (tests/data/README.md):
+  the checkpoint's ``ckpt-1.flax``, mostly the zeros of its optimiser state,
+  as ``ckpt-1.flax.gz``; and the weights of the parity sets, which are the
+  same for both, once as ``parity/params_seed0.msgpack``.
+  """
+  folder = tmp_path_factory.mktemp("reference") / "reference"
+  shutil.copytree(TEST_DATA, folder, ignore=shutil.ignore_patterns(
+      "*.gz", "README.md", PARITY_PARAMS))
+  for packed in TEST_DATA.rglob("*.gz"):
+    unpacked = folder / packed.relative_to(TEST_DATA).with_suffix("")
+    with gzip.open(packed, "rb") as source, open(unpacked, "wb") as out:
+      shutil.copyfileobj(source, out)
+  for config in (TEST_DATA / "parity").glob("parity_*.json"):
+    shutil.copyfile(TEST_DATA / "parity" / PARITY_PARAMS,
+                    folder / "parity" / config.with_suffix(".msgpack").name)
+  return folder
+
+
+@pytest.fixture(scope="session")
+def real_example_dir() -> pathlib.Path:
+  """The real 30-frame walk-through and the published transfer of it."""
+  if not (EXAMPLE_VIDEOS / "target").is_dir():
+    pytest.skip(f"needs the third-party example clip, which the project does "
+                f"not ship: {EXAMPLE_VIDEOS} is absent (our CI has it; "
+                f"XFACTOR_EXAMPLE_VIDEOS=DIR points elsewhere)")
+  return EXAMPLE_VIDEOS
+
+
+def _panning_crops(photo: np.ndarray, num_frames: int, size: int,
+                   step: int) -> list[np.ndarray]:
+  """Square crops of `photo` sliding right and slightly down (a pan)."""
+  return [photo[i * step // 3:i * step // 3 + size, i * step:i * step + size]
+          for i in range(num_frames)]
+
+
+@pytest.fixture(scope="session")
+def example_clip_dir(tmp_path_factory) -> pathlib.Path:
+  """A clip made from the project's preset photos, in the real example's
+  layout: ``target/000.jpg``.. pans across one photo, ``transfer/000.jpg``..
+  pans the same way across another (12 frames, 256 x 256)."""
+  folder = tmp_path_factory.mktemp("example_clip")
+  num_frames, size, step = 12, 256, 8
+  contexts = REPO_ROOT / "presets" / "contexts"
+  for name, photo in (("target", "room_1"), ("transfer", "astronaut")):
+    image = Image.open(contexts / photo / "view_0.jpg").convert("RGB")
+    scale = (size + num_frames * step) / min(image.size)
+    image = image.resize((round(image.width * scale),
+                          round(image.height * scale)), Image.BICUBIC)
+    (folder / name).mkdir()
+    for i, crop in enumerate(_panning_crops(np.asarray(image), num_frames,
+                                            size, step)):
+      Image.fromarray(crop).save(folder / name / f"{i:03d}.jpg", quality=95)
+  return folder
 
 
 @pytest.fixture(scope="session")

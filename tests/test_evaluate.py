@@ -94,8 +94,9 @@ def test_cli_writes_json_and_markdown_with_one_bar_per_stage(
     assert captured.err.count(f"{stage}:   0%") == 1, captured.err
 
 
-def test_motion_scores_and_the_real_clip_section(tiny_flow_checkpoint,
-                                                 reference_dir):
+@pytest.mark.parametrize("clip", ["example_clip_dir", "real_example_dir"])
+def test_motion_scores_and_the_real_clip_section(tiny_flow_checkpoint, clip,
+                                                 request):
   settings = evaluate.EvalSettings(num_pairs=2, num_frames=4, oracle="none",
                                    probe_train=0, probe_test=0, batch_size=4)
   rows = evaluate.evaluate_checkpoint(tiny_flow_checkpoint, settings)["rows"]
@@ -106,7 +107,7 @@ def test_motion_scores_and_the_real_clip_section(tiny_flow_checkpoint,
   assert rows["copy_context"]["flow_corr"] == 0.0
   assert rows["copy_context"]["flow_magnitude_ratio"] < 0.05
   pipe = TransferPipeline.from_checkpoint(tiny_flow_checkpoint)
-  real = evaluate.real_clip_benchmark(pipe, reference_dir / "example_videos",
+  real = evaluate.real_clip_benchmark(pipe, request.getfixturevalue(clip),
                                       oracle="none")
   assert set(real) == {"model", "copy_context"}
   for key in ("psnr", "flow_corr", "flow_magnitude_ratio", "sharpness_ratio"):

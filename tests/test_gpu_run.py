@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -19,7 +20,7 @@ def test_gpu_run_script_at_tiny_size(tmp_path):
   out = tmp_path / "out"
   subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh"), "--tiny",
                   "--minutes", "3"], check=True, cwd=REPO,
-                 env={**os.environ, "OUT": str(out)}, capture_output=True)
+                 env={**os.environ, "OUT": str(out), "PYTHON": sys.executable}, capture_output=True)
   names = sorted(p.name for p in out.iterdir())
   assert "summary.json" in names and "weights.json" in names
   assert len(names) <= 8

@@ -294,10 +294,11 @@ def test_interpolate_path():
 # --------------------------------------------------------------------- CLI --
 
 
-def test_cli_end_to_end(reference_dir, tmp_path):
+@pytest.mark.parametrize("clip", ["example_clip_dir", "real_example_dir"])
+def test_cli_end_to_end(reference_dir, clip, request, tmp_path):
   ckpt = reference_dir / "official_format_checkpoint"
-  target = reference_dir / "example_videos" / "target"
-  context = reference_dir / "example_videos" / "transfer" / "000.jpg"
+  target = request.getfixturevalue(clip) / "target"
+  context = request.getfixturevalue(clip) / "transfer" / "000.jpg"
   args = ["--checkpoint", str(ckpt), "--context", str(context), "--size", "64"]
   select = ["--num-frames", "5", "--stride", "2"]
   assert transfer.main(args + select + ["--target", str(target), "--out",
@@ -370,9 +371,9 @@ def test_crop_note_names_non_square_contexts():
 
 
 def test_cli_output_size_of_flow_and_rgb_models(tiny_flow_checkpoint,
-                                                reference_dir, tmp_path,
-                                                caplog):
-  target = reference_dir / "example_videos" / "target"
+                                                reference_dir, example_clip_dir,
+                                                tmp_path, caplog):
+  target = example_clip_dir / "target"
   pair = [str(target / "000.jpg"), str(target / "010.jpg")]
   wide = tmp_path / "wide.png"
   Image.fromarray(np.random.default_rng(0).integers(

@@ -226,9 +226,9 @@ README_MOTIONLESS_COLMAP = {"Rac_10": 0.956, "Tac_30": 0.0, "SE3_Auc_30": 0.0}
 
 
 @pytest.mark.slow
-def test_colmap_tps_on_the_reference_example_videos(reference_dir):
+def test_colmap_tps_on_the_reference_example_videos(real_example_dir):
   # About 45 s of CPU with one thread (90 s wall when the 2 cores are shared).
-  videos = reference_dir / "example_videos"
+  videos = real_example_dir
   started = time.perf_counter()
   report = tps_lib.evaluate_tps(videos / "target", videos / "transfer",
                                 oracle="colmap")

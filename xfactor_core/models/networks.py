@@ -2,7 +2,7 @@
 
 Weight-compatible with the published checkpoints (parameter paths and shapes of
 ``official_param_tree.json``) and numerically equal to the published networks
-(golden files in ``shared/reference/parity``). See docs/ARCHITECTURE.md.
+(golden files in ``tests/data/parity``). See docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
