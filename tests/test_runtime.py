@@ -108,3 +108,17 @@ def test_the_app_names_a_faked_gpu(no_gpu, tmp_path, caplog, monkeypatch):
   assert app.main(["--checkpoints", str(tmp_path / "no_such_folder")]) == 2
   warned = _warnings(caplog)
   assert len(warned) == 1 and "dev_nvidia0" in warned[0], warned
+
+
+def test_requirements_gpu_is_requirements_with_the_cuda_build_of_jax():
+  """requirements-gpu.txt (a GPU Space's requirements) pins what
+  requirements.txt pins, with the CUDA build of the same JAX, which is the
+  build the warning's install line names."""
+  def pins(name):
+    return [line.strip() for line in (REPO / name).read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+  cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+  assert "jax==0.10.2" in cpu
+  cuda = runtime.CUDA_INSTALL.split('"')[1]
+  assert cuda == "jax[cuda12]==0.10.2"
+  assert gpu == [cuda if line == "jax==0.10.2" else line for line in cpu]
