@@ -124,3 +124,28 @@ def test_each_code_cell_has_one_line_of_text_and_the_address_is_pyprojects():
   badge = (f"https://colab.research.google.com/github/{owner_repo}/blob/main/"
            "notebooks/xfactor_studio.ipynb")
   assert badge in (REPO / "README.md").read_text()
+
+
+def test_without_a_checkout_the_notebook_takes_an_uploaded_zip(monkeypatch,
+                                                               tmp_path):
+  """The README's "open by upload" path, outside Colab: with no checkout
+  around and a placeholder address, the repository cell asks for the zip,
+  and unpacks it once it lies beside the notebook."""
+  code = _cells(NOTEBOOK, "code")
+  settings, repository = code[0], code[1]
+  assert "/OWNER/" in _repository()  # else the cell clones: not offline
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv("XFACTOR_NOTEBOOK_TEST", raising=False)
+  namespace = {"__name__": "__main__"}
+  _run_code_cells(namespace, [settings])
+  with pytest.raises(RuntimeError, match="put xfactor-studio.zip"):
+    _run_code_cells(namespace, [repository])
+  source = tmp_path / "made" / "xfactor-studio"
+  source.mkdir(parents=True)
+  shutil.copy(REPO / "pyproject.toml", source)
+  shutil.make_archive(str(tmp_path / "xfactor-studio"), "zip",
+                      tmp_path / "made")
+  _run_code_cells(namespace, [repository])
+  assert namespace["REPO"] == tmp_path / "xfactor-studio"
+  _run_code_cells(namespace, [repository])  # run again: finds it unpacked
+  assert namespace["REPO"] == tmp_path / "xfactor-studio"
