@@ -14,7 +14,6 @@ import pathlib
 import re
 import shutil
 import time
-import tomllib
 
 import imageio.v3 as iio
 import pytest
@@ -31,8 +30,14 @@ def _cells(path: pathlib.Path, kind: str) -> list[str]:
 
 
 def _repository() -> str:
-  project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-  return project["urls"]["Repository"]
+  """pyproject.toml's [project.urls] Repository (tomllib is Python 3.11+)."""
+  text = (REPO / "pyproject.toml").read_text()
+  try:
+    import tomllib  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Python 3.10
+    table = text.split("[project.urls]", 1)[1].split("\n[", 1)[0]
+    return re.search(r'^Repository\s*=\s*"([^"]+)"', table, re.M).group(1)
+  return tomllib.loads(text)["project"]["urls"]["Repository"]
 
 
 def _frames(video: pathlib.Path) -> int:
