@@ -71,6 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 uploads)
 
   runtime.enable_compilation_cache()
+  runtime.warn_if_gpu_idle()
   try:
     published = fetch.sources()
     at_start = downloads.names_from_env(

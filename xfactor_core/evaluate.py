@@ -423,6 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   runtime.enable_compilation_cache()
+  runtime.warn_if_gpu_idle()
   try:
     if args.target:
       if not args.context:

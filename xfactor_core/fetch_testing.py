@@ -5,7 +5,9 @@
 after some bytes, answer 403/404, send an HTML page, ignore Range. Every
 request is logged with the bytes it sent. :func:`make_release_archive` builds
 a zip in the published layout (``<folder>/checkpoints-0/...``) from a clu
-checkpoint directory or a state dictionary.
+checkpoint directory or a state dictionary; :func:`publish_tiny_release`
+serves a tiny random model that way and writes the ``XFACTOR_SOURCES`` file
+that points the fetch at it (the notebook's test mode).
 
 Nothing here reaches beyond this machine.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
+import json
 import os
 import pathlib
 import re
@@ -22,9 +25,15 @@ import time
 import zipfile
 from typing import Any, Mapping, Optional, Union
 
+import numpy as np
+
 from xfactor_core import checkpoints, msgpack_stream
 
 PathLike = Union[str, os.PathLike]
+# A tiny model of the published architecture (the fetch tests' size).
+TINY_CONFIG = checkpoints.ModelConfig(features=64, num_heads=4, patch_size=8,
+                                      pose_layers=2, render_layers=2,
+                                      pose_dim=32, num_global_tokens=32)
 
 
 @dataclasses.dataclass
@@ -213,3 +222,52 @@ def make_release_archive(out: PathLike, *, checkpoint_dir: Optional[PathLike]
                         force_zip64=True) as member:
         msgpack_stream.write_tree(member, state)
   return out
+
+
+def tiny_params(config: checkpoints.ModelConfig = TINY_CONFIG, seed: int = 0
+                ) -> dict[str, Any]:
+  """Random params of ``config`` (no flax init: from the expected shapes),
+  small enough that a transfer with them takes a second."""
+  rng = np.random.default_rng(seed)
+  params: dict[str, Any] = {}
+  for network, shapes in checkpoints.expected_shapes(config).items():
+    for path, shape in shapes.items():
+      if path.endswith("scale"):
+        value = np.ones(shape, np.float32)
+      elif path.endswith("bias"):
+        value = np.zeros(shape, np.float32)
+      else:
+        value = (0.02 * rng.standard_normal(shape)).astype(np.float32)
+      node = params.setdefault(network, {})
+      *parents, leaf = path.split("/")
+      for parent in parents:
+        node = node.setdefault(parent, {})
+      node[leaf] = value
+  return params
+
+
+def publish_tiny_release(server: "ArchiveServer", folder: PathLike,
+                         name: str = "sm", image_size: int = 64,
+                         config: checkpoints.ModelConfig = TINY_CONFIG
+                         ) -> dict[str, str]:
+  """Serves a tiny random model as the release archive of ``name``.
+
+  Writes into ``folder`` the archive (published layout, with an optimiser
+  state beside the params as the release has) and a sources file that gives
+  ``name`` the server's address and the tiny model's size.
+
+  Returns:
+    The environment that points the fetch at it: ``{"XFACTOR_SOURCES": ...}``.
+  """
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  params = tiny_params(config)
+  state = {"step": 1, "params": params,
+           "opt_state": {"mu": params, "nu": params}}
+  archive = make_release_archive(folder / f"{name}.zip", state=state,
+                                 folder="stereo_monocular")
+  url = server.serve(f"{name}.zip", archive)
+  sources = folder / "sources.json"
+  sources.write_text(json.dumps({name: {
+      "url": url, "config": config.to_dict(), "image_size": image_size}}))
+  return {"XFACTOR_SOURCES": str(sources)}

@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   runtime.initialize_distributed(config)
   runtime.enable_compilation_cache()
+  runtime.warn_if_gpu_idle()
   try:
     trainer.train_and_evaluate(config, _WORKDIR.value)
   except (trainer.NonFiniteLossError, step_spec.ConfigError,

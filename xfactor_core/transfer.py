@@ -135,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   args = build_parser().parse_args(argv)
   runtime.enable_compilation_cache()
+  runtime.warn_if_gpu_idle()
   try:
     out = run(args)
   except (TransferError, media.MediaError, frame_utils.FrameError,
