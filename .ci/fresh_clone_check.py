@@ -105,11 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1
   print(f"fresh_clone_check: {head[:12]} cloned into {clone}; running: "
         f"{shlex.join(command)}", flush=True)
-  done = subprocess.run(command, cwd=clone, env=env, capture_output=True,
-                        text=True)
-  sys.stdout.write(done.stdout[-6000:])
-  sys.stderr.write(done.stderr[-3000:])
-  counts = summary_counts(done.stdout)
+  # pytest's own output streams through as it runs; its summary is kept.
+  with subprocess.Popen(command, cwd=clone, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True) as done:
+    output = []
+    for line in done.stdout:
+      sys.stdout.write(line)
+      sys.stdout.flush()
+      output.append(line)
+  counts = summary_counts("".join(output[-50:]))
   if args.keep:
     print(f"fresh_clone_check: the clone stays at {clone}")
   else:
