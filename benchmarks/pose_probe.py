@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 from xfactor_core import benchmarking, checkpoints, models
+from xfactor_core.data import motion_pairs
 from xfactor_core.metrics import global_motion
 from xfactor_core.training import objective
 
@@ -96,15 +97,15 @@ def parse_arm(arm: str) -> tuple[str, float]:
 
 def dataset(workdir: pathlib.Path, split: str, motion_factor: float,
             num_clips: int, size: int) -> dict[str, np.ndarray]:
-  """Cached ``global_motion.motion_dataset`` (train: world 0, test: world 1)."""
+  """Cached ``motion_pairs.motion_dataset`` (train: world 0, test: world 1)."""
   path = (workdir / "data" /
           f"{split}_m{motion_factor:g}_n{num_clips}_s{size}.npz")
   if path.is_file():
     with np.load(path) as f:
       return dict(f)
   seed = {"train": 0, "test": 1}[split]
-  data = global_motion.motion_dataset(seed, num_clips, size, GAPS,
-                                      motion_factor)
+  data = motion_pairs.motion_dataset(seed, num_clips, size, GAPS,
+                                     motion_factor)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_suffix(".tmp.npz")
   np.savez(tmp, **data)
