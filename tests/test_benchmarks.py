@@ -1,5 +1,6 @@
 """The benchmark scripts run and report what they measured (no timing asserts)."""
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -7,6 +8,7 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
@@ -112,6 +114,88 @@ def test_pose_probe_trains_arms_and_saves_their_encoders(tmp_path, capsys):
   assert "own_range" in results["correlation@0.5"]["r2"]
   params = checkpoints.load_params(tmp_path / "work" / "correlation@0.5")
   assert "CorrelationStem_0" in params["PoseEnc"]
+  # Each child trained with the flags given here, none at its default.
+  base = probe.ProbeSettings(max_steps=60, size=64, features=32, num_heads=2,
+                             layers=1, pose_dim=8, global_tokens=2,
+                             batch_size=8, peak_lr=3e-3, train_clips=4,
+                             test_clips=4)
+  for arm, pair_input, motion in (("fused", "fused", 1.0),
+                                  ("correlation@0.5", "correlation", 0.5)):
+    assert results[arm]["settings"] == dataclasses.asdict(dataclasses.replace(
+        base, pair_input=pair_input, motion_factor=motion))
+
+
+def _unlike_defaults(probe):
+  """Pose-probe settings with every field away from its default."""
+  other = lambda v: v + "-other" if isinstance(v, str) else v * 2 + 3
+  return probe.ProbeSettings(**{
+      f.name: other(f.default) for f in dataclasses.fields(probe.ProbeSettings)})
+
+
+def test_pose_probe_settings_reach_the_child_whole():
+  """Every setting has a flag, travels to the child's command line as JSON
+  and comes back equal, with its type; a job that lacks a field or has an
+  unknown one is refused instead of falling back to a default."""
+  probe = _load("pose_probe")
+  wanted = _unlike_defaults(probe)
+  defaults = probe.ProbeSettings()
+  fields = dataclasses.fields(probe.ProbeSettings)
+  assert all(getattr(wanted, f.name) != getattr(defaults, f.name)
+             for f in fields)
+  flags = ["--workdir", "w", "--arms", "conv@0.5"]
+  for f in fields:
+    if f.name not in probe.ARM_FIELDS:
+      flags += [f"--{f.name.replace('_', '-')}", str(getattr(wanted, f.name))]
+  args = probe.parse_args(flags)
+  base = probe.settings_from_args(args)
+  assert base == dataclasses.replace(wanted, pair_input=defaults.pair_input,
+                                     motion_factor=defaults.motion_factor)
+  jobs = probe.arm_jobs("w", base, args.arms)
+  assert list(jobs) == ["conv@0.5"]
+  job = jobs["conv@0.5"]
+  assert job.settings == dataclasses.replace(base, pair_input="conv",
+                                             motion_factor=0.5)
+  command = probe.arm_command(job)
+  assert command[1] == probe.__file__
+  child = probe.parse_args(command[2:])
+  received = probe.ArmJob.from_json(child.run_arm)
+  assert received == job
+  for f in fields:
+    assert type(getattr(received.settings, f.name)) is type(f.default), f.name
+  values = json.loads(job.to_json())
+  del values["settings"]["peak_lr"]
+  with pytest.raises(ValueError, match="missing.*peak_lr"):
+    probe.ArmJob.from_json(json.dumps(values))
+  values["settings"].update(peak_lr=1e-3, learning_rate=1e-3)
+  with pytest.raises(ValueError, match="unknown.*learning_rate"):
+    probe.ArmJob.from_json(json.dumps(values))
+
+
+def test_pose_probe_steps_and_batches():
+  """The step count follows the time budget unless max_steps is set, and a
+  mirrored training pair carries the mirrored terms."""
+  probe = _load("pose_probe")
+  assert probe.step_count(probe.ProbeSettings(minutes=1.0), 0.5) == 120
+  assert probe.step_count(probe.ProbeSettings(minutes=1.0), 60.0) == 10
+  assert probe.step_count(probe.ProbeSettings(max_steps=7), 0.5) == 7
+  rng = np.random.default_rng(0)
+  train = {"frames": rng.integers(0, 256, (4, 2, 8, 8, 3), dtype=np.uint8),
+           "terms": rng.normal(size=(4, 5)).astype(np.float32)}
+  frames, terms = probe.sample_batch(np.random.default_rng(1), train, 64,
+                                     np.zeros(5), np.ones(5))
+  mirrored = 0
+  for pair, term in zip(frames, terms):
+    plain = [i for i in range(4) if np.array_equal(pair, train["frames"][i])]
+    flipped = [i for i in range(4)
+               if np.array_equal(pair, train["frames"][i][:, :, ::-1])]
+    assert len(plain) + len(flipped) == 1
+    if flipped:
+      mirrored += 1
+      expected = probe.global_motion.flip_terms(train["terms"][flipped[0]])
+    else:
+      expected = train["terms"][plain[0]]
+    np.testing.assert_allclose(term, expected, rtol=1e-6)
+  assert 10 < mirrored < 54
 
 
 def test_app_benchmark_published_mode_fetches_and_streams(tmp_path):

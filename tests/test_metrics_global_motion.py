@@ -1,4 +1,4 @@
-"""The global image motion of frame pairs: the robust fit and the data set."""
+"""The global image motion of frame pairs: the robust fit and its scores."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -64,20 +64,3 @@ def test_r2_is_one_for_the_truth_and_zero_for_the_mean():
   scores = global_motion.ridge_r2(x[:150], y[:150], x[150:], y[150:], 1e-3)
   assert min(scores[t] for t in global_motion.TERMS[:4]) > 0.99
   assert scores["parallax"] < 0.2  # noise is not predictable
-
-
-def test_the_data_set_pairs_frames_with_their_motion():
-  data = global_motion.motion_dataset(3, 6, SIZE, gaps=(1, 3))
-  n = len(data["frames"])
-  assert data["frames"].shape == (n, 2, SIZE, SIZE, 3)
-  assert data["frames"].dtype == np.uint8 and data["terms"].shape == (n, 5)
-  assert set(data["gap"]) <= {1, 3} and 6 <= n <= 12
-  assert np.all(data["visible"] >= global_motion.MIN_VISIBLE)
-  assert np.all(np.isfinite(data["terms"])) and np.all(data["terms"][:, 4] >= 0)
-  # Farther frames move more: the shift grows with the gap on average.
-  shift = np.hypot(data["terms"][:, 0], data["terms"][:, 1])
-  assert shift[data["gap"] == 3].mean() > shift[data["gap"] == 1].mean()
-  small = global_motion.motion_dataset(3, 6, SIZE, gaps=(1, 3),
-                                       motion_factor=0.2)
-  small_shift = np.hypot(small["terms"][:, 0], small["terms"][:, 1])
-  assert small_shift.mean() < 0.5 * shift.mean()

@@ -1,6 +1,6 @@
 """Tests of the synthetic world's knobs (scene_sampling.WorldSettings), its
-photo scenes and depth output, the photos (data/photos.py) and the training
-curriculum (training.inputs.WorldSchedule)."""
+photo scenes, depth output and true flow (data/true_flow.py), the photos
+(data/photos.py) and the training curriculum (training.inputs.WorldSchedule)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from xfactor_core.app import make_presets
-from xfactor_core.data import photos, scene_render, scene_sampling, synthetic
-from xfactor_core.training import inputs, objective
+from xfactor_core.data import (photos, scene_render, scene_sampling, synthetic,
+                               true_flow)
+from xfactor_core.training import inputs
 
 SIZE = 64
 World = scene_sampling.WorldSettings
@@ -89,7 +90,7 @@ def test_depth_matches_the_geometry():
                                 np.asarray(batch["frames"]))
   # The depth warps the context onto the target (ground-truth flow).
   frames = np.asarray(batch["frames"], np.float32) / 127.5 - 1.0
-  offset, visible = objective.ground_truth_flow(
+  offset, visible = true_flow.ground_truth_flow(
       batch["depth"], batch["camera_from_world"], batch["intrinsics"][:, 0])
   from xfactor_core.models import flow
   coords = flow.pixel_grid(SIZE, SIZE) + offset

@@ -12,14 +12,12 @@ from the world's depth and cameras, and the parallax that the fit leaves.
   image plane), log_scale (log of the zoom), parallax (RMS residual flow of
   the visible pixels after the fit, normalised units).
 
-``motion_dataset`` renders frame pairs with these targets; ``r2_scores`` and
-``ridge_r2`` score predictions of them (used by ``benchmarks/pose_probe.py``
-and the trainer's probe of latent poses).
+``data.motion_pairs`` renders frame pairs labelled with these terms;
+``r2_scores`` and ``ridge_r2`` score predictions of them (used by
+``benchmarks/pose_probe.py`` and the trainer's probe of latent poses).
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +27,6 @@ TERMS = ("shift_x", "shift_y", "rotation", "log_scale", "parallax")
 FIT_STRIDE = 4  # Fit on every 4th pixel of each axis.
 ROBUST_SCALE = 0.05  # Cauchy weight scale of the residual (normalised units).
 FIT_ITERATIONS = 4  # Re-weighted least-squares rounds.
-MIN_VISIBLE = 0.25  # Pairs that share less of the view are left out.
 
 
 def fit_similarity(offset: jax.Array, visible: jax.Array
@@ -39,7 +36,7 @@ def fit_similarity(offset: jax.Array, visible: jax.Array
   Args:
     offset: ``B x S x S x 2``: where each target pixel lies in the other
       frame, minus its own position (normalised coordinates, x then y), as
-      ``training.objective.ground_truth_flow`` gives it.
+      ``data.true_flow.ground_truth_flow`` gives it.
     visible: ``B x S x S`` bool, the pixels seen in both frames.
 
   Returns:
@@ -85,55 +82,6 @@ def fit_similarity(offset: jax.Array, visible: jax.Array
                      parallax], axis=-1)
   fraction = mask.mean(1)
   return jnp.where(fraction[:, None] > 0, terms, 0.0), fraction
-
-
-def _pair_terms(depth, camera_from_world, intrinsics):
-  from xfactor_core.training import objective  # pylint: disable=g-import-not-at-top
-  offset, visible = objective.ground_truth_flow(depth, camera_from_world,
-                                                intrinsics)
-  return fit_similarity(offset[:, 0], visible[:, 0])
-
-
-_pair_terms_jit = jax.jit(_pair_terms)
-
-
-def motion_dataset(seed: int, num_clips: int, size: int,
-                   gaps: Sequence[int] = (1, 2, 3), motion_factor: float = 1.0,
-                   chunk: int = 32) -> dict[str, np.ndarray]:
-  """Frame pairs of the synthetic world with their global-motion terms.
-
-  Clips of ``max(gaps) + 1`` frames from world ``seed`` give the pairs
-  (frame 0, frame g) for every gap g; pairs that share less than
-  ``MIN_VISIBLE`` of the view are dropped.
-
-  Returns:
-    ``frames`` ``N x 2 x S x S x 3`` uint8, ``terms`` ``N x 5`` float32
-    (``TERMS``), ``gap`` ``N`` int32, ``visible`` ``N`` float32 and
-    ``clip`` ``N`` int32 (the clip each pair came from).
-  """
-  from xfactor_core.data import scene_sampling, synthetic  # pylint: disable=g-import-not-at-top
-  world = scene_sampling.WorldSettings(motion_factor=float(motion_factor))
-  num_frames = max(gaps) + 1
-  out = {k: [] for k in ("frames", "terms", "gap", "visible", "clip")}
-  key = jax.random.key(seed)
-  for start in range(0, num_clips, chunk):
-    count = min(chunk, num_clips - start)
-    batch = synthetic.sample_batch(jax.random.fold_in(key, start), count,
-                                   num_frames, size, world=world,
-                                   with_depth=True)
-    for gap in gaps:
-      pick = jnp.array([0, gap])
-      terms, visible = _pair_terms_jit(batch["depth"][:, pick],
-                                       batch["camera_from_world"][:, pick],
-                                       batch["intrinsics"][:, 0])
-      out["frames"].append(np.asarray(batch["frames"][:, pick]))
-      out["terms"].append(np.asarray(terms, np.float32))
-      out["gap"].append(np.full(count, gap, np.int32))
-      out["visible"].append(np.asarray(visible, np.float32))
-      out["clip"].append(np.arange(start, start + count, dtype=np.int32))
-  data = {k: np.concatenate(v) for k, v in out.items()}
-  keep = data["visible"] >= MIN_VISIBLE
-  return {k: v[keep] for k, v in data.items()}
 
 
 def flip_terms(terms: np.ndarray) -> np.ndarray:

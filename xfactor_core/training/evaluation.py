@@ -14,8 +14,8 @@ With ``config.eval.transfer_pairs`` it also renders scene pairs filmed along
 the same camera path and reports the transfer PSNR against the true frames
 (``eval/transfer_psnr``, picture ``step_NNNNNNN_transfer.png``).
 With ``config.eval.motion_probe_clips`` it fits a ridge probe from the latent
-poses of held-out frame pairs to their global image motion
-(``metrics.global_motion``) and reports its R2 per term on other pairs
+poses of held-out frame pairs (``data.motion_pairs``) to their global image
+motion (``metrics.global_motion``) and reports its R2 per term on other pairs
 (``eval/probe_r2_shift_x`` ...): whether the latents carry the motion a
 viewer sees, long before the renderer uses it. ``eval.stop_step`` and
 ``eval.stop_below_shift_r2`` stop a run whose mean shift R2 is still below
@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh
 from PIL import Image
 
+from xfactor_core.data import motion_pairs
 from xfactor_core.inference import media
 from xfactor_core.metrics import global_motion
 from xfactor_core.metrics import image as image_metrics
@@ -177,7 +178,7 @@ class Evaluator:
       return {}
     seed = int(self._pair_args[0]) + MOTION_PROBE_SEED_OFFSET
     if self._probe_data is None:
-      self._probe_data = [global_motion.motion_dataset(
+      self._probe_data = [motion_pairs.motion_dataset(
           seed + i, self._probe_clips, self._image_size) for i in (0, 1)]
     params = jax.tree.map(sharding.to_host, pose_params)
     latents = [np.concatenate([np.asarray(self._encode(params,

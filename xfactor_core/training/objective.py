@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xfactor_core.data import true_flow
 from xfactor_core.metrics import image as image_metrics
 
 Params = Any
@@ -424,56 +425,6 @@ def gradient_l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
                 + jnp.mean(jnp.abs(dy(prediction) - dy(target)), axis=(1, 2, 3)))
 
 
-# ------------------------------------------------- ground-truth flow (aux) --
-
-
-def ground_truth_flow(depth: jax.Array, camera_from_world: jax.Array,
-                      intrinsics: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Where every target pixel lies in each context view (synthetic world).
-
-  Args:
-    depth: ``B x V x S x S`` camera-frame depth of every pixel, views ordered
-      ``[context..., target]``.
-    camera_from_world: ``B x V x 4 x 4`` (OpenCV cameras).
-    intrinsics: ``B x 3 x 3`` pixel intrinsics (pixel centres at integers).
-
-  Returns:
-    ``(offset B x (V-1) x S x S x 2, visible B x (V-1) x S x S)``: the
-    sampling offsets of the flow head (normalised coordinates, the image
-    spanning [-1, 1]) that bring each target pixel's surface point from each
-    context view, and whether that point is in front of the context camera,
-    inside its image and not hidden there (its depth agrees with the context
-    view's depth map to 3%).
-  """
-  from xfactor_core.models import flow  # pylint: disable=g-import-not-at-top
-  size = depth.shape[-1]
-  grid = flow.pixel_grid(size, size)  # S S 2 normalised
-  pixels = (grid + 1.0) * (0.5 * size) - 0.5  # pixel coordinates (u, v)
-  fx, fy = intrinsics[:, 0, 0], intrinsics[:, 1, 1]
-  cx, cy = intrinsics[:, 0, 2], intrinsics[:, 1, 2]
-  per = lambda a: a[:, None, None]
-  d = depth[:, -1]  # B S S
-  camera = jnp.stack([(pixels[..., 0] - per(cx)) / per(fx) * d,
-                      (pixels[..., 1] - per(cy)) / per(fy) * d, d], -1)
-  target_pose = camera_from_world[:, -1]
-  world = jnp.einsum("bji,bhwj->bhwi", target_pose[:, :3, :3],
-                     camera - target_pose[:, None, None, :3, 3])
-  context_pose = camera_from_world[:, :-1]  # B N 4 4
-  in_context = (jnp.einsum("bnij,bhwj->bnhwi", context_pose[..., :3, :3],
-                           world) + context_pose[:, :, None, None, :3, 3])
-  z = in_context[..., 2]
-  safe_z = jnp.where(z > 1e-3, z, 1.0)
-  u = per(fx)[:, None] * in_context[..., 0] / safe_z + per(cx)[:, None]
-  v = per(fy)[:, None] * in_context[..., 1] / safe_z + per(cy)[:, None]
-  coords = jnp.stack([(u + 0.5) * (2.0 / size) - 1.0,
-                      (v + 0.5) * (2.0 / size) - 1.0], -1)  # B N S S 2
-  sample = jax.vmap(jax.vmap(flow.sample_bilinear))
-  seen_depth = sample(depth[:, :-1, ..., None], coords)[..., 0]
-  visible = ((z > 0.05) & jnp.all(jnp.abs(coords) < 1.0, axis=-1)
-             & (jnp.abs(seen_depth - z) < 0.03 * z))
-  return jax.lax.stop_gradient(coords - grid), visible
-
-
 def flow_supervision_weight(settings: ObjectiveSettings,
                             step: jax.Array) -> jax.Array:
   """The auxiliary flow term's weight at optimiser step ``step``."""
@@ -566,7 +517,7 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
     # and self-decoding (same keys, same choices).
     ordered = lambda x: self_decode(decode_key, order_views(
         order_key, x, batch["reference"]), settings.self_decode_prob)[0]
-    offset, visible = ground_truth_flow(
+    offset, visible = true_flow.ground_truth_flow(
         ordered(batch["depth"]), ordered(batch["camera_from_world"]),
         batch["intrinsics"])
     error = jnp.linalg.norm(aux["field"].offset - offset, axis=-1)
