@@ -23,11 +23,18 @@ for the model and for baselines measured in the same run, in one table:
   correlation of the global optical-flow signals of the transferred clip and
   B's ground-truth clip, ``flow_magnitude_ratio`` (how much it moves, 1 = as
   much as the ground truth) and ``sharpness_ratio`` (its detail against the
-  ground truth's).
+  ground truth's); ``target_flow_corr`` / ``target_flow_magnitude_ratio``,
+  the same against A's clip (the motion source), and
+  ``photo_sharpness_ratio``, its detail against B's context photo's own.
 
 Baselines: ``copy_context`` (no motion: the context frame repeated),
-``shuffled_latents`` (the same model driven by another pair's motion) and
-``random_model`` (the same architecture, randomly initialised).
+``shuffled_latents`` (the same model driven by another pair's motion),
+``random_model`` (the same architecture, randomly initialised) and
+``classical_homography``, a yardstick that no training moves
+(``xfactor_core.metrics.classical_warp``): ORB + RANSAC homographies between
+consecutive frames of A's clip, chained to the reference frame and applied to
+the context photo (``homography_failures``: steps per pair that matched too
+few features and were taken as the identity).
 
 A latent-pose probe fits a ridge regression from latent poses to ground-truth
 relative rotations (projected onto SO(3)) and translations on training
@@ -39,8 +46,12 @@ holding ``target/`` frames of a real video and ``transfer/`` frames of the
 published model's transfer of its motion into another scene) it also
 transfers the target's motion onto ``transfer/000.jpg`` and compares the
 result with the published transfer: PSNR, motion and sharpness scores, and
-TPS against the target with the COLMAP oracle. Flow models render this at the
-published frames' size, sampled from the full-resolution context.
+TPS against the target with the COLMAP oracle. It also scores the motion
+against the target clip itself (``target_flow_corr``,
+``target_flow_magnitude_ratio``) and the detail against the context photo's
+(``photo_sharpness_ratio``), with ``classical_homography`` as a row. Flow
+models render this at the published frames' size, sampled from the
+full-resolution context.
 """
 
 from __future__ import annotations
@@ -64,16 +75,22 @@ from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferPipeline,
                                              reference_order)
 import xfactor_core.metrics as metrics_lib
-from xfactor_core.metrics import global_motion, image, motion, oracles
+from xfactor_core.metrics import (classical_warp, global_motion, image, motion,
+                                  oracles)
 
-METHODS = ("model", "copy_context", "shuffled_latents", "random_model")
+METHODS = ("model", "copy_context", "shuffled_latents", "random_model",
+           "classical_homography")
 TPS_KEYS = ("Rac_3", "Rac_5", "Rac_10", "Rac_30", "Tac_3", "Tac_5", "Tac_10",
             "Tac_30", "Rot_Auc_30", "Trans_Auc_30", "SE3_Auc_30")
 TABLE_KEYS = ("recon_psnr", "recon_ssim", "transfer_psnr", "transfer_ssim",
               "flow_corr", "flow_magnitude_ratio", "sharpness_ratio",
+              "target_flow_corr", "target_flow_magnitude_ratio",
+              "photo_sharpness_ratio", "homography_failures",
               "Rac_10", "Tac_30", "SE3_Auc_30", "tps_ok_fraction")
 REAL_CLIP_KEYS = ("psnr", "flow_corr", "flow_magnitude_ratio",
-                  "sharpness_ratio", "registered_both", "Rac_10", "Tac_30",
+                  "sharpness_ratio", "target_flow_corr",
+                  "target_flow_magnitude_ratio", "photo_sharpness_ratio",
+                  "homography_failures", "registered_both", "Rac_10", "Tac_30",
                   "SE3_Auc_30")
 PROBE_SEED_OFFSET = 7919  # probe sequences come from worlds seed + offset (+1)
 
@@ -170,6 +187,48 @@ def _tps_scores(oracle: Optional[oracles.PoseOracle], generated: np.ndarray,
           "tps_ok_fraction": 1.0, "tps_registered": registered}
 
 
+def target_motion_scores(generated: np.ndarray, target: np.ndarray,
+                         photo: np.ndarray) -> dict[str, float]:
+  """Scores against the motion source and the context photo, not a ground truth.
+
+  Args:
+    generated: ``N x H x W x 3`` uint8, the rendered clip.
+    target: ``N x h x w x 3`` uint8, the clip whose motion was transferred
+      (square, as the model saw it).
+    photo: ``P x H' x W' x 3`` uint8, the context photo(s).
+
+  Returns:
+    ``target_flow_corr`` / ``target_flow_magnitude_ratio`` (DIS flow at
+    ``motion.FLOW_SIZE``: global dx, dy and divergence per step, as
+    ``motion.motion_scores`` measures them) and ``photo_sharpness_ratio``
+    (mean Sobel magnitude of the clip over the photo's).
+  """
+  scores = motion.motion_scores(generated, target)
+  return {"target_flow_corr": scores["flow_corr"],
+          "target_flow_magnitude_ratio": scores["flow_magnitude_ratio"],
+          "photo_sharpness_ratio": (motion.sharpness(generated)
+                                    / max(motion.sharpness(photo), 1e-6))}
+
+
+def classical_clip(target: np.ndarray, photo: np.ndarray, size: int,
+                   reference: int = 0) -> tuple[np.ndarray, int]:
+  """The classical yardstick: the target's chained homographies on a photo.
+
+  Args:
+    target: ``N x h x w x 3`` uint8 frames whose motion is read.
+    photo: ``H x W x 3`` float in [-1, 1] (or uint8), standing in for the
+      target's frame ``reference``.
+    size: output side.
+    reference: the target frame the photo stands for.
+
+  Returns:
+    (``N x size x size x 3`` of the photo's dtype, number of failed steps).
+  """
+  chain = classical_warp.homography_chain(target)
+  homographies = classical_warp.rebase(chain.homographies, reference)
+  return classical_warp.warp_photo(photo, homographies, size), chain.num_failed
+
+
 def _mean_rows(per_pair: dict[str, list[dict[str, float]]]) -> dict[str, dict]:
   rows = {}
   for method, entries in per_pair.items():
@@ -202,7 +261,15 @@ def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
     gt = a["camera_from_world"]
     for method in METHODS:
       r = renderers["random_model" if method == "random_model" else "model"]
-      if method == "copy_context":
+      failures = None
+      if method == "classical_homography":
+        source = frame_utils.to_uint8(r.pipe.prepare(a["frames"]))
+        side = r.pipe.image_size
+        rec, failures = classical_clip(
+            source, r.pipe.prepare(a["frames"][r.ref:r.ref + 1])[0], side, r.ref)
+        trans, _ = classical_clip(
+            source, r.pipe.prepare(b["frames"][r.ref:r.ref + 1])[0], side, r.ref)
+      elif method == "copy_context":
         rec = np.broadcast_to(r.pipe.prepare(a["frames"][r.ref:r.ref + 1]),
                               (settings.num_frames,) + (r.pipe.image_size,) * 2 + (3,))
         trans = np.broadcast_to(r.pipe.prepare(b["frames"][r.ref:r.ref + 1]),
@@ -224,6 +291,11 @@ def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
       generated = frame_utils.to_uint8(trans)
       entry.update(motion.motion_scores(
           generated, frame_utils.to_uint8(r.pipe.prepare(b["frames"]))))
+      entry.update(target_motion_scores(
+          generated, frame_utils.to_uint8(r.pipe.prepare(a["frames"])),
+          frame_utils.to_uint8(r.pipe.prepare(b["frames"][r.ctx_idx]))))
+      if failures is not None:
+        entry["homography_failures"] = float(failures)
       if settings.tps_pairs < 0 or i < settings.tps_pairs:
         entry.update(_tps_scores(oracle, generated, gt))
       per_pair[method].append(entry)
@@ -356,10 +428,14 @@ def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
   """The real-clip section: ``folder/target`` transferred onto
   ``folder/transfer/000.jpg``, scored against ``folder/transfer``.
 
-  Returns rows ``model`` and ``copy_context`` (the context repeated) with
-  ``psnr`` (frames 1.., against the published transfer), the motion and
-  sharpness scores against the published transfer, and TPS of the generated
-  clip against the target (the oracle's poses of both).
+  Returns rows ``model``, ``copy_context`` (the context repeated) and
+  ``classical_homography`` (the target's chained ORB homographies applied to
+  the context, ``classical_clip``) with ``psnr`` (frames 1.., against the
+  published transfer), the motion and sharpness scores against the published
+  transfer, ``target_flow_corr`` / ``target_flow_magnitude_ratio`` against
+  the target clip itself (centre-cropped square as the model sees it),
+  ``photo_sharpness_ratio`` against the context photo, and TPS of the
+  generated clip against the target (the oracle's poses of both).
   """
   folder = pathlib.Path(folder)
   target = _read_folder(folder / "target")
@@ -377,12 +453,19 @@ def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
     frames = frame_utils.prepare_frames(
         frame_utils.to_uint8(pipe.render(pipe.prepare(context), path)), size)
   reference = frame_utils.prepare_frames(published, size)
+  target_square = frame_utils.to_uint8(frame_utils.prepare_frames(target, size))
+  photo = frame_utils.to_uint8(reference[:1])
+  classical, failures = classical_clip(target_square, reference[0], size)
   rows = {}
   still = np.broadcast_to(reference[:1], reference.shape)
-  for method, clip in (("model", frames), ("copy_context", still)):
+  for method, clip in (("model", frames), ("copy_context", still),
+                       ("classical_homography", classical)):
     generated = frame_utils.to_uint8(clip)
     row = {"psnr": float(np.mean(image.psnr(clip[1:], reference[1:])))}
     row.update(motion.motion_scores(generated, published))
+    row.update(target_motion_scores(generated, target_square, photo))
+    if method == "classical_homography":
+      row["homography_failures"] = float(failures)
     if oracle != "none":
       report = metrics_lib.evaluate_tps(target, generated, oracle)
       row["registered_both"] = float(report.common.sum())
@@ -468,7 +551,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table += "\n\n" + to_markdown(
         {"rows": result["real_clip"], "settings": {
             "target": f"{result['settings']['real_clip']}/target onto "
-                      "transfer/000.jpg, against the published transfer",
+                      "transfer/000.jpg, against the published transfer "
+                      "(target_*: against target/ itself, photo_*: against "
+                      "transfer/000.jpg)",
             "num_frames": None, "oracle": args.oracle}}, REAL_CLIP_KEYS)
   print(table)
   if args.json:
