@@ -618,7 +618,8 @@ def _mirror_help(model: PublishedModel) -> str:
       f"'python -m xfactor_core.fetch --export {model.name} {model.name}.zip' "
       "writes its params-only archive; upload it to a Hugging Face Hub model "
       f"repository and set {model.url_env}=https://huggingface.co/<user>/"
-      f"<repo>/resolve/main/{model.name}.zip (README.md, 'A mirror'). Or "
+      f"<repo>/resolve/main/{model.name}.zip (README.md, 'A mirror for busy "
+      "hosts'). Or "
       "download the archive by hand and install it with "
       f"'python -m xfactor_core.fetch {model.name} --url /path/to/archive.zip'")
 
@@ -1399,7 +1400,7 @@ def export(name: str, out: PathLike, root: Optional[PathLike] = None
   params alone (``<name>/checkpoints-0/{checkpoint,ckpt-N.flax}`` and its
   ``model.json``): about a third of the release's size, and what
   ``fetch --url`` accepts and verifies like any other archive. For hosting a
-  mirror (README.md, "A mirror").
+  mirror (README.md, "A mirror for busy hosts").
 
   Returns:
     ``(the archive, its SHA-256)``: give the digest with the mirror's address
@@ -1425,7 +1426,8 @@ def export(name: str, out: PathLike, root: Optional[PathLike] = None
     with open(weights, "rb") as src, zf.open(prefix + weights.name, "w",
                                               force_zip64=True) as dst:
       shutil.copyfileobj(src, dst, CHUNK_BYTES)
-    zf.write(folder / checkpoints.MODEL_INFO, f"{name}/{checkpoints.MODEL_INFO}")
+    zf.write(folder / checkpoints.MODEL_INFO,
+             f"{name}/{checkpoints.MODEL_INFO}")
   with open(tmp, "rb+") as handle:
     checkpoints.fsync_file(handle)
   _rename(tmp, out)

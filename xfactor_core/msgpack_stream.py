@@ -70,7 +70,8 @@ class _Reader:
 def _decode_ext(code: int, data: bytes) -> Any:
   """One ext object, decoded by flax's own decoder, so that every dtype flax
   writes (``bfloat16`` included) reads back as flax reads it."""
-  return serialization._msgpack_ext_unpack(code, data)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  return serialization._msgpack_ext_unpack(code, data)
 
 
 # Fixed-size scalars by first byte: nil, false, true, floats, ints.
