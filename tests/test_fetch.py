@@ -519,6 +519,19 @@ def test_a_web_page_without_its_type_is_named_a_web_page(home, server,
   _assert_nothing_installed(home)
 
 
+def test_a_web_page_on_resume_keeps_the_partial_download(home, server,
+                                                         archive):
+  url, cut = _partial_download(server, archive)
+  server.update("sm.zip", html=True)  # the host's traffic-limit page
+  with pytest.raises(fetch.FetchError, match="web page .* wait"):
+    fetch.fetch("sm", url=url)
+  assert (home / "downloads" / "sm.zip.part").stat().st_size == cut
+  server.update("sm.zip", html=False)  # waiting worked: it resumes
+  fetch.fetch("sm", url=url)
+  assert server.requests[-1].range == f"bytes={cut}-"
+  assert server.requests[-1].sent == archive.stat().st_size - cut
+
+
 # ----------------------------------------------------------- one pass --
 
 

@@ -63,6 +63,7 @@ import pathlib
 import re
 import shutil
 import socket
+import stat
 import sys
 import time
 import urllib.error
@@ -251,7 +252,7 @@ def _test_kill(point: str, handle: Any = None) -> None:
   os._exit(KILLED_EXIT)  # no cleanup, no finally blocks: like SIGKILL
 
 
-def _retrying(action: Callable[[], T], tries: int = 6,
+def _retrying(action: Callable[[], T], tries: int = 7,
               wait: float = 0.05) -> T:
   """``action()``, tried again for about 3 s while it raises PermissionError:
   Windows refuses to rename or delete a file that another process (a virus
@@ -272,10 +273,20 @@ def _rename(source: pathlib.Path, target: pathlib.Path) -> None:
   _retrying(lambda: os.replace(source, target))
 
 
+def _writable_again(function: Callable[[str], Any], path: str,
+                    _: Any) -> None:
+  """``rmtree``'s error handler: Windows will not delete a read-only file, so
+  make it writable and try once more."""
+  os.chmod(path, stat.S_IWRITE | stat.S_IREAD)
+  function(path)
+
+
 def _delete_tree(folder: pathlib.Path) -> None:
-  """Deletes a folder (retried while Windows holds a file of it open)."""
+  """Deletes a folder (read-only files too; retried while Windows holds a
+  file of it open)."""
+  handler = "onexc" if sys.version_info >= (3, 12) else "onerror"
   if folder.exists():
-    _retrying(lambda: shutil.rmtree(folder))
+    _retrying(lambda: shutil.rmtree(folder, **{handler: _writable_again}))
 
 
 def _move_aside(folder: pathlib.Path, why: str) -> pathlib.Path:
@@ -914,7 +925,7 @@ def _stream_body(response: http.client.HTTPResponse, partial: _Partial,
         if not block:
           continue
       if partial.have == 0:
-        _check_first_bytes(block, response, partial, model, url)
+        _check_first_bytes(block, response, model, url)
       out.write(block)
       partial.digest.update(block)
       partial.have += len(block)
@@ -926,12 +937,10 @@ def _stream_body(response: http.client.HTTPResponse, partial: _Partial,
 
 
 def _check_first_bytes(block: bytes, response: http.client.HTTPResponse,
-                       partial: _Partial, model: PublishedModel,
-                       url: str) -> None:
+                       model: PublishedModel, url: str) -> None:
   """The archive must start as a zip does; a web page is named as such."""
   if block.startswith(ZIP_MAGIC):
     return
-  partial.discard()
   if _is_web_page("", block):
     raise _web_page_error(
         model, url, response.headers.get("Content-Type") or "no type given")
@@ -965,8 +974,7 @@ def _download_once(model: PublishedModel, url: str, partial: _Partial,
     raise
   with response:
     content_type = response.headers.get("Content-Type", "")
-    if _is_web_page(content_type):
-      partial.discard()
+    if _is_web_page(content_type):  # the kept bytes stay, for a later resume
       raise _web_page_error(model, url, content_type)
     skip = _body_offset(response, partial)
     total = partial.meta.get("total")
@@ -976,6 +984,9 @@ def _download_once(model: PublishedModel, url: str, partial: _Partial,
     progress(Progress(model.name, "downloading", partial.have, total))
     try:
       _stream_body(response, partial, skip, model, url, progress)
+    except FetchError:  # not an archive: its first bytes are worth nothing
+      partial.discard()  # (after _stream_body closed it: Windows)
+      raise
     except OSError as e:
       if _is_disk_full(e):
         raise _disk_full(e, root) from None
