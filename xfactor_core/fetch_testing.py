@@ -213,11 +213,14 @@ class ArchiveServer:
         sent += len(block)
         if behaviour.delay:
           time.sleep(behaviour.delay)
+    self._log(handler, status, sent)  # first: the client may be gone
     if sent < size - start:
       handler.close_connection = True
-      handler.wfile.flush()
-      handler.connection.shutdown(2)  # the cut: the client sees an early end
-    self._log(handler, status, sent)
+      try:
+        handler.wfile.flush()
+        handler.connection.shutdown(2)  # the cut: the client sees an early end
+      except OSError:  # the client hung up first
+        pass
 
 
   def _answer_not_now(self, handler: http.server.BaseHTTPRequestHandler,
