@@ -838,3 +838,16 @@ def test_an_exported_model_is_a_mirror_that_fetch_installs(
   with pytest.raises(fetch.FetchError, match="nothing to export; fetch it "
                                              "first"):
     fetch.export("sm", tmp_path / "x.zip")
+
+
+def test_a_bad_download_is_deleted_and_the_advice_to_fetch_again_works(
+    home, server, archive, tmp_path):
+  url = server.serve("sm.zip", _corrupt_member(archive, tmp_path))
+  with pytest.raises(fetch.FetchError, match="The download was deleted: run "
+                                             "the fetch again"):
+    fetch.fetch("sm", url=url)
+  _assert_nothing_installed(home)
+  server.update("sm.zip", file=archive)  # the host serves the right bytes
+  path = fetch.fetch("sm", url=url)
+  assert server.requests[-1].range is None  # afresh, as the message said
+  assert fetch.installed_path("sm", home) == path

@@ -1316,10 +1316,26 @@ def _verify(model: PublishedModel, archive: _Archive,
             ) -> tuple[checkpoints.Params, int, str]:
   """The digest, then the params tree; bad downloaded bytes are deleted, so
   that the next try starts afresh."""
+  _check_digest_or_discard(archive, expected, model)
+  report(Progress(model.name, "verifying"))
+  try:
+    return read_archive_params(archive.path, model)
+  except FetchError as e:
+    if archive.download is None:
+      raise FetchError(f"{e} Download the archive again, or give --url "
+                       "another copy.") from None
+    archive.download.discard()
+    raise FetchError(
+        f"{e} The download was deleted: run the fetch again to download it "
+        "afresh; if it fails the same way, the address serves another file: "
+        f"point {model.url_env} (or --url) at the release archive.") from None
+
+
+def _check_digest_or_discard(archive: _Archive, expected: Optional[str],
+                             model: PublishedModel) -> None:
+  """:func:`_check_digest`; a download that fails it is deleted."""
   try:
     _check_digest(archive.sha256, expected, model)
-    report(Progress(model.name, "verifying"))
-    return read_archive_params(archive.path, model)
   except FetchError:
     if archive.download is not None:
       archive.download.discard()
