@@ -627,8 +627,8 @@ def _mirror_help(model: PublishedModel) -> str:
   return (
       f"Or use a mirror: on a machine that has {model.name} installed, "
       f"'python -m xfactor_core.fetch --export {model.name} {model.name}.zip' "
-      "writes its params-only archive; upload it to a Hugging Face Hub model "
-      f"repository and set {model.url_env}=https://huggingface.co/<user>/"
+      "writes its params-only archive; upload it to a public Hugging Face Hub "
+      f"model repository and set {model.url_env}=https://huggingface.co/<user>/"
       f"<repo>/resolve/main/{model.name}.zip (README.md, 'A mirror for busy "
       "hosts'). Or "
       "download the archive by hand and install it with "
@@ -1570,8 +1570,8 @@ def _export_command(name: str, out: str, root: pathlib.Path) -> None:
   model = source(name)
   logging.info(
       "wrote %s (%s, SHA-256 %s). To serve it as a mirror, upload it to a "
-      "Hugging Face Hub model repository (huggingface-cli upload <user>/<repo>"
-      " %s) and set %s=https://huggingface.co/<user>/<repo>/resolve/main/%s "
+      "public Hugging Face Hub model repository (hf upload <user>/<repo> %s) "
+      "and set %s=https://huggingface.co/<user>/<repo>/resolve/main/%s "
       "%s=%s", path, format_bytes(path.stat().st_size), digest, path,
       model.url_env, path.name, model.sha256_env, digest)
 
