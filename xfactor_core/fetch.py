@@ -770,7 +770,7 @@ class _Partial:
 
 def _hash_prefix(file: pathlib.Path, size: int) -> Any:
   """SHA-256 of the first ``size`` bytes of ``file`` (a resumed download's
-  kept prefix: the only bytes a fetch ever reads twice)."""
+  kept prefix: the only bytes a download hashes after they arrived)."""
   digest = hashlib.sha256()
   with open(file, "rb") as handle:
     left = size
