@@ -70,9 +70,11 @@ class Behaviour:
   content_range: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Request:
-  """One request the server answered."""
+  """One request the server answered, logged before the answer's headers go
+  out (so the log is in the order the client saw the answers); ``sent``
+  counts each block before it is written."""
   path: str
   range: Optional[str]
   status: int
@@ -139,10 +141,11 @@ class ArchiveServer:
     """Body bytes sent for ``/name`` over all requests."""
     return sum(r.sent for r in self.requests if r.path == "/" + name)
 
-  def _log(self, handler, status: int, sent: int) -> None:
+  def _log(self, handler, status: int, sent: int) -> Request:
+    entry = Request(handler.path, handler.headers.get("Range"), status, sent)
     with self._lock:
-      self.requests.append(Request(handler.path, handler.headers.get("Range"),
-                                   status, sent))
+      self.requests.append(entry)
+    return entry
 
   def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
     with self._lock:
@@ -153,9 +156,9 @@ class ArchiveServer:
       handler.send_response(status)
       handler.send_header("Content-Type", "text/plain")
       handler.send_header("Content-Length", str(len(body)))
+      self._log(handler, status, 0)
       handler.end_headers()
       handler.wfile.write(body)
-      self._log(handler, status, 0)
       return
     with self._lock:
       failing = behaviour.fail.pop(0) if behaviour.fail else None
@@ -167,9 +170,9 @@ class ArchiveServer:
       handler.send_response(200)
       handler.send_header("Content-Type", behaviour.html_type)
       handler.send_header("Content-Length", str(len(body)))
+      self._log(handler, 200, len(body))
       handler.end_headers()
       handler.wfile.write(body)
-      self._log(handler, 200, len(body))
       return
     size = behaviour.file.stat().st_size
     start, status = 0, 200
@@ -182,8 +185,8 @@ class ArchiveServer:
         handler.send_response(416)
         handler.send_header("Content-Range", f"bytes */{size}")
         handler.send_header("Content-Length", "0")
-        handler.end_headers()
         self._log(handler, 416, 0)
+        handler.end_headers()
         return
       status = 206
     handler.send_response(status)
@@ -193,6 +196,7 @@ class ArchiveServer:
     if status == 206:
       handler.send_header("Content-Range", behaviour.content_range
                           or f"bytes {start}-{size - 1}/{size}")
+    entry = self._log(handler, status, 0)
     handler.end_headers()
     limit = size - start
     with self._lock:
@@ -206,14 +210,15 @@ class ArchiveServer:
         block = f.read(min(1 << 16, limit - sent))
         if not block:
           break
+        entry.sent += len(block)  # before the client can have it
         try:
           handler.wfile.write(block)
         except (BrokenPipeError, ConnectionResetError):
+          entry.sent -= len(block)
           break
         sent += len(block)
         if behaviour.delay:
           time.sleep(behaviour.delay)
-    self._log(handler, status, sent)  # first: the client may be gone
     if sent < size - start:
       handler.close_connection = True
       try:
@@ -237,9 +242,9 @@ class ArchiveServer:
     handler.send_header("Content-Length", str(len(body)))
     if behaviour.retry_after is not None:
       handler.send_header("Retry-After", behaviour.retry_after)
+    self._log(handler, status, 0)
     handler.end_headers()
     handler.wfile.write(body)
-    self._log(handler, status, 0)
 
 
 def make_release_archive(out: PathLike, *, checkpoint_dir: Optional[PathLike]
