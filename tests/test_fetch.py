@@ -851,3 +851,25 @@ def test_a_bad_download_is_deleted_and_the_advice_to_fetch_again_works(
   path = fetch.fetch("sm", url=url)
   assert server.requests[-1].range is None  # afresh, as the message said
   assert fetch.installed_path("sm", home) == path
+
+
+def test_files_are_fsynced_before_the_install_rename(home, server, archive,
+                                                     monkeypatch):
+  events = []
+  real_fsync, real_rename = os.fsync, fetch._rename
+
+  def fsync(fd):
+    events.append("fsync")
+    return real_fsync(fd)
+
+  def rename(source, target):
+    events.append(("rename", pathlib.Path(target).name))
+    return real_rename(source, target)
+
+  monkeypatch.setattr(os, "fsync", fsync)
+  monkeypatch.setattr(fetch, "_rename", rename)
+  fetch.fetch("sm", url=server.serve("sm.zip", archive))
+  install = events.index(("rename", "sm"))
+  # The download, the weights, their index, model.json and their folders.
+  assert events[:install].count("fsync") >= 6, events
+  assert events[install + 1:install + 2] == ["fsync"]  # the models folder
