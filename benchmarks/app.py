@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import pathlib
-import resource
 import shutil
 import statistics
 import subprocess
@@ -163,6 +162,17 @@ def _published_archive(folder: pathlib.Path, size: str) -> pathlib.Path:
   return archive
 
 
+def _children_peak_rss() -> Optional[float]:
+  """Peak resident bytes of the finished child processes (POSIX ``resource``,
+  imported here: Windows has none, and gets ``None``)."""
+  try:
+    import resource  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  return peak * (1 if sys.platform == "darwin" else 1024)  # macOS: bytes
+
+
 def time_fetch(archive: pathlib.Path, home: pathlib.Path) -> dict:
   """``python -m xfactor_core.fetch sm`` from a local server: seconds and
   the fetch process's peak memory."""
@@ -173,11 +183,11 @@ def time_fetch(archive: pathlib.Path, home: pathlib.Path) -> dict:
     subprocess.run([sys.executable, "-m", "xfactor_core.fetch", "sm", "--url",
                     url], env=env, check=True, stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
-  peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+  peak = _children_peak_rss()
   installed = fetch.cache_entry("sm", home).installed_bytes
   return {"archive_GB": archive.stat().st_size / 1e9,
           "installed_GB": installed / 1e9, "fetch_s": seconds,
-          "fetch_peak_rss_GB": peak / 1e9}
+          "fetch_peak_rss_GB": peak / 1e9 if peak is not None else None}
 
 
 def _stream(models_, library, request, workdir) -> tuple[float, float]:

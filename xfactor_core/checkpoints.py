@@ -23,7 +23,8 @@ import pathlib
 import re
 import tempfile
 import time
-from typing import Any, BinaryIO, Collection, Mapping, Optional, Union
+from typing import (Any, BinaryIO, Callable, Collection, Mapping, Optional,
+                    Union)
 
 import jax
 import jax.numpy as jnp
@@ -112,26 +113,75 @@ PUBLISHED_CONFIG = ModelConfig(features=1024, num_heads=16, patch_size=16,
                                pose_layers=8, render_layers=8, pose_dim=256)
 
 
+# ------------------------------------------------------------- durability --
+
+
+def fsync_file(handle: BinaryIO) -> None:
+  """Flushes ``handle`` and asks the OS to put its bytes on disk, so that a
+  rename after it never points at a file that a crash leaves empty."""
+  handle.flush()
+  os.fsync(handle.fileno())
+
+
+def fsync_dir(directory: PathLike) -> None:
+  """Puts a folder's entries (renames, new files) on disk, where the OS can:
+  POSIX opens folders for this; Windows cannot and commits renames itself."""
+  if os.name == "nt":
+    return
+  try:
+    fd = os.open(directory, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:  # some file systems refuse fsync on folders
+    pass
+  finally:
+    os.close(fd)
+
+
 # ---------------------------------------------------------------- locating --
 
 
+def newest_checkpoint(names: Collection[str],
+                      read_text: Callable[[str], str]) -> Optional[str]:
+  """The newest ``ckpt-N.flax`` among ``names`` (a folder's files or a zip's
+  members, as ``/``-separated paths), or ``None`` if there is none.
+
+  The clu index file (``checkpoint``) beside the candidates wins when the file
+  it names is present; otherwise the highest ``N``.
+
+  Args:
+    names: the paths to choose from.
+    read_text: reads one of ``names`` (an index file) as text.
+  """
+  found = [(int(m.group(1)), name) for name in names
+           if (m := _CKPT_RE.match(name.rpartition("/")[2]))]
+  if not found:
+    return None
+  present = set(names)
+  for folder in sorted({name.rpartition("/")[0] for _, name in found}):
+    prefix = f"{folder}/" if folder else ""
+    if prefix + CHECKPOINT_INDEX not in present:
+      continue
+    match = _INDEX_RE.search(read_text(prefix + CHECKPOINT_INDEX))
+    if match:  # the index may hold an absolute path: keep its last part
+      wanted = prefix + pathlib.PurePath(match.group(1)).name + ".flax"
+      if wanted in present:
+        return wanted
+  return max(found)[1]
+
+
 def _newest_flax_file(directory: pathlib.Path) -> pathlib.Path:
-  index = directory / CHECKPOINT_INDEX
-  if index.is_file():
-    match = _INDEX_RE.search(index.read_text(errors="replace"))
-    if match:
-      name = pathlib.PurePath(match.group(1)).name  # may be an absolute path
-      candidate = directory / f"{name}.flax"
-      if candidate.is_file():
-        return candidate
-  numbered = [(int(m.group(1)), p) for p in directory.iterdir()
-              if (m := _CKPT_RE.match(p.name))]
-  if not numbered:
+  name = newest_checkpoint(
+      [p.name for p in directory.iterdir()],
+      lambda n: (directory / n).read_text(errors="replace"))
+  if name is None:
     raise CheckpointError(
         f"no checkpoint in {directory}: expected a clu checkpoint directory "
         f"('checkpoint' + 'ckpt-N.flax'), its parent holding 'checkpoints-0', "
         f"or a flax msgpack file")
-  return max(numbered)[1]
+  return directory / name
 
 
 def resolve_checkpoint(path: PathLike) -> pathlib.Path:
@@ -385,6 +435,7 @@ def save_checkpoint(directory: PathLike, state: Mapping[str, Any], *,
                                    suffix=".tmp") as f:
     try:  # leaf by leaf: memory never holds the encoded file
       msgpack_stream.write_tree(f, dict(state), leaf=_to_numpy)
+      fsync_file(f)
     except BaseException:
       f.close()
       os.unlink(f.name)
@@ -402,8 +453,11 @@ def save_checkpoint(directory: PathLike, state: Mapping[str, Any], *,
   lines += [f"all_model_checkpoint_timestamps: {now}" for _ in kept]
   lines += [f"last_preserved_timestamp: {now}"]
   index_tmp = directory / (CHECKPOINT_INDEX + ".tmp")
-  index_tmp.write_text("\n".join(lines) + "\n")
+  with open(index_tmp, "w") as f:
+    f.write("\n".join(lines) + "\n")
+    fsync_file(f)
   os.replace(index_tmp, directory / CHECKPOINT_INDEX)
+  fsync_dir(directory)
   return target
 
 
@@ -465,8 +519,11 @@ def write_model_info(directory: PathLike, *, name: str, image_size: int,
           "num_context_views": int(num_context_views), **extra}
   path = pathlib.Path(directory) / MODEL_INFO
   tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(info, indent=1) + "\n")
+  with open(tmp, "w") as f:
+    f.write(json.dumps(info, indent=1) + "\n")
+    fsync_file(f)
   os.replace(tmp, path)
+  fsync_dir(path.parent)
   return path
 
 

@@ -68,7 +68,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from xfactor_core import checkpoints, models, runtime
+from xfactor_core import checkpoints, fetch, models, runtime
 from xfactor_core.data import synthetic
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
@@ -540,7 +540,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             pipe, args.real_clip,
             args.oracle if args.oracle != "none" else "none")
         result["settings"]["real_clip"] = str(args.real_clip)
-  except (checkpoints.CheckpointError, ValueError) as e:
+  except (checkpoints.CheckpointError, fetch.FetchError, ValueError) as e:
     logging.error("%s", e)
     return 2
   table = to_markdown(result, TABLE_KEYS + ("probe_rot_err_deg",

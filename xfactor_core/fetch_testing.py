@@ -1,9 +1,12 @@
 """A local stand-in for the release host, for tests and benchmarks of fetch.
 
 :class:`ArchiveServer` serves files over HTTP on 127.0.0.1 with Range support
-(as Dropbox and CDNs do) and can misbehave on request: cut the connection
-after some bytes, answer 403/404, send an HTML page, ignore Range. Every
-request is logged with the bytes it sent. :func:`make_release_archive` builds
+(as Dropbox and CDNs do) and can misbehave on request as real hosts do: cut
+the connection after some bytes, answer 403/404, answer "not now" (408, 429,
+5xx, with ``Retry-After`` and an HTML page if asked) for the next requests,
+send an HTML page (sign-in, traffic limit), ignore Range, resume at another
+byte than asked, or send a lying ``Content-Range``. Every request is logged
+with the bytes it sent. :func:`make_release_archive` builds
 a zip in the published layout (``<folder>/checkpoints-0/...``) from a clu
 checkpoint directory or a state dictionary; :func:`publish_tiny_release`
 serves a tiny random model that way and writes the ``XFACTOR_SOURCES`` file
@@ -49,6 +52,17 @@ class Behaviour:
     cuts: how many requests are cut.
     ranges: honour Range headers (False: always send the whole file, 200).
     delay: seconds to wait after each 64 KiB block (a slow link).
+    fail: statuses answered, one per request, before the file is served
+      (e.g. ``[503, 429]``: the next two requests get those).
+    retry_after: the ``Retry-After`` header sent with ``fail`` answers.
+    fail_html: ``fail`` answers carry an HTML page (a host's traffic-limit
+      page) instead of plain text.
+    html_type: the Content-Type of ``html`` pages (a host may send
+      ``application/octet-stream`` for them).
+    range_shift: a 206 starts this many bytes before the asked byte (a
+      negative value: after it), with a true ``Content-Range``.
+    content_range: sent verbatim as the ``Content-Range`` of 206 answers (a
+      server that lies about what it sends).
   """
   file: Optional[pathlib.Path] = None
   status: Optional[int] = None
@@ -57,11 +71,19 @@ class Behaviour:
   cuts: int = 1
   ranges: bool = True
   delay: float = 0.0
+  fail: list[int] = dataclasses.field(default_factory=list)
+  retry_after: Optional[str] = None
+  fail_html: bool = False
+  html_type: str = "text/html; charset=utf-8"
+  range_shift: int = 0
+  content_range: Optional[str] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Request:
-  """One request the server answered."""
+  """One request the server answered, logged before the answer's headers go
+  out (so the log is in the order the client saw the answers); ``sent``
+  counts each block before it is written."""
   path: str
   range: Optional[str]
   status: int
@@ -119,14 +141,20 @@ class ArchiveServer:
           file=None if file is None else pathlib.Path(file), **behaviour)
     return self.url(name)
 
+  def update(self, name: str, **behaviour: Any) -> None:
+    """Changes fields of the :class:`Behaviour` of ``/name``."""
+    with self._lock:
+      self.paths[name] = dataclasses.replace(self.paths[name], **behaviour)
+
   def sent_bytes(self, name: str) -> int:
     """Body bytes sent for ``/name`` over all requests."""
     return sum(r.sent for r in self.requests if r.path == "/" + name)
 
-  def _log(self, handler, status: int, sent: int) -> None:
+  def _log(self, handler, status: int, sent: int) -> Request:
+    entry = Request(handler.path, handler.headers.get("Range"), status, sent)
     with self._lock:
-      self.requests.append(Request(handler.path, handler.headers.get("Range"),
-                                   status, sent))
+      self.requests.append(entry)
+    return entry
 
   def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
     with self._lock:
@@ -137,30 +165,37 @@ class ArchiveServer:
       handler.send_response(status)
       handler.send_header("Content-Type", "text/plain")
       handler.send_header("Content-Length", str(len(body)))
+      self._log(handler, status, 0)
       handler.end_headers()
       handler.wfile.write(body)
-      self._log(handler, status, 0)
+      return
+    with self._lock:
+      failing = behaviour.fail.pop(0) if behaviour.fail else None
+    if failing is not None:
+      self._answer_not_now(handler, behaviour, failing)
       return
     if behaviour.html:
       body = b"<!DOCTYPE html><html><body>Sign in to download</body></html>"
       handler.send_response(200)
-      handler.send_header("Content-Type", "text/html; charset=utf-8")
+      handler.send_header("Content-Type", behaviour.html_type)
       handler.send_header("Content-Length", str(len(body)))
+      self._log(handler, 200, len(body))
       handler.end_headers()
       handler.wfile.write(body)
-      self._log(handler, 200, len(body))
       return
     size = behaviour.file.stat().st_size
     start, status = 0, 200
     match = re.fullmatch(r"bytes=(\d+)-", handler.headers.get("Range") or "")
     if match and behaviour.ranges:
       start = int(match.group(1))
+      if start < size:
+        start = min(max(start - behaviour.range_shift, 0), size - 1)
       if start >= size:
         handler.send_response(416)
         handler.send_header("Content-Range", f"bytes */{size}")
         handler.send_header("Content-Length", "0")
-        handler.end_headers()
         self._log(handler, 416, 0)
+        handler.end_headers()
         return
       status = 206
     handler.send_response(status)
@@ -168,7 +203,9 @@ class ArchiveServer:
     handler.send_header("Content-Length", str(size - start))
     handler.send_header("ETag", f'"{size}-{int(behaviour.file.stat().st_mtime)}"')
     if status == 206:
-      handler.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+      handler.send_header("Content-Range", behaviour.content_range
+                          or f"bytes {start}-{size - 1}/{size}")
+    entry = self._log(handler, status, 0)
     handler.end_headers()
     limit = size - start
     with self._lock:
@@ -182,18 +219,41 @@ class ArchiveServer:
         block = f.read(min(1 << 16, limit - sent))
         if not block:
           break
+        entry.sent += len(block)  # before the client can have it
         try:
           handler.wfile.write(block)
         except (BrokenPipeError, ConnectionResetError):
+          entry.sent -= len(block)
           break
         sent += len(block)
         if behaviour.delay:
           time.sleep(behaviour.delay)
     if sent < size - start:
       handler.close_connection = True
-      handler.wfile.flush()
-      handler.connection.shutdown(2)  # the cut: the client sees an early end
-    self._log(handler, status, sent)
+      try:
+        handler.wfile.flush()
+        handler.connection.shutdown(2)  # the cut: the client sees an early end
+      except OSError:  # the client hung up first
+        pass
+
+
+  def _answer_not_now(self, handler: http.server.BaseHTTPRequestHandler,
+                      behaviour: Behaviour, status: int) -> None:
+    """A "not now" answer (408, 429, 5xx), as a host sends it."""
+    if behaviour.fail_html:
+      body = (b"<!DOCTYPE html><html><body>This link has been temporarily "
+              b"disabled: too much traffic</body></html>")
+      kind = "text/html; charset=utf-8"
+    else:
+      body, kind = b"try again later\n", "text/plain"
+    handler.send_response(status)
+    handler.send_header("Content-Type", kind)
+    handler.send_header("Content-Length", str(len(body)))
+    if behaviour.retry_after is not None:
+      handler.send_header("Retry-After", behaviour.retry_after)
+    self._log(handler, status, 0)
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def make_release_archive(out: PathLike, *, checkpoint_dir: Optional[PathLike]

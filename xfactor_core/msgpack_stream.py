@@ -16,7 +16,9 @@ memory. These functions walk the same encoding one object at a time:
 
 The encoding is msgpack with flax's extension types: an array is ext type 1
 holding ``msgpack((shape, dtype name, C-order bytes))``, a numpy scalar ext 3
-(the same, shape ``()``), a Python complex ext 2.
+(the same, shape ``()``), a Python complex ext 2. Ext objects are decoded by
+flax's own decoder (``flax.serialization._msgpack_ext_unpack``), so any dtype
+that flax writes, ``bfloat16`` included, reads back.
 """
 
 from __future__ import annotations
@@ -66,16 +68,10 @@ class _Reader:
 
 
 def _decode_ext(code: int, data: bytes) -> Any:
-  if code in (_EXT_NDARRAY, _EXT_NPSCALAR):
-    shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
-    if isinstance(dtype_name, bytes):
-      dtype_name = dtype_name.decode()
-    array = np.frombuffer(buffer, dtype=np.dtype(dtype_name)).reshape(shape)
-    return array[()] if code == _EXT_NPSCALAR else array
-  if code == _EXT_COMPLEX:
-    real, imag = msgpack.unpackb(data)
-    return complex(real, imag)
-  return msgpack.ExtType(code, data)
+  """One ext object, decoded by flax's own decoder, so that every dtype flax
+  writes (``bfloat16`` included) reads back as flax reads it."""
+  # pylint: disable-next=protected-access
+  return serialization._msgpack_ext_unpack(code, data)
 
 
 # Fixed-size scalars by first byte: nil, false, true, floats, ints.

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from xfactor_core import checkpoints, runtime
+from xfactor_core import checkpoints, fetch, runtime
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferError,
@@ -139,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     out = run(args)
   except (TransferError, media.MediaError, frame_utils.FrameError,
-          checkpoints.CheckpointError) as e:
+          checkpoints.CheckpointError, fetch.FetchError) as e:
     logging.error("%s", e)
     return 2
   logging.info("wrote %s", out)
