@@ -75,17 +75,17 @@ def test_published_models_are_listed_before_they_are_downloaded(studio):
   with pytest.raises(registry.RegistryError, match="press Download .*python "
                      "-m xfactor_core.fetch sm"):
     models.get("published:sm")
-  shown = studio.describe_model({"model": "published:sm"})
+  shown = studio.picker.describe_model({"model": "published:sm"})
   assert shown["download"]["visible"] is True
   assert "not downloaded (1.9 MB)" in shown["model_info"]
   assert "Press **Download**" in shown["model_info"]
-  assert studio.describe_model({"model": models.default_id})["download"][
+  assert studio.picker.describe_model({"model": models.default_id})["download"][
       "visible"] is False
 
 
 def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
   models = studio.registry
-  updates = list(studio.download_model({"model": "published:sm"},
+  updates = list(studio.picker.download_model({"model": "published:sm"},
                                        progress=lambda *a, **k: None))
   assert any("downloading sm" in u.get("model_info", "").lower()
              for u in updates[:-1]), updates[:3]
@@ -100,10 +100,10 @@ def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
   assert models.default_id == "published:sm"
   # A page built before the download moves to it on load; a visitor's own
   # choice stays.
-  studio.page_default = "shipped-default-at-build"
-  assert studio.refresh_models({"model": "shipped-default-at-build"})[
+  studio.picker.page_default = "shipped-default-at-build"
+  assert studio.picker.refresh_models({"model": "shipped-default-at-build"})[
       "model"]["value"] == "published:sm"
-  assert "value" not in studio.refresh_models({"model": "published:mv"})[
+  assert "value" not in studio.picker.refresh_models({"model": "published:mv"})[
       "model"]
   request = jobs.TransferRequest(
       "published:sm", (CAT,), jobs.MotionRequest("preset", "orbit left"),
@@ -127,12 +127,12 @@ def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
 
 @pytest.mark.parametrize("studio", [False], indirect=True)
 def test_a_server_can_turn_page_downloads_off(studio):
-  shown = studio.describe_model({"model": "published:sm"})
+  shown = studio.picker.describe_model({"model": "published:sm"})
   assert shown["download"]["visible"] is False
   assert "turned off on this server" in shown["model_info"]
   assert "python -m xfactor_core.fetch sm" in shown["model_info"]
   with pytest.raises(gr.Error, match="turned off on this server"):
-    list(studio.download_model({"model": "published:sm"},
+    list(studio.picker.download_model({"model": "published:sm"},
                                progress=lambda *a, **k: None))
   assert fetch.installed_path("sm") is None
   # The operator's own start-up fetch still works.
@@ -143,7 +143,7 @@ def test_a_server_can_turn_page_downloads_off(studio):
 def test_visitors_name_published_models_never_addresses(studio):
   for value in ("http://127.0.0.1:1/evil.zip", "../../etc", "published:zz"):
     with pytest.raises(gr.Error):
-      list(studio.download_model({"model": value},
+      list(studio.picker.download_model({"model": value},
                                  progress=lambda *a, **k: None))
   with pytest.raises(downloads.DownloadError, match="not a published model"):
     studio.downloads.start("http://127.0.0.1:1/evil.zip", from_page=True)
@@ -152,9 +152,9 @@ def test_visitors_name_published_models_never_addresses(studio):
 def test_a_failed_download_reports_its_message(studio, server, archive):
   server.serve("sm.zip", archive, status=404)
   with pytest.raises(gr.Error, match="HTTP 404"):
-    list(studio.download_model({"model": "published:sm"},
+    list(studio.picker.download_model({"model": "published:sm"},
                                progress=lambda *a, **k: None))
-  assert "HTTP 404" in studio.describe_model({"model": "published:sm"})[
+  assert "HTTP 404" in studio.picker.describe_model({"model": "published:sm"})[
       "model_info"]
 
 
