@@ -208,3 +208,77 @@ def test_a_running_app_lists_and_fetches_a_published_model(
     assert "value" not in loaded["data"][0]  # the visitor's pick stays
   assert fetch.installed_path("sm", tmp_path / "home") is not None
   assert fetch.installed_path("mv", tmp_path / "home") is not None
+
+
+def test_a_broken_install_says_force_and_download_reinstalls_it(
+    studio, caplog):
+  """An installed model whose weights are gone is not offered as usable;
+  the log and the page give advice that works: Download reinstalls it, and
+  the command named is the fetch's --force."""
+  models = studio.registry
+  studio.downloads.start("sm")
+  installed = studio.downloads.wait("sm", timeout=120).path
+  assert installed is not None and models.spec("published:sm").available
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(installed / "checkpoints-0")  # a half-deleted install
+  with caplog.at_level("WARNING"):
+    spec = models.refresh_published(studio.downloads.models["sm"],
+                                    studio.downloads.root)
+  assert not spec.available and spec.problem
+  assert spec.label.endswith("installed copy unusable (1.9 MB)")
+  assert "python -m xfactor_core.fetch sm --force" in caplog.text
+  assert "fetch it again" not in caplog.text
+  shown = studio.picker.describe_model({"model": "published:sm"})
+  assert shown["download"]["visible"] is True
+  assert "cannot be used" in shown["model_info"]
+  assert "Press **Download** to reinstall it" in shown["model_info"]
+  updates = list(studio.picker.download_model(
+      {"model": "published:sm"}, progress=lambda *a, **k: None))
+  assert updates[-1]["model"]["value"] == "published:sm"
+  assert "loads on first use" in updates[-1]["model_info"]
+  assert (installed / "checkpoints-0").is_dir()
+  assert models.get("published:sm").image_size == 64  # the weights load
+
+
+@pytest.mark.parametrize("studio", [False], indirect=True)
+def test_a_broken_install_without_page_downloads_names_the_command(studio):
+  studio.downloads.start_all(["sm"])
+  installed = studio.downloads.wait("sm", timeout=120).path
+  (installed / "checkpoints-0" / "checkpoint").unlink()
+  for file in (installed / "checkpoints-0").glob("*.flax"):
+    file.unlink()
+  studio.registry.refresh_published(studio.downloads.models["sm"],
+                                    studio.downloads.root)
+  line = studio.picker.line("published:sm")
+  assert "`python -m xfactor_core.fetch sm --force`" in line
+
+
+def test_a_failed_start_up_fetch_shows_in_the_page_and_advises_the_owner(
+    studio, server, archive, caplog):
+  server.serve("sm.zip", archive, status=404)
+  with caplog.at_level("ERROR"):
+    studio.downloads.start_all(["sm"])
+    assert studio.downloads.wait("sm", timeout=60).error
+  # The page is on the demo model, and its line says what happened.
+  default = studio.registry.default_id
+  assert studio.registry.spec(default).source == "shipped"
+  line = studio.picker.describe_model({"model": default})["model_info"]
+  assert ("XFactor stereo-monocular (published) could not be fetched at "
+          "start") in line
+  assert "HTTP 404" in line
+  assert line.count("could not be fetched at start") == 1
+  # Chosen itself, it shows the same note once (not twice), with Download.
+  chosen = studio.picker.describe_model({"model": "published:sm"})
+  assert chosen["model_info"].count("could not be fetched at start") == 1
+  assert chosen["download"]["visible"] is True
+  # The log tells the owner the three ways out.
+  for advice in ("XFACTOR_SM_URL", "--export sm sm.zip",
+                 "huggingface.co/USER/REPO/resolve/main/sm.zip",
+                 "XFACTOR_FETCH_AT_START"):
+    assert advice in caplog.text, advice
+  # A download from the page is not a start-up fetch: no such note.
+  server.serve("mv.zip", archive, status=404)
+  studio.downloads.start("mv", from_page=True)
+  assert "HTTP 404" in studio.downloads.wait("mv", timeout=60).error
+  assert "multi-view (published) could not be fetched at start" not in (
+      studio.picker.line(default))
