@@ -49,6 +49,8 @@ def test_the_wait_is_the_jobs_ahead_plus_this_one():
   assert estimates.queue_wait(2, None).describe() == (
       "Queued: 2 jobs ahead of yours.")
   assert estimates.queue_wait(-1, job).ahead == 0
+  assert [estimates.format_seconds(s) for s in (0.013, 4.24, 42.4, 300)] == [
+      "0.01 s", "4.2 s", "42 s", "5.0 min"]
 
 
 def test_a_wait_over_the_bound_is_refused_with_the_wait_named():
@@ -97,14 +99,18 @@ def test_open_job_refuses_a_job_over_the_bound(studio, models, sm):
   studio.estimator.record_speed(sm, models.get(sm), 1, 2.0)  # 60 s a job
   studio.queue_depth = lambda: 4
   studio.max_wait_s = 240.0  # 5 x 60 s = 300 s is over it
-  with pytest.raises(gr.Error, match="4 jobs ahead of yours, an estimated "
-                     "wait of about 5.0 min") as refused:
-    studio.open_job({"model": sm, **FORM})
-  assert refused.value.title == "Queue too long"
-  assert len(studio.job_board) == 0  # nothing was opened
+  refused = studio.open_job({"model": sm, **FORM})
+  assert refused["job"] is None and len(studio.job_board) == 0
+  assert refused["status"].startswith("**Not queued.** The queue is too long")
+  assert ("4 jobs ahead of yours, an estimated wait of about 5.0 min"
+          in refused["status"])
+  with pytest.raises(gr.Error, match="the status says how long") as stopped:
+    studio.admit(refused)  # the chain ends before the queue
+  assert stopped.value.title == "Queue too long"
   studio.max_wait_s = 600.0
   update = studio.open_job({"model": sm, **FORM})
   assert update["job"] is not None and len(studio.job_board) == 1
+  assert studio.admit(update) is None
   assert update["status"] == ("Queued: 4 jobs ahead of yours; estimated wait "
                               "until your result about 5.0 min.")
   # Fewer frames, a shorter wait: within the bound again.
@@ -135,16 +141,19 @@ def test_jobs_in_queue_counts_waiting_and_running_events():
 
 
 def test_a_refused_job_never_reaches_the_queue(studio):
-  """The transfer events follow the job's opening on success only, and the
-  studio counts the heavy events of the app's own queue."""
+  """The transfer events follow the job's admission on success only, which
+  follows its opening on success only, and the studio counts the heavy
+  events of the app's own queue."""
   demo = layout.build_app(studio)
   fns = {d.api_name: d for d in demo.fns.values()}
   for name in ("transfer_ui", "example_transfer"):
     transfer = fns[name]
+    admitted = demo.fns[transfer.trigger_after]
+    opened = demo.fns[admitted.trigger_after]
     assert transfer.trigger_only_on_success, name
-    opened = demo.fns[transfer.trigger_after]
-    assert opened.fn.__name__ == "open_job"
-    assert opened.queue is False
+    assert admitted.trigger_only_on_success, name
+    assert (admitted.fn.__name__, opened.fn.__name__) == ("admit", "open_job")
+    assert opened.queue is False and admitted.queue is False
   assert studio.queue_depth() == 0
   heavy = types.SimpleNamespace(queue=[object()] * 2, current_concurrency=1)
   demo._queue.event_queue_per_concurrency_id["heavy"] = heavy

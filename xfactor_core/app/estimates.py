@@ -34,7 +34,12 @@ DEFAULT_MAX_WAIT_SECONDS = 600.0
 
 
 def format_seconds(seconds: float) -> str:
-  """``42.4`` -> ``"42 s"``; ``300`` -> ``"5.0 min"``."""
+  """``0.25`` -> ``"0.25 s"``, ``4.2`` -> ``"4.2 s"``, ``42.4`` -> ``"42 s"``,
+  ``300`` -> ``"5.0 min"``."""
+  if seconds < 1:
+    return f"{seconds:.2f} s"
+  if seconds < 10:
+    return f"{seconds:.1f} s"
   return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 

@@ -345,18 +345,23 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   # ends its event normally with the frames it had. Gradio's own
   # ``cancels=`` kills the event instead, and the "error" status the killed
   # event leaves on its outputs can land after the Cancel handler's text.
-  # Opening the job also estimates its wait: a job over the bound is refused
-  # there (a gr.Error), and ``success`` then never queues the transfer.
+  # Opening the job also estimates its wait: a job over the bound gets no
+  # id and a status that names the wait; ``admit`` then fails, and the
+  # transfer, which follows on success only, is never queued.
   open_job = dict(fn=on(studio.open_job), inputs=w.inputs(ui.JOB_FIELDS),
                   outputs=w.listed(["job", "status"]), queue=False, **quiet)
+  admit = dict(fn=on(studio.admit), inputs=w.inputs(["job"]), outputs=None,
+               queue=False, **quiet)
   transfer = dict(fn=on(studio.run_transfer),
                   inputs=w.inputs(ui.TRANSFER_FIELDS),
                   outputs=w.listed(ui.TRANSFER_OUTPUTS), **heavy)
-  transfer_events = [w["run"].click(**open_job).success(
+  transfer_events = [w["run"].click(**open_job).success(**admit).success(
       api_name="transfer_ui", api_visibility="undocumented", **transfer)]
   if examples is not None:
-    transfer_events.append(examples.load_input_event.then(**open_job).success(
-        api_name="example_transfer", api_visibility="private", **transfer))
+    transfer_events.append(
+        examples.load_input_event.then(**open_job).success(**admit).success(
+            api_name="example_transfer", api_visibility="private",
+            **transfer))
   for event in transfer_events:
     event.success(on(studio.warm_scrub), w.inputs(["result"]), None,
                   concurrency_limit=2, concurrency_id="scrub", **quiet)

@@ -116,8 +116,8 @@ def resolution_options(spec: Optional[ModelSpec],
 def start_failure_line(title: str, error: str) -> str:
   """The page's note about a start-up fetch that failed."""
   return (f"**{title} could not be fetched at start**: {error}  \n"
-          "This page offers the offline demo models meanwhile; the server's "
-          "log says what its owner can do.")
+          "Meanwhile the other models in the list work; the server's log "
+          "says what its owner can do.")
 
 
 @dataclasses.dataclass

@@ -371,20 +371,33 @@ class Studio:
     position and estimated wait in the status.
 
     Reads ``JOB_FIELDS`` (all optional). A job whose estimated wait exceeds
-    ``max_wait_s`` is refused here, at once, with the wait named (the
-    transfer event that follows runs only when this one succeeds).
+    ``max_wait_s`` is refused here, at once: no job id, and the status names
+    the wait (then :meth:`admit` stops the event chain before the queue).
     """
     wait = self.queue_wait(form)
     if not wait.admitted(self.max_wait_s):
-      logging.info("refused a transfer: %d jobs ahead, about %.0f s of "
-                   "waiting (bound %.0f s)", wait.ahead, wait.seconds,
+      logging.info("refused a transfer: %d job(s) ahead, about %.1f s of "
+                   "waiting (bound %.1f s)", wait.ahead, wait.seconds,
                    self.max_wait_s)
-      raise gr.Error(wait.refusal(self.max_wait_s), title="Queue too long",
-                     print_exception=False)
+      return {"job": None,
+              "status": f"**Not queued.** {wait.refusal(self.max_wait_s)}"}
     update: Update = {"job": self.job_board.open()}
     if wait.ahead:
       update["status"] = wait.describe()
     return update
+
+  def admit(self, form: Form) -> None:
+    """After :meth:`open_job`: lets the transfer event follow (on success)
+    only when a job was opened; a refused one ends here, its status already
+    saying why.
+
+    Raises:
+      gr.Error: the job was refused (no job id).
+    """
+    if form.get("job") is None:
+      raise gr.Error("The queue is too long right now; the status says how "
+                     "long the wait would be.", title="Queue too long",
+                     print_exception=False)
 
   def cancel_job(self, form: Form) -> Update:
     """Cancel button: the session's queued or running job stops after the
