@@ -286,6 +286,15 @@ def test_a_space_shows_its_failed_start_fetch_and_refuses_long_waits(
       # No job of its own: the status stays, nothing renders.
       assert second.inner_text("#status") == status
       assert second.locator("#preview img").count() == 0
+      # An API call is refused the same way, before it is queued.
+      from gradio_client import Client, handle_file  # pylint: disable=g-import-not-at-top
+      from gradio_client.exceptions import ValidationError  # pylint: disable=g-import-not-at-top
+      from xfactor_core.app import presets  # pylint: disable=g-import-not-at-top
+      cat = presets.load_presets().context("photo: cat").files[0]
+      with pytest.raises(ValidationError, match="1 job ahead of yours"):
+        Client(url, verbose=False).predict(
+            context=[handle_file(str(cat))], target=None, preset="zoom in",
+            num_frames=30, api_name="/transfer")
       first.click("#cancel")
       first.wait_for_function(STATUS_DONE % "Cancelled", timeout=90_000)
       first.close()
@@ -294,3 +303,4 @@ def test_a_space_shows_its_failed_start_fetch_and_refuses_long_waits(
   assert "the start-up fetch of sm (XFACTOR_FETCH_AT_START) failed" in text
   assert "--export sm sm.zip" in text and "XFACTOR_SM_URL" in text
   assert "refused a transfer: 1 job(s) ahead" in text
+  assert "refused an API transfer: 1 job(s) ahead" in text

@@ -158,3 +158,23 @@ def test_a_refused_job_never_reaches_the_queue(studio):
   heavy = types.SimpleNamespace(queue=[object()] * 2, current_concurrency=1)
   demo._queue.event_queue_per_concurrency_id["heavy"] = heavy
   assert studio.queue_depth() == 3
+
+
+def test_api_calls_over_the_bound_are_refused_before_the_queue(studio,
+                                                               models, sm):
+  """/transfer's validator (Gradio runs it before the call is queued) refuses
+  as the page does, on num_frames, and admits otherwise."""
+  studio.estimator.record_speed(sm, models.get(sm), 1, 2.0)  # 60 s a job
+  studio.queue_depth = lambda: 4
+  studio.max_wait_s = 240.0
+  checks = studio.api_admission([CAT], None, "zoom in", 30)
+  assert [c["is_valid"] for c in checks] == [True, True, True, False, True]
+  assert "4 jobs ahead of yours" in checks[3]["message"]
+  assert "about 5.0 min" in checks[3]["message"]
+  assert all(c["is_valid"] for c in studio.api_admission([CAT], None,
+                                                         "zoom in", 10))
+  assert all(c["is_valid"] for c in studio.api_admission(None, None, None,
+                                                         "x"))
+  api = next(d for d in layout.build_app(studio).fns.values()
+             if d.api_name == "transfer")
+  assert api.validator == studio.api_admission

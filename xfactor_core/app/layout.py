@@ -385,7 +385,8 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
       studio.api_transfer,
       w.listed(["api_context", "api_target", "api_preset", "api_num_frames",
                 "api_output_size"]),
-      w.listed(["api_video", "api_path"]), api_name="transfer", **heavy)
+      w.listed(["api_video", "api_path"]), api_name="transfer",
+      validator=studio.api_admission, **heavy)
 
 
 def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:

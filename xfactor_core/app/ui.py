@@ -485,6 +485,42 @@ class Studio:
 
   # ----------------------------------------------------------------- API --
 
+  def _api_model(self, views: int) -> Optional[str]:
+    """The model of an API call: the default of the matching kind (one view,
+    stereo-monocular; several, multi-view; the published ones once
+    downloaded)."""
+    return (self.registry.default_for(
+        "multi-view" if views > 1 else "stereo-monocular")
+            or self.registry.default_id)
+
+  def api_admission(self, context: Any, target: Any, preset: Optional[str],
+                    num_frames: Any, output_size: Any = None) -> list[dict]:
+    """The ``/transfer`` endpoint's validator: Gradio runs it before the call
+    joins the queue, so a call whose estimated wait exceeds ``max_wait_s``
+    is refused at once (HTTP 422; ``gradio_client`` raises a
+    ``ValidationError`` naming the wait), as the page's job is.
+
+    Returns:
+      one ``gr.validate`` per parameter; the refusal is on ``num_frames``.
+    """
+    del target, preset  # the wait depends on the model and the frames
+    try:
+      files = uploads.file_paths(context)
+      wait = self.queue_wait({"model": self._api_model(len(files)),
+                              "context": context, "num_frames": num_frames,
+                              "resolution": output_size})
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("no wait estimate for an API call; admitted")
+      wait = estimates.queue_wait(0, None)
+    admitted = wait.admitted(self.max_wait_s)
+    if not admitted:
+      logging.info("refused an API transfer: %d job(s) ahead, about %.1f s "
+                   "of waiting (bound %.1f s)", wait.ahead, wait.seconds,
+                   self.max_wait_s)
+    valid = gr.validate(True, "")
+    return [valid, valid, valid, gr.validate(
+        admitted, "" if admitted else wait.refusal(self.max_wait_s)), valid]
+
   @reports_errors
   def api_transfer(self, context: Any, target: Any, preset: Optional[str],
                    num_frames: Any, output_size: Any = None
@@ -534,12 +570,8 @@ class Studio:
                                  "resolution": output_size}).validate(
                                      self.limits)
     files = tuple(str(p) for p in uploads.file_paths(context))
-    # The default model of the matching kind: one view, stereo-monocular;
-    # several, multi-view (the published ones once downloaded).
-    model_id = (self.registry.default_for(
-        "multi-view" if len(files) > 1 else "stereo-monocular")
-                or self.registry.default_id)
-    request = jobs.TransferRequest(model_id, files, motion, settings)
+    request = jobs.TransferRequest(self._api_model(len(files)), files, motion,
+                                   settings)
     workdir = self.sessions.new()
     result = jobs.transfer(self.registry, self.presets, request, workdir,
                            self.limits, estimator=self.estimator)
