@@ -98,7 +98,7 @@ def owner_advice(model: fetch.PublishedModel) -> str:
           f"model repository and set {variable}=https://huggingface.co/"
           f"USER/REPO/resolve/main/{name}.zip; or turn the start-up fetch "
           f"off (remove {name} from {FETCH_AT_START_ENV}). Meanwhile the page "
-          "offers the offline demo models.")
+          "offers the other models of its list.")
 
 
 def page_downloads_allowed(environ: Optional[Mapping[str, str]] = None
