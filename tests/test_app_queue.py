@@ -178,3 +178,11 @@ def test_api_calls_over_the_bound_are_refused_before_the_queue(studio,
   api = next(d for d in layout.build_app(studio).fns.values()
              if d.api_name == "transfer")
   assert api.validator == studio.api_admission
+
+
+def test_app_takes_the_bound_as_a_flag():
+  import app  # pylint: disable=g-import-not-at-top
+  assert app.parse_args([]).max_wait_s is None  # then the variable, or 600
+  args = app.parse_args(["--max-wait-s", "90"])
+  assert estimates.max_wait_seconds(
+      args.max_wait_s, {"XFACTOR_MAX_WAIT_S": "5"}) == 90.0
