@@ -9,7 +9,9 @@ see xfactor_core.fetch), the shipped offline demo models (assets/models/),
 and --checkpoints DIR or XFACTOR_CHECKPOINTS. Nothing is downloaded at start
 unless XFACTOR_FETCH_AT_START names models (sm, mv or all: a Space's
 start-up fetch, in the background); XFACTOR_PAGE_DOWNLOADS=0 turns the page's
-Download button off. The UI and its logic live in xfactor_core.app;
+Download button off. A transfer whose estimated wait exceeds --max-wait-s
+(XFACTOR_MAX_WAIT_S, default 600 s) is refused at once with the wait named.
+The UI and its logic live in xfactor_core.app;
 README.md, "Security", says what the app exposes.
 """
 
@@ -45,6 +47,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                            "shipped defaults")
   parser.add_argument("--max-file-mb", type=float, default=200.0,
                       help="largest upload accepted, in MB")
+  parser.add_argument("--max-wait-s", type=float, default=None,
+                      help="refuse a transfer whose estimated wait (the jobs "
+                           "ahead of it, each as long as it, plus itself) "
+                           "exceeds this many seconds; 0: no bound (default: "
+                           "$XFACTOR_MAX_WAIT_S or 600)")
   return parser.parse_args(argv)
 
 
@@ -67,8 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   # values must lie in it (see xfactor_core.app.gate).
   os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(work_root, "uploads"))
   from xfactor_core import fetch, runtime
-  from xfactor_core.app import (downloads, layout, presets, registry, ui,
-                                uploads)
+  from xfactor_core.app import (downloads, estimates, layout, presets,
+                                registry, ui, uploads)
 
   runtime.enable_compilation_cache()
   runtime.warn_if_gpu_idle()
@@ -80,8 +87,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         registry.checkpoints_dir_from_env(args.checkpoints),
         defaults={} if args.no_default_models else registry.DEFAULT_MODELS,
         published=list(published.values()))
+    max_wait = estimates.max_wait_seconds(args.max_wait_s)
   except (registry.RegistryError, fetch.FetchError,
-          downloads.DownloadError) as e:
+          downloads.DownloadError, ValueError) as e:
     logging.error("%s", e)
     os.rmdir(work_root)
     return 2
@@ -95,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   fetcher.start_all(at_start)  # background: the page serves meanwhile
   studio = ui.Studio(models, presets.load_presets(), work_root=work_root,
                      limits=uploads.Limits(max_file_mb=args.max_file_mb),
-                     downloads=fetcher)
+                     downloads=fetcher, max_wait_s=max_wait)
   demo = layout.build_app(studio, max_jobs=args.max_jobs)
   try:
     demo.launch(server_name=args.server_name, server_port=args.port,

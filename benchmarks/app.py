@@ -57,7 +57,8 @@ from typing import Optional, Sequence
 import jax
 
 from xfactor_core import benchmarking, checkpoints, fetch, fetch_testing
-from xfactor_core.app import jobs, presets, registry, sessions, testing
+from xfactor_core.app import (estimates, jobs, presets, registry, sessions,
+                              testing)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import DEFAULT_MODELS
 
@@ -190,10 +191,12 @@ def time_fetch(archive: pathlib.Path, home: pathlib.Path) -> dict:
           "fetch_peak_rss_GB": peak / 1e9 if peak is not None else None}
 
 
-def _stream(models_, library, request, workdir) -> tuple[float, float]:
+def _stream(models_, library, request, workdir, estimator=None
+            ) -> tuple[float, float]:
   """(seconds to the first frame, seconds to the finished video)."""
   start, first = time.perf_counter(), None
-  for update in jobs.run_transfer(models_, library, request, workdir):
+  for update in jobs.run_transfer(models_, library, request, workdir,
+                                  estimator=estimator):
     if first is None and update.frames:
       first = time.perf_counter() - start
     if update.result is not None:
@@ -233,6 +236,7 @@ def time_published(frames: int, repeats: int, size: str = "published"
     specs = registry.discover_models(published=[model], defaults={},
                                      cache_root=tmp / "home")
     models_ = registry.ModelRegistry(specs)
+    estimator = estimates.Estimator()
     request = jobs.TransferRequest(
         specs[0].model_id,
         tuple(str(f) for f in library.context(CONTEXT).files),
@@ -242,15 +246,15 @@ def time_published(frames: int, repeats: int, size: str = "published"
     pipe = models_.get(specs[0].model_id)
     facts["load_s"] = time.perf_counter() - start
     facts["chunk_frames"] = pipe.batch_size
-    facts["estimate_before_s"] = models_.estimate_seconds(
+    facts["estimate_before_s"] = estimator.estimate_seconds(
         specs[0].model_id, pipe, frames, 1).seconds
     streamed = []
     for index in range(repeats + 1):
       streamed.append(_stream(models_, library, request,
-                              sessions.new_workdir(tmp)))
+                              sessions.new_workdir(tmp), estimator))
       logging.info("published, streamed run %d: first frame %.1f s, all "
                    "%.1f s", index, *streamed[-1])
-    facts["estimate_after_s"] = models_.estimate_seconds(
+    facts["estimate_after_s"] = estimator.estimate_seconds(
         specs[0].model_id, pipe, frames, 1).seconds
     before = [_pre_streaming(pipe, library, frames) for _ in range(2)]
     for name, runs, first_call in (

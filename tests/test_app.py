@@ -14,8 +14,8 @@ from PIL import Image
 
 from xfactor_core import checkpoints
 from xfactor_core.app import (check, example_cache, export, gate, job_board,
-                              jobs, layout, make_presets, presets, registry,
-                              sessions, testing, ui, uploads)
+                              jobs, layout, make_presets, picker, presets,
+                              registry, sessions, testing, ui, uploads)
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 
@@ -161,7 +161,7 @@ def test_registry_loads_lazily_and_bounds_its_cache(checkpoints_dir):
 
   models = registry.ModelRegistry(specs, max_loaded=1, loader=loader)
   first, second = specs[0].model_id, specs[1].model_id
-  assert "loads on first use" in models.describe(first) and not loads
+  assert "loads on first use" in picker.model_facts(models, first) and not loads
   threads = [threading.Thread(target=models.get, args=(first,))
              for _ in range(4)]
   for t in threads:
@@ -169,7 +169,7 @@ def test_registry_loads_lazily_and_bounds_its_cache(checkpoints_dir):
   for t in threads:
     t.join()
   assert len(loads) == 1  # concurrent sessions share one load
-  assert "476.7 K parameters" in models.describe(first)
+  assert "476.7 K parameters" in picker.model_facts(models, first)
   models.get(second)
   models.get(first)
   assert len(loads) == 3 and not models.is_loaded(second)
@@ -659,19 +659,19 @@ def test_flow_models_are_known_before_loading(flow_models, models):
   spec = flow_models.spec(None)
   assert spec.render_output == "flow" and not flow_models.is_loaded(
       spec.model_id)
-  assert "flow renderer: any output size" in flow_models.describe()
-  options = ui.resolution_options(spec)
+  assert "flow renderer: any output size" in picker.model_facts(flow_models)
+  options = picker.resolution_options(spec)
   values = [value for _, value in options["choices"]]
   assert values == ["native", "32", "256", "384", "512", "768", "1024"]
   assert "the photo's size" in options["choices"][0][0]
   assert "samples its output from your photo" in options["info"]
-  smaller = ui.resolution_options(spec, uploads.Limits(max_output_size=512))
+  smaller = picker.resolution_options(spec, uploads.Limits(max_output_size=512))
   assert [v for _, v in smaller["choices"]][-1] == "512"
   # Models with the RGB head, and models not known to be flow models before
   # they load (no config in their model.json), keep today's choices.
   rgb = models.spec(_ids(models)[0])
   assert rgb.render_output in (None, "rgb") and not rgb.renders_any_size
-  assert [v for _, v in ui.resolution_options(rgb)["choices"]] == [
+  assert [v for _, v in picker.resolution_options(rgb)["choices"]] == [
       "native", "64", "128", "192", "256", "320", "384", "512"]
 
 
@@ -761,7 +761,7 @@ def test_flow_handlers_show_the_output_size_and_the_crop_note(
     flow_models, library, photo, tmp_path):
   studio = ui.Studio(flow_models, library, work_root=tmp_path / "work")
   model = flow_models.default_id
-  assert studio.describe_model({"model": model})["resolution"]["choices"][
+  assert studio.picker.describe_model({"model": model})["resolution"]["choices"][
       -1] == ("1024", "1024")
   form = {"model": model, "context": [str(photo)], "source": "Preset",
           "preset": "pan left", **OPTIONS, "num_frames": 3,

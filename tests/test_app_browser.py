@@ -190,3 +190,117 @@ def test_the_model_picker_downloads_a_published_model(reference_dir, browser,
       _screenshot(page, tmp_path, "picker_downloaded.png")
       page.close()
   assert fetch.installed_path("sm", tmp_path / "home") is not None
+
+
+# ------------------------------------------------- what a Space's visitors see
+
+
+def _pick_resolution(page, value):
+  """Opens the Options accordion if needed and picks an output resolution."""
+  resolution = page.get_by_label("Output resolution (px)")
+  if not resolution.is_visible():
+    page.get_by_text("Options").first.click()
+  resolution.click()
+  page.get_by_role("option", name=value, exact=True).click()
+
+
+def _start_a_long_job(page):
+  """A 512 px transfer, waited on until it renders (its model is loaded, so
+  the next job's wait can be estimated)."""
+  _pick_resolution(page, "512")
+  page.get_by_text("synthetic room 2 · move up").first.click()
+  page.wait_for_function(
+      "() => document.querySelector('#status').innerText.includes('render')",
+      timeout=90_000)
+
+
+def _new_page(browser, url):
+  page = browser.new_page(viewport={"width": 1400, "height": 1000})
+  page.goto(url, wait_until="load")
+  page.wait_for_selector("#run", timeout=60_000)
+  return page
+
+
+def test_visitors_in_the_queue_see_their_place_and_wait(page, browser,
+                                                        app_url, tmp_path):
+  """A second visitor's job waits behind the first: its status names the
+  jobs ahead and the estimated wait; it runs once the first is done."""
+  second = _new_page(browser, app_url)
+  _start_a_long_job(page)
+  second.get_by_text("coffee cup · spiral").first.click()
+  second.wait_for_function(STATUS_DONE % "Queued: 1 job ahead of yours",
+                           timeout=30_000)
+  status = second.inner_text("#status")
+  assert "estimated wait until your result about" in status, status
+  second.wait_for_timeout(1500)  # Gradio's own queue display settles
+  _screenshot(second, tmp_path, "queue_waiting.png")
+  page.click("#cancel")
+  page.wait_for_function(STATUS_DONE % "Cancelled", timeout=90_000)
+  second.wait_for_function(
+      "() => { const s = document.querySelector('#status').innerText;"
+      " return s.includes('cached') || s.startsWith('Done'); }",
+      timeout=120_000)
+  second.close()
+  _pick_resolution(page, "native")
+
+
+def test_a_space_shows_its_failed_start_fetch_and_refuses_long_waits(
+    reference_dir, browser, tmp_path):
+  """A Space whose start-up fetch fails says so in the model line; with a
+  wait bound below the first job's, a second job is refused at once with
+  the wait named, and nothing of it is queued."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  from xfactor_core import checkpoints, fetch_testing  # pylint: disable=g-import-not-at-top
+  folder = testing.write_test_checkpoints(
+      tmp_path / "ckpts", reference_dir / "official_format_checkpoint")
+  tiny = checkpoints.ModelConfig(64, 4, 8, 2, 2, 32, 32).to_dict()
+  with fetch_testing.ArchiveServer() as server:
+    table = {"sm": {"url": server.serve("sm.zip", status=404),
+                    "config": tiny, "image_size": 64}}
+    (tmp_path / "sources.json").write_text(json.dumps(table))
+    env = {"XFACTOR_SOURCES": str(tmp_path / "sources.json"),
+           "XFACTOR_HOME": str(tmp_path / "home"),
+           "XFACTOR_FETCH_AT_START": "sm", "XFACTOR_MAX_WAIT_S": "0.01"}
+    log = tmp_path / "app.log"
+    with testing.serve_app(folder, extra_args=["--no-default-models"],
+                           env=env, log_file=log) as url:
+      first = _new_page(browser, url)
+      first.wait_for_function(
+          "() => document.querySelector('#model-info').innerText"
+          ".includes('could not be fetched at start')", timeout=60_000)
+      line = first.inner_text("#model-info")
+      assert ("XFactor stereo-monocular (published) could not be fetched "
+              "at start") in line, line
+      assert "HTTP 404" in line, line
+      _screenshot(first, tmp_path, "start_fetch_failed.png")
+      second = _new_page(browser, url)
+      _start_a_long_job(first)
+      second.get_by_text("coffee cup · spiral").first.click()
+      second.wait_for_function(STATUS_DONE % "Not queued.", timeout=30_000)
+      status = second.inner_text("#status")
+      assert "1 job ahead of yours, an estimated wait of about" in status
+      assert "Nothing was queued" in status
+      second.wait_for_timeout(2000)
+      _screenshot(second, tmp_path, "queue_refused.png")
+      # No job of its own: the status stays, nothing renders.
+      assert second.inner_text("#status") == status
+      assert second.locator("#preview img").count() == 0
+      # An API call is refused the same way, before it is queued.
+      from gradio_client import Client, handle_file  # pylint: disable=g-import-not-at-top
+      from gradio_client.exceptions import ValidationError  # pylint: disable=g-import-not-at-top
+      from xfactor_core.app import presets  # pylint: disable=g-import-not-at-top
+      cat = presets.load_presets().context("photo: cat").files[0]
+      with pytest.raises(ValidationError, match="1 job ahead of yours"):
+        Client(url, verbose=False).predict(
+            context=[handle_file(str(cat))], target=None, preset="zoom in",
+            num_frames=30, api_name="/transfer")
+      first.click("#cancel")
+      first.wait_for_function(STATUS_DONE % "Cancelled", timeout=90_000)
+      first.close()
+      second.close()
+  text = log.read_text()
+  assert "the start-up fetch of sm (XFACTOR_FETCH_AT_START) failed" in text
+  assert "--export sm sm.zip" in text and "XFACTOR_SM_URL" in text
+  assert "refused a transfer: 1 job(s) ahead" in text
+  assert "refused an API transfer: 1 job(s) ahead" in text

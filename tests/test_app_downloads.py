@@ -75,17 +75,17 @@ def test_published_models_are_listed_before_they_are_downloaded(studio):
   with pytest.raises(registry.RegistryError, match="press Download .*python "
                      "-m xfactor_core.fetch sm"):
     models.get("published:sm")
-  shown = studio.describe_model({"model": "published:sm"})
+  shown = studio.picker.describe_model({"model": "published:sm"})
   assert shown["download"]["visible"] is True
   assert "not downloaded (1.9 MB)" in shown["model_info"]
   assert "Press **Download**" in shown["model_info"]
-  assert studio.describe_model({"model": models.default_id})["download"][
+  assert studio.picker.describe_model({"model": models.default_id})["download"][
       "visible"] is False
 
 
 def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
   models = studio.registry
-  updates = list(studio.download_model({"model": "published:sm"},
+  updates = list(studio.picker.download_model({"model": "published:sm"},
                                        progress=lambda *a, **k: None))
   assert any("downloading sm" in u.get("model_info", "").lower()
              for u in updates[:-1]), updates[:3]
@@ -100,10 +100,10 @@ def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
   assert models.default_id == "published:sm"
   # A page built before the download moves to it on load; a visitor's own
   # choice stays.
-  studio.page_default = "shipped-default-at-build"
-  assert studio.refresh_models({"model": "shipped-default-at-build"})[
+  studio.picker.page_default = "shipped-default-at-build"
+  assert studio.picker.refresh_models({"model": "shipped-default-at-build"})[
       "model"]["value"] == "published:sm"
-  assert "value" not in studio.refresh_models({"model": "published:mv"})[
+  assert "value" not in studio.picker.refresh_models({"model": "published:mv"})[
       "model"]
   request = jobs.TransferRequest(
       "published:sm", (CAT,), jobs.MotionRequest("preset", "orbit left"),
@@ -127,12 +127,12 @@ def test_the_download_event_fetches_selects_and_transfers(studio, tmp_path):
 
 @pytest.mark.parametrize("studio", [False], indirect=True)
 def test_a_server_can_turn_page_downloads_off(studio):
-  shown = studio.describe_model({"model": "published:sm"})
+  shown = studio.picker.describe_model({"model": "published:sm"})
   assert shown["download"]["visible"] is False
   assert "turned off on this server" in shown["model_info"]
   assert "python -m xfactor_core.fetch sm" in shown["model_info"]
   with pytest.raises(gr.Error, match="turned off on this server"):
-    list(studio.download_model({"model": "published:sm"},
+    list(studio.picker.download_model({"model": "published:sm"},
                                progress=lambda *a, **k: None))
   assert fetch.installed_path("sm") is None
   # The operator's own start-up fetch still works.
@@ -143,7 +143,7 @@ def test_a_server_can_turn_page_downloads_off(studio):
 def test_visitors_name_published_models_never_addresses(studio):
   for value in ("http://127.0.0.1:1/evil.zip", "../../etc", "published:zz"):
     with pytest.raises(gr.Error):
-      list(studio.download_model({"model": value},
+      list(studio.picker.download_model({"model": value},
                                  progress=lambda *a, **k: None))
   with pytest.raises(downloads.DownloadError, match="not a published model"):
     studio.downloads.start("http://127.0.0.1:1/evil.zip", from_page=True)
@@ -152,9 +152,9 @@ def test_visitors_name_published_models_never_addresses(studio):
 def test_a_failed_download_reports_its_message(studio, server, archive):
   server.serve("sm.zip", archive, status=404)
   with pytest.raises(gr.Error, match="HTTP 404"):
-    list(studio.download_model({"model": "published:sm"},
+    list(studio.picker.download_model({"model": "published:sm"},
                                progress=lambda *a, **k: None))
-  assert "HTTP 404" in studio.describe_model({"model": "published:sm"})[
+  assert "HTTP 404" in studio.picker.describe_model({"model": "published:sm"})[
       "model_info"]
 
 
@@ -208,3 +208,77 @@ def test_a_running_app_lists_and_fetches_a_published_model(
     assert "value" not in loaded["data"][0]  # the visitor's pick stays
   assert fetch.installed_path("sm", tmp_path / "home") is not None
   assert fetch.installed_path("mv", tmp_path / "home") is not None
+
+
+def test_a_broken_install_says_force_and_download_reinstalls_it(
+    studio, caplog):
+  """An installed model whose weights are gone is not offered as usable;
+  the log and the page give advice that works: Download reinstalls it, and
+  the command named is the fetch's --force."""
+  models = studio.registry
+  studio.downloads.start("sm")
+  installed = studio.downloads.wait("sm", timeout=120).path
+  assert installed is not None and models.spec("published:sm").available
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(installed / "checkpoints-0")  # a half-deleted install
+  with caplog.at_level("WARNING"):
+    spec = models.refresh_published(studio.downloads.models["sm"],
+                                    studio.downloads.root)
+  assert not spec.available and spec.problem
+  assert spec.label.endswith("installed copy unusable (1.9 MB)")
+  assert "python -m xfactor_core.fetch sm --force" in caplog.text
+  assert "fetch it again" not in caplog.text
+  shown = studio.picker.describe_model({"model": "published:sm"})
+  assert shown["download"]["visible"] is True
+  assert "cannot be used" in shown["model_info"]
+  assert "Press **Download** to reinstall it" in shown["model_info"]
+  updates = list(studio.picker.download_model(
+      {"model": "published:sm"}, progress=lambda *a, **k: None))
+  assert updates[-1]["model"]["value"] == "published:sm"
+  assert "loads on first use" in updates[-1]["model_info"]
+  assert (installed / "checkpoints-0").is_dir()
+  assert models.get("published:sm").image_size == 64  # the weights load
+
+
+@pytest.mark.parametrize("studio", [False], indirect=True)
+def test_a_broken_install_without_page_downloads_names_the_command(studio):
+  studio.downloads.start_all(["sm"])
+  installed = studio.downloads.wait("sm", timeout=120).path
+  (installed / "checkpoints-0" / "checkpoint").unlink()
+  for file in (installed / "checkpoints-0").glob("*.flax"):
+    file.unlink()
+  studio.registry.refresh_published(studio.downloads.models["sm"],
+                                    studio.downloads.root)
+  line = studio.picker.line("published:sm")
+  assert "`python -m xfactor_core.fetch sm --force`" in line
+
+
+def test_a_failed_start_up_fetch_shows_in_the_page_and_advises_the_owner(
+    studio, server, archive, caplog):
+  server.serve("sm.zip", archive, status=404)
+  with caplog.at_level("ERROR"):
+    studio.downloads.start_all(["sm"])
+    assert studio.downloads.wait("sm", timeout=60).error
+  # The page is on the demo model, and its line says what happened.
+  default = studio.registry.default_id
+  assert studio.registry.spec(default).source == "shipped"
+  line = studio.picker.describe_model({"model": default})["model_info"]
+  assert ("XFactor stereo-monocular (published) could not be fetched at "
+          "start") in line
+  assert "HTTP 404" in line
+  assert line.count("could not be fetched at start") == 1
+  # Chosen itself, it shows the same note once (not twice), with Download.
+  chosen = studio.picker.describe_model({"model": "published:sm"})
+  assert chosen["model_info"].count("could not be fetched at start") == 1
+  assert chosen["download"]["visible"] is True
+  # The log tells the owner the three ways out.
+  for advice in ("XFACTOR_SM_URL", "--export sm sm.zip",
+                 "huggingface.co/USER/REPO/resolve/main/sm.zip",
+                 "XFACTOR_FETCH_AT_START"):
+    assert advice in caplog.text, advice
+  # A download from the page is not a start-up fetch: no such note.
+  server.serve("mv.zip", archive, status=404)
+  studio.downloads.start("mv", from_page=True)
+  assert "HTTP 404" in studio.downloads.wait("mv", timeout=60).error
+  assert "multi-view (published) could not be fetched at start" not in (
+      studio.picker.line(default))

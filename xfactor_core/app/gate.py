@@ -20,6 +20,10 @@ processing:
 * a number widget takes finite numbers only; a text value is at most
   ``Limits.max_text_chars`` long.
 
+An event's validator (Gradio runs it before the event joins the queue; the
+``/transfer`` API's estimates the wait) passes the same gate: a refused call
+reaches it as ``None`` values, and the event itself then refuses it.
+
 A caller that sends fewer values than an event has inputs gets the defaults
 of the handler's trailing parameters for the rest (:func:`with_defaults`), so
 a parameter added at the end of a public endpoint, with a default, leaves
@@ -185,6 +189,11 @@ class GatedBlocks(gr.Blocks):
     try:
       check_event(block_fn.inputs, inputs, self.upload_policy, self.limits)
     except InputError as e:  # logged where refused; no traceback needed
+      if getattr(block_fn, "is_validator_function", False):
+        # An event's validator (run before the event is queued) gets no
+        # value of a refused call, nothing of it is read, and the event
+        # itself then refuses it with the message above.
+        return [None] * len(block_fn.inputs)
       raise gr.Error(str(e), title="Input refused",
                      print_exception=False) from e
     return await super().preprocess_data(block_fn, inputs, state,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from xfactor_core.app import uploads
+from xfactor_core.app.estimates import Estimator
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry
 from xfactor_core.app.uploads import ClipSelection, InputError, Limits
@@ -294,7 +295,7 @@ def output_size(pipe: TransferPipeline, resolution: Optional[int],
   return pipe.check_output_size(size)
 
 
-def _working_pipeline(registry: ModelRegistry, model_id: str,
+def working_pipeline(registry: ModelRegistry, model_id: str,
                       resolution: Optional[int]) -> TransferPipeline:
   """The pipeline a job runs: flow models at their own size (the resolution
   is their output size), RGB models at the chosen resolution."""
@@ -318,19 +319,23 @@ def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
 def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
                  request: TransferRequest, workdir: pathlib.Path,
                  limits: Limits = uploads.DEFAULT_LIMITS,
-                 should_stop: Callable[[], bool] = lambda: False
+                 should_stop: Callable[[], bool] = lambda: False,
+                 estimator: Optional[Estimator] = None
                  ) -> Iterator[TransferUpdate]:
   """Runs one transfer, yielding progress; the last update holds the result.
 
   ``should_stop`` is asked between stages and after each rendered chunk; once
   it says True the job writes nothing more and its last update is marked
   ``cancelled`` (with the frames rendered so far, if rendering had begun).
+  ``estimator`` records the rendering speed and makes the estimates the
+  updates show (default: a fresh one, which estimates from FLOPs).
 
   Raises:
     InputError, RegistryError, TransferError: bad input (messages name the
       fix).
   """
   started = time.perf_counter()
+  estimator = estimator or Estimator()
   settings = request.settings.validate(limits)
   rendered: Optional[list[np.ndarray]] = None
 
@@ -349,7 +354,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     yield update
     return
   model_id = registry.spec(request.model_id).model_id
-  pipe = _working_pipeline(registry, model_id, settings.resolution)
+  pipe = working_pipeline(registry, model_id, settings.resolution)
   spec = registry.spec(model_id)
   images = uploads.read_context(list(request.context_files),
                                pipe.max_context_views, pipe.kind, limits)
@@ -385,7 +390,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
   if (update := stopped(0.1)) is not None:
     yield update
     return
-  estimate = registry.estimate_seconds(model_id, pipe, frames, len(images))
+  estimate = estimator.estimate_seconds(model_id, pipe, frames, len(images))
   rendered, latents = [], []
   long = estimate.seconds >= LONG_TRANSFER_SECONDS
   yield TransferUpdate(f"rendering {frames} frames"
@@ -398,14 +403,14 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     done = start + len(chunk)
     now = time.perf_counter()
     if start > 0:  # the first chunk pays the compilation: not a speed
-      registry.record_speed(model_id, pipe, len(images),
+      estimator.record_speed(model_id, pipe, len(images),
                             (now - clock) / len(chunk))
     clock = now
     fraction = 0.1 + 0.8 * done / frames
     if done < frames and (update := stopped(fraction, frames)) is not None:
       yield update
       return
-    left = registry.estimate_seconds(model_id, pipe, frames - done,
+    left = estimator.estimate_seconds(model_id, pipe, frames - done,
                                      len(images))
     yield TransferUpdate(
         f"rendered {done}/{frames} frames"
@@ -432,10 +437,12 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
 
 def transfer(registry: ModelRegistry, presets: PresetLibrary,
              request: TransferRequest, workdir: pathlib.Path,
-             limits: Limits = uploads.DEFAULT_LIMITS) -> TransferResult:
+             limits: Limits = uploads.DEFAULT_LIMITS,
+             estimator: Optional[Estimator] = None) -> TransferResult:
   """:func:`run_transfer` to the end."""
   update = None
-  for update in run_transfer(registry, presets, request, workdir, limits):
+  for update in run_transfer(registry, presets, request, workdir, limits,
+                             estimator=estimator):
     pass
   return update.result
 

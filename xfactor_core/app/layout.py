@@ -16,13 +16,15 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import gradio as gr
 
-from xfactor_core.app import gate, jobs, ui, uploads
+from xfactor_core.app import gate, jobs, picker, ui, uploads
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import Limits
 from xfactor_core.inference import media
 
 SESSION_TTL_SECONDS = 2 * 3600
+QUEUE_SIZE = 32  # waiting events; more are refused until the queue drains
+HEAVY = "heavy"  # the concurrency id of transfers, exports, batches, checks
 # What the upload widgets offer: the types the media readers take.
 IMAGE_TYPES = list(media.IMAGE_SUFFIXES)
 VIDEO_TYPES = list(media.VIDEO_SUFFIXES)
@@ -117,8 +119,8 @@ def _model_row(studio: ui.Studio) -> dict[str, gr.blocks.Block]:
   """The model picker, its line, Download (for a published model not on this
   machine yet) and the timer that polls running downloads."""
   registry = studio.registry
-  studio.page_default = registry.default_id
-  first = studio.describe_model({"model": registry.default_id})
+  studio.picker.page_default = registry.default_id
+  first = studio.picker.describe_model({"model": registry.default_id})
   with gr.Row():
     model = gr.Dropdown(registry.choices(), value=registry.default_id,
                         label="Model", scale=1, interactive=True,
@@ -188,7 +190,7 @@ def _motion_column(presets: PresetLibrary, registry: ModelRegistry,
     with gr.Row():
       w["resolution"] = gr.Dropdown(
           label="Output resolution (px)", elem_id="resolution",
-          **ui.resolution_options(_default_spec(registry), limits))
+          **picker.resolution_options(_default_spec(registry), limits))
       w["fps"] = gr.Slider(4, 30, value=12, step=1, label="fps")
       w["strength"] = gr.Slider(0.0, jobs.MAX_STRENGTH, value=1.0, step=0.05,
                                 label="Motion strength")
@@ -311,23 +313,24 @@ def _api_components(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
 def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
                  examples: Optional[gr.Examples], max_jobs: int) -> None:
   """Connects every widget event to its :class:`ui.Studio` handler."""
-  heavy = dict(concurrency_limit=max_jobs, concurrency_id="heavy")
+  heavy = dict(concurrency_limit=max_jobs, concurrency_id=HEAVY)
   quiet = dict(api_visibility="private", show_progress="hidden")
   on = w.bind
 
   model_row = ["model", "model_info", "resolution", "download"]
-  w["model"].change(on(studio.describe_model), w.inputs(["model"]),
+  row = studio.picker
+  w["model"].change(on(row.describe_model), w.inputs(["model"]),
                     w.listed(model_row[1:]), **quiet)
   w["context"].change(on(studio.context_gallery),
                       w.inputs(["context", "model"]),
                       w.listed(["context_preview", *model_row]), **quiet)
-  w["download"].click(on(studio.download_model), w.inputs(["model"]),
+  w["download"].click(on(row.download_model), w.inputs(["model"]),
                       w.listed(model_row), api_visibility="private",
                       concurrency_limit=2, concurrency_id="download",
                       show_progress="minimal")
-  w["download_timer"].tick(on(studio.poll_downloads), w.inputs(["model"]),
+  w["download_timer"].tick(on(row.poll_downloads), w.inputs(["model"]),
                            w.listed([*model_row, "download_timer"]), **quiet)
-  demo.load(on(studio.refresh_models), w.inputs(["model"]),
+  demo.load(on(row.refresh_models), w.inputs(["model"]),
             w.listed([*model_row, "download_timer"]), queue=False, **quiet)
   w["source"].change(on(studio.source_visibility), w.inputs(["source"]),
                      w.listed(ui.SOURCE_GROUPS.values()), **quiet)
@@ -342,16 +345,23 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   # ends its event normally with the frames it had. Gradio's own
   # ``cancels=`` kills the event instead, and the "error" status the killed
   # event leaves on its outputs can land after the Cancel handler's text.
-  open_job = dict(fn=on(studio.open_job), inputs=set(),
-                  outputs=w.listed(["job"]), queue=False, **quiet)
+  # Opening the job also estimates its wait: a job over the bound gets no
+  # id and a status that names the wait; ``admit`` then fails, and the
+  # transfer, which follows on success only, is never queued.
+  open_job = dict(fn=on(studio.open_job), inputs=w.inputs(ui.JOB_FIELDS),
+                  outputs=w.listed(["job", "status"]), queue=False, **quiet)
+  admit = dict(fn=on(studio.admit), inputs=w.inputs(["job"]), outputs=None,
+               queue=False, **quiet)
   transfer = dict(fn=on(studio.run_transfer),
                   inputs=w.inputs(ui.TRANSFER_FIELDS),
                   outputs=w.listed(ui.TRANSFER_OUTPUTS), **heavy)
-  transfer_events = [w["run"].click(**open_job).then(
+  transfer_events = [w["run"].click(**open_job).success(**admit).success(
       api_name="transfer_ui", api_visibility="undocumented", **transfer)]
   if examples is not None:
-    transfer_events.append(examples.load_input_event.then(**open_job).then(
-        api_name="example_transfer", api_visibility="private", **transfer))
+    transfer_events.append(
+        examples.load_input_event.then(**open_job).success(**admit).success(
+            api_name="example_transfer", api_visibility="private",
+            **transfer))
   for event in transfer_events:
     event.success(on(studio.warm_scrub), w.inputs(["result"]), None,
                   concurrency_limit=2, concurrency_id="scrub", **quiet)
@@ -375,7 +385,8 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
       studio.api_transfer,
       w.listed(["api_context", "api_target", "api_preset", "api_num_frames",
                 "api_output_size"]),
-      w.listed(["api_video", "api_path"]), api_name="transfer", **heavy)
+      w.listed(["api_video", "api_path"]), api_name="transfer",
+      validator=studio.api_admission, **heavy)
 
 
 def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
@@ -410,8 +421,24 @@ def build_app(studio: ui.Studio, *, max_jobs: int = 1) -> gate.GatedBlocks:
     parts |= _export_panels(studio.presets)
     parts |= _api_components(studio.presets)
     _wire_events(studio, Widgets(parts), demo, examples, max_jobs)
-  demo.queue(default_concurrency_limit=max_jobs, max_size=32)
+  demo.queue(default_concurrency_limit=max_jobs, max_size=QUEUE_SIZE)
+  studio.queue_depth = functools.partial(jobs_in_queue, demo, HEAVY)
   return demo
+
+
+def jobs_in_queue(demo: gr.Blocks, concurrency_id: str) -> int:
+  """Events of ``concurrency_id`` waiting in ``demo``'s queue or running.
+
+  Reads Gradio's queue (its per-concurrency-id event queues, as Gradio
+  6.x keeps them); 0 when the queue has not started or looks otherwise.
+  """
+  queue = getattr(demo, "_queue", None)
+  event_queue = getattr(queue, "event_queue_per_concurrency_id", {}).get(
+      concurrency_id)
+  if event_queue is None:
+    return 0
+  return (len(getattr(event_queue, "queue", ()))
+          + int(getattr(event_queue, "current_concurrency", 0) or 0))
 
 
 def theme() -> gr.themes.Base:

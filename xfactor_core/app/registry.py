@@ -1,4 +1,4 @@
-"""Models the app offers: discovery, descriptions and a bounded cache.
+"""Models the app offers: discovery and a bounded cache of loaded ones.
 
 Models come from three places: the published checkpoints of
 :mod:`xfactor_core.fetch` (always listed; "not downloaded" until they are in
@@ -9,6 +9,9 @@ kind, resolution and size come from ``model.json`` (or the fetch table) when
 there is one and from the loaded model otherwise. Weights load on first use
 and stay in a small LRU cache shared by every session (pipelines are
 read-only once loaded).
+
+What the page says about a model lives in :mod:`picker`; how long a
+transfer takes, in :mod:`estimates`.
 """
 
 from __future__ import annotations
@@ -39,37 +42,10 @@ CHECKPOINT_FILE_SUFFIXES = (".flax", ".msgpack")
 # A streamed chunk holds about this much work (a fraction of a second of a
 # laptop CPU), so that a large model's first frames arrive quickly.
 STREAM_CHUNK_FLOPS = 50e9
-# The share of the matmul peak a transfer reaches (0.5 to 0.8 measured, see
-# benchmarks/README.md): estimates before a model's first run use the low end.
-ESTIMATE_EFFICIENCY = 0.5
 
 
 class RegistryError(ValueError):
   """A model folder or model choice that cannot be used (with the fix)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Estimate:
-  """How long rendering some frames will take.
-
-  Attributes:
-    seconds: the estimate.
-    measured: from this model's earlier frames (else from its FLOPs and
-      this machine's matmul speed).
-  """
-  seconds: float
-  measured: bool
-
-  def describe(self, short: bool = False) -> str:
-    """``"about 45 s (measured)"``; short: ``"about 45 s left"``."""
-    seconds = self.seconds
-    amount = (f"{seconds:.0f} s" if seconds < 90 else
-              f"{seconds / 60:.1f} min")
-    if short:
-      return f"about {amount} left"
-    how = ("as this model ran before" if self.measured else
-           "estimated from the model's size; the first run also compiles")
-    return f"about {amount} ({how})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +70,9 @@ class ModelSpec:
     published: the fetch name (``"sm"``, ``"mv"``) of a published model.
     download_bytes: the installed size of a published model not downloaded.
     title: the model's name without its state (default: the label).
+    problem: why the installed copy of a published model cannot be used (a
+      half-finished or damaged install), or ``None``; such a model is not
+      available, and a download reinstalls it.
   """
   model_id: str
   label: str
@@ -107,6 +86,7 @@ class ModelSpec:
   published: Optional[str] = None
   download_bytes: Optional[int] = None
   title: Optional[str] = None
+  problem: Optional[str] = None
 
   @property
   def available(self) -> bool:
@@ -171,31 +151,42 @@ def describe_checkpoint(path: PathLike, source: str = "folder",
       render_output=render_output)
 
 
+def reinstall_command(name: str) -> str:
+  """The command that replaces a broken install of published model ``name``."""
+  return f"python -m xfactor_core.fetch {name} --force"
+
+
 def published_spec(model: fetch.PublishedModel,
                    root: Optional[PathLike] = None) -> ModelSpec:
   """The picker's entry of a published model: its installed folder, or the
-  fetch table's facts while it is not downloaded."""
+  fetch table's facts while it is not downloaded (or while its installed
+  copy cannot be used: then ``problem`` says why)."""
   model_id = PUBLISHED_PREFIX + model.name
   path = fetch.installed_path(model.name, root if root is not None
                               else fetch.cache_root())
+  problem = None
   if path is not None:
     try:
       spec = describe_checkpoint(path, "published", model.title)
       return dataclasses.replace(spec, model_id=model_id,
                                  published=model.name)
     except RegistryError as e:
-      logging.warning("installed model %s unusable (%s); fetch it again", path,
-                      e)
+      problem = str(e)
+      logging.warning(
+          "installed model %s unusable (%s); reinstall it with %s (or press "
+          "Download in the app)", path, e, reinstall_command(model.name))
   count = (checkpoints.parameter_count(model.config) if model.config
            else None)
+  state = "installed copy unusable" if problem else "not downloaded"
   return ModelSpec(
       model_id=model_id,
-      label=f"{model.title} · not downloaded "
+      label=f"{model.title} · {state} "
             f"({fetch.format_bytes(model.installed_bytes)})",
       path=None, kind=model.kind, image_size=model.image_size,
       num_context_views=model.num_context_views, num_parameters=count,
       source="published", render_output="rgb", published=model.name,
-      download_bytes=model.installed_bytes, title=model.title)
+      download_bytes=model.installed_bytes, title=model.title,
+      problem=problem)
 
 
 def discover_models(checkpoints_dir: Optional[PathLike] = None,
@@ -255,19 +246,6 @@ def discover_models(checkpoints_dir: Optional[PathLike] = None,
   return unique
 
 
-def format_parameters(count: Optional[int]) -> str:
-  """``203456789`` -> ``"203.5 M"``."""
-  if count is None:
-    return "known after loading"
-  if count >= 1e9:
-    return f"{count / 1e9:.2f} B"
-  if count >= 1e6:
-    return f"{count / 1e6:.1f} M"
-  if count >= 1e3:
-    return f"{count / 1e3:.1f} K"
-  return str(count)
-
-
 class ModelRegistry:
   """The models on offer and a bounded cache of loaded pipelines.
 
@@ -289,8 +267,6 @@ class ModelRegistry:
         collections.OrderedDict())
     self._lock = threading.Lock()
     self._load_locks = {model_id: threading.Lock() for model_id in self._specs}
-    self._speeds: dict[tuple, float] = {}  # seconds per frame, measured
-    self._host_flops: Optional[float] = None
 
   @property
   def specs(self) -> list[ModelSpec]:
@@ -310,35 +286,6 @@ class ModelRegistry:
     with self._lock:
       return next((s.model_id for s in self._specs.values()
                    if s.available and s.kind == kind), None)
-
-  @staticmethod
-  def _speed_key(model_id: str, pipe: TransferPipeline, views: int) -> tuple:
-    return (model_id, pipe.image_size, views, pipe.batch_size)
-
-  def record_speed(self, model_id: str, pipe: TransferPipeline, views: int,
-                   seconds_per_frame: float) -> None:
-    """Remembers how fast a model rendered (warm chunks only)."""
-    key = self._speed_key(model_id, pipe, views)
-    with self._lock:
-      old = self._speeds.get(key)
-      self._speeds[key] = (seconds_per_frame if old is None
-                           else 0.5 * (old + seconds_per_frame))
-
-  def estimate_seconds(self, model_id: str, pipe: TransferPipeline,
-                       frames: int, views: int) -> Estimate:
-    """Seconds to transfer ``frames`` frames with ``views`` context views:
-    as the model ran before, or from its FLOPs and this machine's measured
-    matmul speed."""
-    with self._lock:
-      measured = self._speeds.get(self._speed_key(model_id, pipe, views))
-    if measured is not None:
-      return Estimate(frames * measured, measured=True)
-    if self._host_flops is None:
-      from xfactor_core import benchmarking  # pylint: disable=g-import-not-at-top
-      self._host_flops = benchmarking.matmul_peak_flops(size=1024, repeats=3)
-    rate = self._host_flops * ESTIMATE_EFFICIENCY
-    return Estimate(frames * pipe.flops_per_frame(views) / rate,
-                    measured=False)
 
   def refresh_published(self, model: fetch.PublishedModel,
                         root: Optional[PathLike] = None) -> ModelSpec:
@@ -448,30 +395,6 @@ class ModelRegistry:
       return self._batch_size
     per_frame = pipe.flops_per_frame(pipe.max_context_views)
     return int(max(1, min(self._batch_size, STREAM_CHUNK_FLOPS // per_frame)))
-
-  def describe(self, model_id: Optional[str] = None) -> str:
-    """One markdown line: kind, resolution, views, parameters, load state."""
-    try:
-      spec = self.spec(model_id)
-    except RegistryError as e:
-      return f"**No model.** {e}"
-    views = spec.num_context_views
-    parts = [
-        f"**{spec.title or spec.label}**",
-        spec.kind or "kind known after loading",
-        f"{spec.image_size} px" if spec.image_size else "resolution known "
-                                                          "after loading",
-        (f"{views} context view{'s' if views != 1 else ''}" if views
-         else "views known after loading"),
-        (f"{format_parameters(spec.num_parameters)} parameters"
-         if spec.num_parameters else "size known after loading"),
-        *(["flow renderer: any output size"] if spec.renders_any_size
-          else []),
-        ("loaded" if self.is_loaded(spec.model_id) else
-         "loads on first use" if spec.available else
-         f"not downloaded ({fetch.format_bytes(spec.download_bytes)})"),
-    ]
-    return " · ".join(parts)
 
 
 def checkpoints_dir_from_env(cli_value: Optional[str]) -> Optional[str]:

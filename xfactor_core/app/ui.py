@@ -9,7 +9,10 @@
   translate to the plain functions of :mod:`jobs`, :mod:`export` and
   :mod:`check`; user mistakes become ``gr.Error`` messages that name the fix.
 
-The page and the wiring of its events live in :mod:`layout`. Nothing is
+The model row's handlers live in :mod:`picker` (``Studio.picker``), how
+errors reach the visitor in :mod:`errors`, time estimates and the queue's
+wait bound in :mod:`estimates`. The page and the wiring of its events live
+in :mod:`layout`. Nothing is
 shared between sessions except the model cache and the cache of the shipped
 examples' results (both keyed by immutable inputs); each session's result
 lives in its own ``gr.State``.
@@ -18,37 +21,29 @@ lives in its own ``gr.State``.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import logging
 import math
 import pathlib
 import shutil
-import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 
 import gradio as gr
 import numpy as np
 
-from xfactor_core import checkpoints
-from xfactor_core.app import export, jobs, sessions, uploads
-from xfactor_core.app.downloads import DownloadError, Downloads
+from xfactor_core.app import estimates, export, jobs, sessions, uploads
+from xfactor_core.app.downloads import Downloads
+from xfactor_core.app.errors import reports_errors
 from xfactor_core.app.example_cache import ExampleCache
 from xfactor_core.app.job_board import JobBoard
+from xfactor_core.app.picker import ModelPicker, model_facts
 from xfactor_core.app.presets import PresetLibrary
-from xfactor_core.app.registry import ModelRegistry, ModelSpec, RegistryError
+from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import InputError, Limits
 from xfactor_core.inference import media
-from xfactor_core.inference.model_frames import FrameError
-from xfactor_core.inference.media import MediaError
-from xfactor_core.inference.pipeline import DEFAULT_MAX_OUTPUT_SIZE, TransferError
 
 Form = Mapping[str, Any]  # widget name -> value, as a handler receives them
 Update = dict[str, Any]  # widget name -> new value, as a handler returns them
 
-USER_ERRORS = (InputError, RegistryError, TransferError, MediaError,
-               FrameError, checkpoints.CheckpointError, DownloadError)
-DOWNLOAD_POLL_SECONDS = 0.5
 WORKDIR_MAX_AGE_SECONDS = 2 * 3600
 DISPLAY_SIDE = 256
 
@@ -58,19 +53,13 @@ MOTION_FIELDS = ("source", "preset", "video", "frames", "first", "second",
 OPTION_FIELDS = ("num_frames", "stride", "start", "resolution", "fps",
                  "reverse", "ping_pong", "strength")
 TRANSFER_FIELDS = ("model", "context", *MOTION_FIELDS, *OPTION_FIELDS, "job")
+# What the Transfer click reads before the queue (its wait estimate).
+JOB_FIELDS = ("model", "context", "num_frames", "resolution")
 TRANSFER_OUTPUTS = ("preview", "result_video", "scrub", "scrub_target",
                     "scrub_generated", "status", "result", "model_info")
 BATCH_FIELDS = ("model", "batch_contexts", "context", "batch_presets",
                 "batch_videos", *MOTION_FIELDS, *OPTION_FIELDS)
 SOURCE_GROUPS = {source: f"{source}_group" for source in jobs.MOTION_SOURCES}
-# Resolution choices: models with the RGB head run and render at the size
-# picked (a multiple of their patch size); flow models render at any output
-# size, sampled from the context photo.
-NATIVE = "native"
-RGB_RESOLUTIONS = (64, 128, 192, 256, 320, 384, 512)
-FLOW_OUTPUT_SIZES = (256, 384, 512, 768, 1024)
-
-
 # ---------------------------------------------------------- widget adapters --
 
 
@@ -147,33 +136,6 @@ def motion_from_ui(form: Form) -> jobs.MotionRequest:
                    "one of " + ", ".join(jobs.SOURCE_LABELS.values()))
 
 
-def resolution_options(spec: Optional[ModelSpec],
-                       limits: Limits = uploads.DEFAULT_LIMITS
-                       ) -> dict[str, Any]:
-  """The resolution dropdown's ``choices``, ``value`` and ``info`` for a
-  model (a model not known to have the flow renderer gets today's choices).
-
-  Values are ``"native"`` or a size in pixels; labels say what they mean.
-  """
-  if spec is None or not spec.renders_any_size:
-    return {"choices": [(NATIVE, NATIVE)] + [(str(s), str(s))
-                                              for s in RGB_RESOLUTIONS],
-            "value": NATIVE,
-            "info": "the model renders at this size (a multiple of its patch "
-                    "size); native = the size it was trained at"}
-  sizes = sorted({s for s in FLOW_OUTPUT_SIZES if s <= limits.max_output_size}
-                 | ({spec.image_size} if spec.image_size else set()))
-  labels = {spec.image_size: "the model's size"}
-  return {"choices": [(f"{NATIVE} (the photo's size, at most "
-                       f"{DEFAULT_MAX_OUTPUT_SIZE})", NATIVE)] + [
-                           (f"{s} ({labels[s]})" if s in labels else str(s),
-                            str(s)) for s in sizes],
-          "value": NATIVE,
-          "info": "output size: the model runs at its own size"
-                  + (f" ({spec.image_size} px)" if spec.image_size else "")
-                  + " and samples its output from your photo at this size"}
-
-
 def for_display(frame: Optional[np.ndarray], min_side: int = DISPLAY_SIDE
                 ) -> Optional[np.ndarray]:
   """Small frames enlarged (nearest neighbour) so the scrub view is legible."""
@@ -181,52 +143,6 @@ def for_display(frame: Optional[np.ndarray], min_side: int = DISPLAY_SIDE
     return frame
   factor = -(-min_side // frame.shape[0])
   return np.repeat(np.repeat(frame, factor, axis=0), factor, axis=1)
-
-
-# ------------------------------------------------------------------ errors --
-
-
-def _user_error(error: Exception) -> gr.Error:
-  return gr.Error(str(error), title=type(error).__name__.replace(
-      "Error", " problem").strip())
-
-
-def _unexpected(error: Exception) -> gr.Error:
-  logging.exception("unexpected error in a handler")
-  return gr.Error(f"unexpected {type(error).__name__}: {error}. The server "
-                  "is fine; check the inputs or report this message.",
-                  title="Something went wrong")
-
-
-def _as_gradio_error(error: Exception) -> gr.Error:
-  """A user problem becomes a named ``gr.Error``; anything else is logged and
-  reported as unexpected, and the server keeps running."""
-  if isinstance(error, gr.Error):
-    return error
-  if isinstance(error, USER_ERRORS):
-    return _user_error(error)
-  return _unexpected(error)
-
-
-def _reports_errors(handler: Callable) -> Callable:
-  """Decorates a handler (function or generator) so that what it raises
-  reaches the user as a ``gr.Error``."""
-  if inspect.isgeneratorfunction(handler):
-    @functools.wraps(handler)
-    def stream(*args, **kwargs):
-      try:
-        yield from handler(*args, **kwargs)
-      except Exception as e:  # keep the server up, tell the user
-        raise _as_gradio_error(e) from e
-    return stream
-
-  @functools.wraps(handler)
-  def call(*args, **kwargs):
-    try:
-      return handler(*args, **kwargs)
-    except Exception as e:  # keep the server up, tell the user
-      raise _as_gradio_error(e) from e
-  return call
 
 
 # ------------------------------------------------------------------ status --
@@ -262,7 +178,13 @@ class Studio:
     job_board: open transfer jobs and which of them were cancelled.
     downloads: background downloads of the published models (None: the app
       offers none).
-    page_default: the model the page was built with (set by the layout).
+    estimator: measured rendering speeds, shared by every session.
+    max_wait_s: a transfer whose estimated wait (the jobs ahead of it, each
+      as long as it, plus itself) exceeds this many seconds is refused when
+      it is asked for (0: no bound).
+    queue_depth: how many heavy jobs are queued or running now (set by the
+      layout from Gradio's queue).
+    picker: the model row's handlers (made from the fields above).
   """
   registry: ModelRegistry
   presets: PresetLibrary
@@ -271,9 +193,13 @@ class Studio:
   example_cache: Optional[ExampleCache] = None
   job_board: JobBoard = dataclasses.field(default_factory=JobBoard)
   downloads: Optional[Downloads] = None
-  page_default: Optional[str] = None  # the picker's value when the page was built
+  estimator: estimates.Estimator = dataclasses.field(
+      default_factory=estimates.Estimator)
+  max_wait_s: float = estimates.DEFAULT_MAX_WAIT_SECONDS
+  queue_depth: Callable[[], int] = lambda: 0
 
   def __post_init__(self):
+    self.picker = ModelPicker(self.registry, self.downloads, self.limits)
     self.work_root = pathlib.Path(self.work_root)
     self.sessions = sessions.SessionFolders(self.work_root / "sessions",
                                             WORKDIR_MAX_AGE_SECONDS)
@@ -292,102 +218,6 @@ class Studio:
 
   # ---------------------------------------------------------- the inputs --
 
-  def _can_download(self, spec: Optional[ModelSpec]) -> bool:
-    """Whether the page offers Download for ``spec``."""
-    return (spec is not None and not spec.available and
-            spec.published is not None and self.downloads is not None and
-            self.downloads.page_allowed)
-
-  def _model_line(self, model_id: Optional[str]) -> str:
-    """The model's line, with a not-downloaded model's way to get it."""
-    line = self.registry.describe(model_id)
-    try:
-      spec = self.registry.spec(model_id)
-    except RegistryError:
-      return line
-    if spec.available or spec.published is None:
-      return line
-    status = (self.downloads.status(spec.published)
-              if self.downloads is not None else None)
-    if status is not None and (status.running or status.error):
-      return f"{line}  \n{status.describe()}"
-    if self._can_download(spec):
-      return f"{line}  \nPress **Download** to fetch it once; it is then kept."
-    return (f"{line}  \nDownloads from the page are turned off on this "
-            f"server; its operator can run `python -m xfactor_core.fetch "
-            f"{spec.published}`.")
-
-  def describe_model(self, form: Form) -> Update:
-    """Model picker: the model's line (kind, size, views, load state), the
-    resolutions it offers (reset to native), and Download for a published
-    model that is not downloaded yet."""
-    try:
-      spec = self.registry.spec(form.get("model"))
-    except RegistryError:
-      spec = None
-    return {"model_info": self._model_line(form.get("model")),
-            "resolution": gr.update(**resolution_options(spec, self.limits)),
-            "download": gr.update(visible=self._can_download(spec))}
-
-  def _picker(self, model_id: Optional[str]) -> Update:
-    """The model row for ``model_id``, with every label as it is now."""
-    update = self.describe_model({"model": model_id})
-    update["model"] = gr.update(choices=self.registry.choices(),
-                                value=model_id)
-    return update
-
-  def refresh_models(self, form: Form) -> Update:
-    """Page load: the picker's labels as the models are now, and the poll
-    timer on while downloads run. A page still on the model it was built
-    with moves to today's default (a published model downloaded since the
-    server started); a model the visitor picked already stays."""
-    shown = form.get("model")
-    chosen = shown
-    if chosen is None or chosen == self.page_default:
-      chosen = self.registry.default_id
-    update = self._picker(chosen)
-    if chosen == shown:  # labels only: a pick made meanwhile is kept
-      update["model"] = gr.update(choices=self.registry.choices())
-    update["download_timer"] = gr.Timer(active=bool(
-        self.downloads is not None and self.downloads.running()))
-    return update
-
-  def poll_downloads(self, form: Form) -> Update:
-    """Timer tick while downloads run: the picker's labels and the chosen
-    model's line; the timer stops once no download runs."""
-    running = self.downloads is not None and bool(self.downloads.running())
-    update = self._picker(form.get("model"))
-    update["download_timer"] = gr.Timer(active=running)
-    return update
-
-  @_reports_errors
-  def download_model(self, form: Form, progress: gr.Progress = gr.Progress()
-                     ) -> Iterator[Update]:
-    """Download button: fetches the chosen published model (or joins its
-    download), streaming its progress, then selects it."""
-    spec = self.registry.spec(form.get("model"))
-    if spec.available:
-      yield self._picker(spec.model_id)
-      return
-    if spec.published is None or self.downloads is None:
-      raise InputError(f"{spec.label} cannot be downloaded by the app")
-    name = spec.published
-    status = self.downloads.start(name, from_page=True)
-    while status.running:
-      update = status.progress
-      if update is not None and update.fraction is not None:
-        progress(update.fraction, desc=update.describe())
-      else:
-        progress(None, desc=status.describe())
-      yield {"model_info": self._model_line(spec.model_id)}
-      time.sleep(DOWNLOAD_POLL_SECONDS)
-      status = self.downloads.status(name)
-    if status.error:
-      raise DownloadError(status.error)
-    gr.Info(f"{self.registry.spec(spec.model_id).label} is downloaded and "
-            "selected.")
-    yield self._picker(spec.model_id)
-
   def context_gallery(self, form: Form) -> Update:
     """Context upload: the images in the small gallery below it. Several
     images while a one-view model is chosen switch to the multi-view default
@@ -401,7 +231,7 @@ class Studio:
     if len(files) > 1 and spec.num_context_views == 1:
       other = self.registry.default_for("multi-view")
       if other is not None:
-        update |= self._picker(other)
+        update |= self.picker.select(other)
         gr.Info(f"{len(files)} context views: switched to "
                 f"{self.registry.spec(other).label}, which takes several.")
     return update
@@ -413,7 +243,7 @@ class Studio:
     return {group: gr.update(visible=(source == chosen))
             for source, group in SOURCE_GROUPS.items()}
 
-  @_reports_errors
+  @reports_errors
   def preset_preview(self, form: Form) -> Update:
     """Preset picker: its clip in the preview player and its description."""
     name = form.get("preset")
@@ -438,7 +268,7 @@ class Studio:
             "scrub_target": for_display(target),
             "scrub_generated": for_display(generated),
             "status": status, "result": result,
-            "model_info": self.registry.describe(result.model_id)}
+            "model_info": model_facts(self.registry, result.model_id)}
 
   def _request(self, form: Form) -> jobs.TransferRequest:
     return jobs.TransferRequest(
@@ -448,7 +278,7 @@ class Studio:
         motion=motion_from_ui(form),
         settings=settings_from_ui(form).validate(self.limits))
 
-  @_reports_errors
+  @reports_errors
   def run_transfer(self, form: Form, progress: gr.Progress = gr.Progress()
                    ) -> Iterator[Update]:
     """Transfer event: streams rendered frames, then the finished result.
@@ -476,7 +306,8 @@ class Studio:
                  else self.sessions.new())
       for update in jobs.run_transfer(self.registry, self.presets, request,
                                       workdir, self.limits,
-                                      should_stop=should_stop):
+                                      should_stop=should_stop,
+                                      estimator=self.estimator):
         progress(update.fraction, desc=update.stage)
         if update.cancelled:
           shown = {"status": f"{update.stage[:1].upper()}{update.stage[1:]}; "
@@ -507,11 +338,66 @@ class Studio:
         f"Done: {_frames_line(result)} in {result.seconds:.1f} s "
         f"({request.motion.describe()}).") + _note(result))
 
+  def _job_estimate(self, form: Form) -> Optional[estimates.Estimate]:
+    """The status line's estimate of the job the form asks for, or ``None``
+    while its model is not loaded (loading it here would hold up the page)
+    or its settings are not valid (the job itself says why)."""
+    try:
+      spec = self.registry.spec(form.get("model"))
+      if not self.registry.is_loaded(spec.model_id):
+        return None
+      settings = settings_from_ui(form)
+      pipe = jobs.working_pipeline(self.registry, spec.model_id,
+                                   settings.resolution)
+      views = len(uploads.file_paths(form.get("context"))) or 1
+      views = min(views, pipe.max_context_views)
+      return self.estimator.estimate_seconds(spec.model_id, pipe,
+                                             int(settings.num_frames), views)
+    except (InputError, RegistryError, ValueError) as e:
+      logging.info("no wait estimate for a new job: %s", e)
+      return None
+
+  def queue_wait(self, form: Form) -> estimates.QueueWait:
+    """What a job asked for now faces: the heavy jobs queued or running
+    before it and its estimated wait."""
+    ahead = self.queue_depth()
+    if ahead == 0:
+      return estimates.queue_wait(0, None)  # nothing to wait for
+    return estimates.queue_wait(ahead, self._job_estimate(form))
+
   def open_job(self, form: Form) -> Update:
     """Transfer click, before the queue: the id of the new job (kept in the
-    session's state so that Cancel can name it)."""
-    del form  # no inputs
-    return {"job": self.job_board.open()}
+    session's state so that Cancel can name it) and, with jobs ahead, its
+    position and estimated wait in the status.
+
+    Reads ``JOB_FIELDS`` (all optional). A job whose estimated wait exceeds
+    ``max_wait_s`` is refused here, at once: no job id, and the status names
+    the wait (then :meth:`admit` stops the event chain before the queue).
+    """
+    wait = self.queue_wait(form)
+    if not wait.admitted(self.max_wait_s):
+      logging.info("refused a transfer: %d job(s) ahead, about %.1f s of "
+                   "waiting (bound %.1f s)", wait.ahead, wait.seconds,
+                   self.max_wait_s)
+      return {"job": None,
+              "status": f"**Not queued.** {wait.refusal(self.max_wait_s)}"}
+    update: Update = {"job": self.job_board.open()}
+    if wait.ahead:
+      update["status"] = wait.describe()
+    return update
+
+  def admit(self, form: Form) -> None:
+    """After :meth:`open_job`: lets the transfer event follow (on success)
+    only when a job was opened; a refused one ends here, its status already
+    saying why.
+
+    Raises:
+      gr.Error: the job was refused (no job id).
+    """
+    if form.get("job") is None:
+      raise gr.Error("The queue is too long right now; the status says how "
+                     "long the wait would be.", title="Queue too long",
+                     print_exception=False)
 
   def cancel_job(self, form: Form) -> Update:
     """Cancel button: the session's queued or running job stops after the
@@ -522,7 +408,7 @@ class Studio:
                         "rendering."}
     return {}
 
-  @_reports_errors
+  @reports_errors
   def scrub(self, form: Form) -> Update:
     """Scrub slider: (target frame, generated view) at a fractional frame."""
     result, position = form.get("result"), form.get("scrub")
@@ -544,7 +430,7 @@ class Studio:
 
   # -------------------------------------------------------------- export --
 
-  @_reports_errors
+  @reports_errors
   def export(self, form: Form) -> Update:
     """Export button: one zip with every format of the current result."""
     result = form.get("result")
@@ -553,7 +439,7 @@ class Studio:
     return {"export_file": str(export.export_result(result,
                                                     self.sessions.new()))}
 
-  @_reports_errors
+  @reports_errors
   def batch(self, form: Form, progress: gr.Progress = gr.Progress()
             ) -> Update:
     """Batch export: every chosen motion onto every chosen context.
@@ -584,7 +470,7 @@ class Studio:
 
   # --------------------------------------------------------------- check --
 
-  @_reports_errors
+  @reports_errors
   def check(self, form: Form, progress: gr.Progress = gr.Progress()
             ) -> Update:
     """TPS check: the COLMAP oracle on target and generated clip."""
@@ -599,7 +485,43 @@ class Studio:
 
   # ----------------------------------------------------------------- API --
 
-  @_reports_errors
+  def _api_model(self, views: int) -> Optional[str]:
+    """The model of an API call: the default of the matching kind (one view,
+    stereo-monocular; several, multi-view; the published ones once
+    downloaded)."""
+    return (self.registry.default_for(
+        "multi-view" if views > 1 else "stereo-monocular")
+            or self.registry.default_id)
+
+  def api_admission(self, context: Any, target: Any, preset: Optional[str],
+                    num_frames: Any, output_size: Any = None) -> list[dict]:
+    """The ``/transfer`` endpoint's validator: Gradio runs it before the call
+    joins the queue, so a call whose estimated wait exceeds ``max_wait_s``
+    is refused at once (HTTP 422; ``gradio_client`` raises a
+    ``ValidationError`` naming the wait), as the page's job is.
+
+    Returns:
+      one ``gr.validate`` per parameter; the refusal is on ``num_frames``.
+    """
+    del target, preset  # the wait depends on the model and the frames
+    try:
+      files = uploads.file_paths(context)
+      wait = self.queue_wait({"model": self._api_model(len(files)),
+                              "context": context, "num_frames": num_frames,
+                              "resolution": output_size})
+    except Exception:  # pylint: disable=broad-except
+      logging.exception("no wait estimate for an API call; admitted")
+      wait = estimates.queue_wait(0, None)
+    admitted = wait.admitted(self.max_wait_s)
+    if not admitted:
+      logging.info("refused an API transfer: %d job(s) ahead, about %.1f s "
+                   "of waiting (bound %.1f s)", wait.ahead, wait.seconds,
+                   self.max_wait_s)
+    valid = gr.validate(True, "")
+    return [valid, valid, valid, gr.validate(
+        admitted, "" if admitted else wait.refusal(self.max_wait_s)), valid]
+
+  @reports_errors
   def api_transfer(self, context: Any, target: Any, preset: Optional[str],
                    num_frames: Any, output_size: Any = None
                    ) -> tuple[str, str]:
@@ -648,15 +570,11 @@ class Studio:
                                  "resolution": output_size}).validate(
                                      self.limits)
     files = tuple(str(p) for p in uploads.file_paths(context))
-    # The default model of the matching kind: one view, stereo-monocular;
-    # several, multi-view (the published ones once downloaded).
-    model_id = (self.registry.default_for(
-        "multi-view" if len(files) > 1 else "stereo-monocular")
-                or self.registry.default_id)
-    request = jobs.TransferRequest(model_id, files, motion, settings)
+    request = jobs.TransferRequest(self._api_model(len(files)), files, motion,
+                                   settings)
     workdir = self.sessions.new()
     result = jobs.transfer(self.registry, self.presets, request, workdir,
-                           self.limits)
+                           self.limits, estimator=self.estimator)
     jobs.log_result(result)
     path_file = workdir / "camera_path.npy"
     np.save(path_file, result.path)
