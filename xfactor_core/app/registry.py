@@ -162,9 +162,15 @@ def published_spec(model: fetch.PublishedModel,
   fetch table's facts while it is not downloaded (or while its installed
   copy cannot be used: then ``problem`` says why)."""
   model_id = PUBLISHED_PREFIX + model.name
-  path = fetch.installed_path(model.name, root if root is not None
-                              else fetch.cache_root())
-  problem = None
+  entry = fetch.cache_entry(model.name, root if root is not None
+                            else fetch.cache_root())
+  path, problem = entry.path, None
+  if entry.broken:
+    problem = ("its installed copy is broken: the weights are missing or cut "
+               "short (an install or a removal was interrupted)")
+    logging.warning("installed model %s %s; reinstall it with %s (or press "
+                    "Download in the app)", model.name, problem,
+                    reinstall_command(model.name))
   if path is not None:
     try:
       spec = describe_checkpoint(path, "published", model.title)
