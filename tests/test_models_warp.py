@@ -42,3 +42,177 @@ def test_frozen_flow_checkpoint_renders_as_before():
     want = want.astype(np.float32)
     assert np.abs(want).max() > 0.1  # the check is not against zeros
     np.testing.assert_allclose(np.asarray(got), want, rtol=2e-3, atol=2e-3)
+
+
+# ------------------------------------------------------- the warp renderer --
+
+import cv2  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+from xfactor_core.models import flow, warp  # noqa: E402
+
+SIZE = 32  # model resolution: a 4 x 4 token grid at patch 8
+PATCH = 8
+
+
+def _render(output="warp"):
+  return models.Render(features=32, num_heads=2, patch_size=PATCH,
+                       num_layers=1, output=output)
+
+
+def _inputs(views=1, batch=2, seed=0):
+  keys = jax.random.split(jax.random.key(seed), 2)
+  x = jax.random.uniform(keys[0], (batch, views, SIZE, SIZE, 3), minval=-1)
+  poses = jax.random.normal(keys[1], (batch, views + 1, 8))
+  return x, poses
+
+
+def _perturbed(params, scale=0.3, seed=3):
+  """Non-zero last layers of every head, so the warp and blend all move."""
+  params = jax.tree.map(lambda a: a, params)
+  heads = [k for k in params if k in (checkpoints.WARP_HEAD,
+                                      checkpoints.FLOW_HEAD)]
+  nodes = [params[checkpoints.GLOBAL_WARP_HEAD]["Dense_2"]]
+  for head in heads:
+    nodes += [params[head]["view_head"]["Dense_2"],
+              params[head]["fallback_head"]["Dense_2"]]
+  for i, node in enumerate(nodes):
+    node["kernel"] = scale * jax.random.normal(jax.random.key(seed + i),
+                                               node["kernel"].shape)
+  return params
+
+
+def _textured(size, seed=0):
+  rng = np.random.default_rng(seed)
+  coarse = rng.uniform(-1, 1, (size // 4, size // 4, 3)).astype(np.float32)
+  return np.asarray(jax.image.resize(coarse, (size, size, 3), "linear"))
+
+
+def test_warp_starts_as_the_identity_and_returns_the_photo():
+  render = _render()
+  x, poses = _inputs()
+  params = jax.jit(render.init)(jax.random.key(1), x, poses)["params"]
+  # Fallback weight at init: e^-10 / (1 + e^-10) = 4.5e-5 (negligible by
+  # design, see xfactor_core.models.warp); the identity warp is exact.
+  fallback = np.exp(warp.FALLBACK_LOGIT_INIT)
+  fallback /= 1 + fallback
+  for size in (SIZE, 64, 96):
+    photo = jax.image.resize(x, (2, 1, size, size, 3), "linear")
+    out, aux = render.apply({"params": params}, x, poses, sample_from=photo,
+                            return_flow=True)
+    assert not np.asarray(aux["offset"]).any()
+    np.testing.assert_allclose(np.asarray(aux["weights"][:, -1]), fallback,
+                               rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(photo[:, 0]),
+                               rtol=1e-4, atol=1e-4 * np.abs(photo).max())
+
+
+def _border_and_inside_steps(offset, grid):
+  """Largest |F(x+1) - F(x)| (along x, over everything else) across cell
+  borders and inside cells, for ``... x H x W x 2`` offsets on a grid of
+  ``grid`` cells per row."""
+  width = offset.shape[-2]
+  steps = np.abs(np.diff(offset, axis=-2)).max(axis=(-1,) + tuple(
+      range(offset.ndim - 2)))  # W-1: per column step, max over the rest
+  cell = (np.arange(width) * grid) // width
+  border = cell[1:] != cell[:-1]
+  return steps[border].max(), steps[~border].max()
+
+
+@pytest.mark.parametrize("size", [64, 96, 200])
+def test_warp_is_continuous_across_patch_and_cell_borders(size):
+  x, poses = _inputs(views=2)  # two views: the blend weights move too
+  render = _render()
+  params = _perturbed(jax.jit(render.init)(jax.random.key(1), x,
+                                           poses)["params"])
+  photo = jax.image.resize(x, (2, 2, size, size, 3), "linear")
+  _, aux = render.apply({"params": params}, x, poses, sample_from=photo,
+                        return_flow=True)
+  grid = SIZE // PATCH
+  for field in (aux["offset"], aux["weights"][..., None]):
+    field = np.asarray(field)
+    across, inside = _border_and_inside_steps(field, grid)
+    # The field moves (the check is not on a constant) ...
+    assert inside > 1e-3 * max(np.abs(field).max(), 1e-6)
+    # ... and no step across a border exceeds the steps inside a cell (10%
+    # for the projective curvature of the homography part).
+    assert across <= 1.1 * inside + 1e-7, (size, across, inside)
+    # The same along y (transpose the image axes).
+    across, inside = _border_and_inside_steps(np.swapaxes(field, -3, -2), grid)
+    assert across <= 1.1 * inside + 1e-7, (size, across, inside)
+  # The check catches a mosaic: the same coarse residual, upsampled by
+  # repeating cells (as a per-patch head can), jumps at every border.
+  mosaic = jax.image.resize(aux["field"].residual, (2, 2, size, size, 2),
+                            "nearest")
+  across, inside = _border_and_inside_steps(np.asarray(mosaic), grid)
+  assert across > 1.1 * inside + 1e-7
+
+
+def _pixel_matrix(a: np.ndarray, size: int) -> np.ndarray:
+  """Our normalised-coordinate homography parameters (flow.homography_offsets)
+  as the 3 x 3 pixel matrix mapping output pixel (u, v) to the sampled pixel,
+  pixel centres at integers (as cv2)."""
+  m = np.array([[1 + a[0], a[1], a[2]], [a[3], 1 + a[4], a[5]],
+                [0.1 * a[6], 0.1 * a[7], 1.0]], np.float64)
+  to_norm = np.array([[2 / size, 0, 1 / size - 1], [0, 2 / size, 1 / size - 1],
+                      [0, 0, 1]], np.float64)
+  return np.linalg.inv(to_norm) @ m @ to_norm
+
+
+def test_homography_path_agrees_with_cv2_warp_perspective():
+  size = 64
+  image = _textured(size, seed=2)
+  a = np.array([0.05, -0.03, 0.08, 0.02, -0.04, -0.06, 0.3, -0.2], np.float32)
+  offset = flow.homography_offsets(jnp.asarray(a)[None, None], size, size)
+  zeros = lambda *shape: jnp.zeros(shape)
+  field = warp.WarpField(residual=zeros(1, 1, 4, 4, 2),
+                         view_logit=zeros(1, 1, 4, 4), rgb=zeros(1, 4, 4, 3),
+                         rgb_logit=jnp.full((1, 4, 4), -1e4))
+  ours = warp.render_warp(warp.warp_at(field, offset),
+                          jnp.asarray(image)[None, None])[0]
+  theirs = cv2.warpPerspective(
+      image, _pixel_matrix(a.astype(np.float64), size), (size, size),
+      flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+      borderMode=cv2.BORDER_REPLICATE)
+  inner = slice(4, size - 4)
+  # cv2 keeps 5 fractional bits of the sample position (1/32 px): with
+  # pixel-to-pixel steps of up to ~0.3 in this image, errors up to ~1e-2.
+  scale = np.abs(image).max()
+  np.testing.assert_allclose(np.asarray(ours)[inner, inner],
+                             theirs[inner, inner], atol=1.5e-2 * scale)
+  assert np.abs(np.asarray(ours) - image).max() > 0.1  # it did move
+
+
+def test_multi_view_weights_sum_to_one():
+  x, poses = _inputs(views=3)
+  render = _render()
+  params = _perturbed(jax.jit(render.init)(jax.random.key(1), x,
+                                           poses)["params"])
+  _, aux = render.apply({"params": params}, x, poses, return_flow=True)
+  weights = np.asarray(aux["weights"])
+  assert weights.shape == (2, 4, SIZE, SIZE)
+  np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+  assert (weights >= 0).all() and weights[:, :3].std() > 1e-3
+
+
+def test_warp_checkpoints_are_recognised(tmp_path):
+  config = checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 4, render_output="warp",
+                                   pair_input="correlation")
+  pose_enc = models.PoseEnc(**config.pose_enc_kwargs())
+  render = models.Render(**config.render_kwargs())
+  x, poses = _inputs()
+  params = {"PoseEnc": pose_enc.init(jax.random.key(0), x[:, :1].repeat(
+      2, axis=1))["params"],
+            "Render": render.init(jax.random.key(1), x, poses)["params"]}
+  assert checkpoints.WARP_HEAD in params["Render"]
+  checkpoints.save_params(tmp_path / "ckpt", params)
+  loaded = checkpoints.load_params(tmp_path / "ckpt")
+  assert checkpoints.infer_config(loaded) == config
+  with pytest.raises(checkpoints.CheckpointError,
+                     match="renderer has the .warp. head"):
+    checkpoints.check_params(
+        loaded, checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 4,
+                                        render_output="flow",
+                                        pair_input="correlation"))
+  assert checkpoints.ModelConfig.from_dict(config.to_dict()) == config

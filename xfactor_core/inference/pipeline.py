@@ -9,7 +9,8 @@
 Stereo-monocular models take one context view, multi-view models several;
 the code path is the same, with V context views.
 
-Models with the appearance-flow renderer (``config.render_output == "flow"``)
+Models with the appearance-flow or smooth-warp renderer
+(``config.render_output`` "flow" or "warp")
 render at any output size: the flow they predict at the model size samples
 the context views prepared at the output size
 (``pipe.render(context, path, sample_from=pipe.prepare(images, size=512))``),
@@ -188,8 +189,9 @@ class TransferPipeline:
 
   @property
   def renders_any_size(self) -> bool:
-    """Whether the model renders at any output size (the flow renderer)."""
-    return self.config.render_output == "flow"
+    """Whether the model renders at any output size (the flow and warp
+    renderers)."""
+    return self.config.render_output in ("flow", "warp")
 
   def default_output_size(self, images: Sequence[np.ndarray]) -> int:
     """The output size for context images when the user picks none: flow
