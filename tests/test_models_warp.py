@@ -216,3 +216,55 @@ def test_warp_checkpoints_are_recognised(tmp_path):
                                         render_output="flow",
                                         pair_input="correlation"))
   assert checkpoints.ModelConfig.from_dict(config.to_dict()) == config
+
+
+def _matrix(a) -> np.ndarray:
+  """The normalised 3 x 3 matrix of homography parameters a (8)."""
+  a = np.asarray(a, np.float64)
+  return np.array([[1 + a[0], a[1], a[2]], [a[3], 1 + a[4], a[5]],
+                   [0.1 * a[6], 0.1 * a[7], 1.0]])
+
+
+def _parameters(m: np.ndarray) -> np.ndarray:
+  m = m / m[2, 2]
+  return np.array([m[0, 0] - 1, m[0, 1], m[0, 2], m[1, 0], m[1, 1] - 1,
+                   m[1, 2], m[2, 0] / 0.1, m[2, 1] / 0.1], np.float32)
+
+
+def test_composed_step_warps_equal_the_warp_of_the_composed_motion():
+  """A chain of three homography steps: the composed coordinates equal the
+  field of the product matrix (frame k samples frame k-1 at M_k p, so frame
+  3 samples the photo at M1 M2 M3 p)."""
+  size = 64
+  steps = [np.array([0.02, 0.01, 0.05, -0.01, 0.03, -0.02, 0.1, 0.0]),
+           np.array([-0.01, 0.02, 0.04, 0.01, -0.02, 0.03, 0.0, -0.1]),
+           np.array([0.03, 0.0, -0.03, 0.0, 0.01, 0.04, -0.05, 0.05])]
+  grid = np.asarray(flow.pixel_grid(size, size))
+  state = warp.ChainState(coords=jnp.asarray(grid)[None, None],
+                          weights=jnp.stack([jnp.ones((1, size, size)),
+                                             jnp.zeros((1, size, size))], 1),
+                          rgb=jnp.zeros((1, size, size, 3)))
+  product = np.eye(3)
+  for a in steps:
+    offset = flow.homography_offsets(jnp.asarray(a, jnp.float32)[None],
+                                     size, size)
+    state = warp.chain_step(state, offset)
+    product = product @ _matrix(a)
+  expected = grid + np.asarray(flow.homography_offsets(
+      jnp.asarray(_parameters(product))[None], size, size))[0]
+  # Where every intermediate point stays inside the image (no border clamp).
+  inside = np.ones((size, size), bool)
+  partial = np.eye(3)
+  for a in reversed(steps):
+    partial = _matrix(a) @ partial
+    p = np.concatenate([grid, np.ones((size, size, 1))], -1) @ partial.T
+    p = p[..., :2] / p[..., 2:]
+    inside &= (np.abs(p) < 1 - 1.0 / size).all(-1)
+  assert inside.mean() > 0.6
+  got = np.asarray(state.coords[0, 0])
+  motion = np.abs(expected - grid)[inside].max()
+  assert motion > 0.05  # a real motion (3 px and more)
+  # Bilinear resampling of a projective field: 1% of the motion at most.
+  np.testing.assert_allclose(got[inside], expected[inside],
+                             atol=0.01 * motion)
+  np.testing.assert_allclose(np.asarray(state.weights.sum(1)), 1.0, rtol=1e-5)
