@@ -252,15 +252,16 @@ def test_composed_step_warps_equal_the_warp_of_the_composed_motion():
     product = product @ _matrix(a)
   expected = grid + np.asarray(flow.homography_offsets(
       jnp.asarray(_parameters(product))[None], size, size))[0]
-  # Where every intermediate point stays inside the image (no border clamp).
+  # Where every intermediate point stays 3 px inside the image (no border
+  # clamp reaches the bilinear neighbours).
   inside = np.ones((size, size), bool)
   partial = np.eye(3)
   for a in reversed(steps):
     partial = _matrix(a) @ partial
     p = np.concatenate([grid, np.ones((size, size, 1))], -1) @ partial.T
     p = p[..., :2] / p[..., 2:]
-    inside &= (np.abs(p) < 1 - 1.0 / size).all(-1)
-  assert inside.mean() > 0.6
+    inside &= (np.abs(p) < 1 - 6.0 / size).all(-1)
+  assert inside.mean() > 0.5
   got = np.asarray(state.coords[0, 0])
   motion = np.abs(expected - grid)[inside].max()
   assert motion > 0.05  # a real motion (3 px and more)
