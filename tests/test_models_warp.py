@@ -269,3 +269,59 @@ def test_composed_step_warps_equal_the_warp_of_the_composed_motion():
   np.testing.assert_allclose(got[inside], expected[inside],
                              atol=0.01 * motion)
   np.testing.assert_allclose(np.asarray(state.weights.sum(1)), 1.0, rtol=1e-5)
+
+
+# ------------------------------------------------ the shipped demo model --
+
+
+def identical_pair_warp_px(pipe, frame: np.ndarray) -> np.ndarray:
+  """The warp F (in pixels of the model size) that ``pipe``'s warp model
+  renders for a pair of identical frames: ``frame`` (S x S x 3 in [-1, 1])
+  is both the context and the target. ``S x S x 2``."""
+  from xfactor_core.inference.pipeline import _compiled_warp  # pylint: disable=g-import-not-at-top
+  latent = pipe.camera_path(np.stack([frame, frame]))[1:]  # 1 x D
+  warps, _ = _compiled_warp(pipe.config, pipe.attention_impl, pipe.dtype)
+  ordered, context_latents = pipe.context_poses(frame[None])
+  warp_out = warps(pipe.params["Render"], ordered, context_latents,
+                   latent, ordered)
+  return np.asarray(warp_out.offset[0, 0]) * (0.5 * pipe.image_size)
+
+
+def test_identical_frames_give_nearly_the_identity_on_the_shipped_model():
+  """After training: a pair of identical frames warps the photo by at most
+  1 px anywhere and 0.25 px on average (model size). The shipped model is
+  checked only when it is a warp model."""
+  from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT,  # pylint: disable=g-import-not-at-top
+                                               TransferPipeline)
+  if not DEFAULT_CHECKPOINT.exists():
+    pytest.skip(f"no shipped model at {DEFAULT_CHECKPOINT}")
+  output = checkpoints.render_output_of(
+      checkpoints.load_params(DEFAULT_CHECKPOINT))
+  if output != "warp":
+    pytest.skip(f"the shipped model's render_output is {output!r}, not "
+                "'warp': this check is for a trained warp model")
+  pipe = TransferPipeline.from_checkpoint(DEFAULT_CHECKPOINT,
+                                          attention_impl="xla")
+  frame = pipe.prepare([_textured(pipe.image_size, seed=5)[..., ::-1] * 127.5
+                        + 127.5])[0]
+  offset = np.linalg.norm(identical_pair_warp_px(pipe, frame), axis=-1)
+  assert offset.max() <= 1.0 and offset.mean() <= 0.25, (offset.max(),
+                                                         offset.mean())
+
+
+def test_identical_pair_helper_reads_the_identity_of_an_untrained_warp(
+    tmp_path):
+  """The helper above on an untrained warp model (F is exactly zero)."""
+  from xfactor_core.inference.pipeline import TransferPipeline  # pylint: disable=g-import-not-at-top
+  config = checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 2, render_output="warp")
+  x = np.zeros((1, 2, SIZE, SIZE, 3), np.float32)
+  params = {"PoseEnc": models.PoseEnc(**config.pose_enc_kwargs()).init(
+      jax.random.key(0), x)["params"],
+            "Render": models.Render(**config.render_kwargs()).init(
+                jax.random.key(1), x[:, :1], np.zeros((1, 2, 8)))["params"]}
+  params["Render"] = _perturbed(params["Render"], scale=0.0)
+  pipe = TransferPipeline(params=params, config=config, image_size=SIZE,
+                          batch_size=2, attention_impl="xla")
+  offset = identical_pair_warp_px(pipe, _textured(SIZE, seed=5))
+  assert offset.shape == (SIZE, SIZE, 2)
+  np.testing.assert_array_equal(offset, 0.0)
