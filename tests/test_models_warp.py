@@ -216,6 +216,9 @@ def test_warp_checkpoints_are_recognised(tmp_path):
                                         render_output="flow",
                                         pair_input="correlation"))
   assert checkpoints.ModelConfig.from_dict(config.to_dict()) == config
+  with pytest.raises(ValueError, match="always has the global warp"):
+    checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 4, render_output="warp",
+                            global_warp=False)
 
 
 def _matrix(a) -> np.ndarray:

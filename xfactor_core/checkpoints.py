@@ -78,6 +78,10 @@ class ModelConfig:
     if self.pair_input not in PAIR_INPUTS:
       raise ValueError(f"pair_input={self.pair_input!r}: use one of "
                        f"{PAIR_INPUTS}")
+    if self.render_output == "warp" and not self.global_warp:
+      raise ValueError("render_output='warp' always has the global warp "
+                       "(its homography is part of F): global_warp=False "
+                       "applies to 'flow' only")
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
