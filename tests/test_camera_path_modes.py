@@ -134,3 +134,16 @@ def test_cli_saves_and_replays_a_composed_path(tmp_path, monkeypatch):
   assert transfer.main(common + [
       "--camera-path", str(tmp_path / "walk.npz"), "--camera-path-mode",
       "reference", "--out", str(tmp_path / "c")]) == 2
+  # A reference path saved as .npy stays a plain array of latents (what
+  # older versions wrote and read), and replays.
+  assert transfer.main(common + [
+      "--target", str(tmp_path / "clip"), "--out", str(tmp_path / "d"),
+      "--save-path", str(tmp_path / "ref.npy")]) == 0
+  assert np.load(tmp_path / "ref.npy").shape == (4, 8)
+  assert transfer.main(common + [
+      "--camera-path", str(tmp_path / "ref.npy"),
+      "--out", str(tmp_path / "e")]) == 0
+  for a, b in zip(sorted((tmp_path / "d").glob("*.png")),
+                  sorted((tmp_path / "e").glob("*.png"))):
+    np.testing.assert_array_equal(np.asarray(Image.open(a)),
+                                  np.asarray(Image.open(b)))

@@ -43,12 +43,25 @@ Run it (the pose probe's correlation encoder first, benchmarks/README.md
         --config xfactor_core/configs/smooth_warp.py:mv \\
         --workdir workdirs/smooth_warp/mv --config.total_steps=3000 \\
         --config.init_params_from=workdirs/smooth_warp/sm
-    python -m xfactor_core.evaluate ...   # on the run's checkpoint
+    # the held-out synthetic table (motion, sharpness, margin over shuffled
+    # latents) and a real clip:
+    python -m xfactor_core.evaluate --checkpoint workdirs/smooth_warp/sm \\
+        --num-pairs 16 --oracle none --json workdirs/smooth_warp/sm_eval.json
+    python -m xfactor_core.evaluate --checkpoint workdirs/smooth_warp/sm \\
+        --target ../shared/reference/example_videos/target \\
+        --context presets/contexts/room_1/view_0.jpg
 
-Transfers with the composed camera path (``models.warp.chain_step``)::
+Transfers with either camera path (the composed one chains the step warps,
+``models.warp.chain_step``; the default stays "reference")::
 
     python -m xfactor_core.transfer --checkpoint workdirs/smooth_warp/sm \\
-        ... --camera-path-mode composed
+        --context photo.jpg --target clip.mp4 --out out.mp4 \\
+        --camera-path-mode composed --save-path walk.npz
+    python -m xfactor_core.transfer --checkpoint workdirs/smooth_warp/sm \\
+        --context photo.jpg --camera-path walk.npz --out replay.mp4
+
+(``python -m xfactor_core.train`` writes ``<workdir>/checkpoints-0``; every
+command above takes the work directory as the checkpoint.)
 
 ``--config.total_steps`` sets the run length; the schedules (warm-up,
 cosine, the world's ramp, the supervision's decay) follow it.
