@@ -50,10 +50,12 @@ class CheckpointError(ValueError):
 class ModelConfig:
   """Sizes of a PoseEnc + Render pair (published: 1024, 16, 16, 8, 8, 256).
 
-  ``render_output`` is the renderer's head: "rgb" (published) or "flow" (the
-  appearance-flow head, see ``xfactor_core.models.flow``); ``global_warp``
-  whether a flow head adds the latents' homography (``GlobalWarpHead``); an
-  "rgb" renderer has no warp and ignores it.
+  ``render_output`` is the renderer's head: "rgb" (published), "flow" (the
+  appearance-flow head, see ``xfactor_core.models.flow``) or "warp" (the
+  smooth warp: homography + coarse residual, ``xfactor_core.models.warp``);
+  ``global_warp`` whether a flow head adds the latents' homography
+  (``GlobalWarpHead``); a "warp" renderer always has it, an "rgb" renderer
+  has no warp and ignores it.
   """
   features: int  # Token width of both networks.
   num_heads: int  # Attention heads (features / num_heads divisible by 4).
@@ -62,7 +64,7 @@ class ModelConfig:
   render_layers: int  # Transformer layers of Render.
   pose_dim: int  # Width of a pose latent.
   num_global_tokens: int = 32  # PoseEnc's global tokens per mask half.
-  render_output: str = "rgb"  # Render's head: "rgb" or "flow".
+  render_output: str = "rgb"  # Render's head: "rgb", "flow" or "warp".
   # A flow head's homography from the latents (GlobalWarpHead); "rgb" ignores it.
   global_warp: bool = True
   # What PoseEnc's tokens see of the reference view: "views" (published),
@@ -77,6 +79,10 @@ class ModelConfig:
     if self.pair_input not in PAIR_INPUTS:
       raise ValueError(f"pair_input={self.pair_input!r}: use one of "
                        f"{PAIR_INPUTS}")
+    if self.render_output == "warp" and not self.global_warp:
+      raise ValueError("render_output='warp' always has the global warp "
+                       "(its homography is part of F): global_warp=False "
+                       "applies to 'flow' only")
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
@@ -310,7 +316,19 @@ def _shape(tree: Mapping[str, Any], path: str, source: Any) -> tuple[int, ...]:
 
 # The parameter subtree of the appearance-flow head in Render.
 FLOW_HEAD = "AppearanceFlowHead_0"
+# ... and of the smooth-warp head (render_output "warp").
+WARP_HEAD = "CoarseWarpHead_0"
 GLOBAL_WARP_HEAD = "GlobalWarpHead_0"
+
+
+def render_output_of(params: Params) -> str:
+  """The renderer head a parameter tree holds: "flow", "warp" or "rgb"."""
+  rd = params.get("Render", {})
+  if FLOW_HEAD in rd:
+    return "flow"
+  if WARP_HEAD in rd:
+    return "warp"
+  return "rgb"
 
 
 def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
@@ -326,7 +344,7 @@ def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
   pose_dim = _shape(pe, "PoseHead_0/MLP3_0/Dense_2/kernel", source)[1]
   num_global = _shape(pe, "global_embed", source)[0]
   count = lambda tree: sum(1 for k in tree if re.fullmatch(r"layers_\d+", k))
-  output = "flow" if FLOW_HEAD in rd else "rgb"
+  output = render_output_of(params)
   from xfactor_core.models import pair_stems  # pylint: disable=g-import-not-at-top
   stems = [kind for kind, name in pair_stems.STEM_MODULES.items() if name in pe]
   if len(stems) > 1:
@@ -336,7 +354,7 @@ def infer_config(params: Params, source: Any = "checkpoint") -> ModelConfig:
                      patch_size=patch_size, pose_layers=count(pe),
                      render_layers=count(rd), pose_dim=pose_dim,
                      num_global_tokens=num_global, render_output=output,
-                     global_warp=(GLOBAL_WARP_HEAD in rd if output == "flow"
+                     global_warp=(GLOBAL_WARP_HEAD in rd if output != "rgb"
                                   else ModelConfig.global_warp),
                      pair_input=stems[0] if stems else "views")
 
@@ -371,12 +389,14 @@ def parameter_count(config: ModelConfig) -> int:
 def check_params(params: Params, config: ModelConfig,
                  source: Any = "checkpoint") -> None:
   """Raises CheckpointError at the first parameter that does not fit ``config``."""
-  has_flow_head = FLOW_HEAD in params.get("Render", {})
-  if has_flow_head != (config.render_output == "flow"):
-    found = "flow" if has_flow_head else "rgb"
+  found = render_output_of(params)
+  if found != config.render_output:
+    head = {"flow": FLOW_HEAD, "warp": WARP_HEAD}
+    present = (f"Render/{head[found]} present" if found in head else
+               f"Render/{FLOW_HEAD} and Render/{WARP_HEAD} absent")
     raise CheckpointError(
         f"{source}: the checkpoint's renderer has the {found!r} head "
-        f"(Render/{FLOW_HEAD} {'present' if has_flow_head else 'absent'}) but "
+        f"({present}) but "
         f"the model is configured with render_output={config.render_output!r}; "
         f"use render_output={found!r} (checkpoints.infer_config reads it off "
         "the weights)")

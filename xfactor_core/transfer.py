@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from xfactor_core import checkpoints, fetch, runtime
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT, TransferError,
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
   target.add_argument("--target", nargs="+",
                       help="target video, folder of frames, or 2+ images")
   target.add_argument("--camera-path",
-                      help="a latent camera path (.npy) saved by --save-path")
+                      help="a latent camera path saved by --save-path (.npz, "
+                           "which records its mode, or a plain .npy of "
+                           "reference latents)")
   parser.add_argument("--out", required=True,
                       help="output .mp4, .gif, or a folder for PNG frames")
   parser.add_argument("--num-frames", type=int, default=None)
@@ -67,7 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--side-by-side", default=None,
                       help="also write target | generated to this .mp4/.gif")
   parser.add_argument("--save-path", default=None,
-                      help="also save the latent camera path (.npy)")
+                      help="also save the latent camera path: an .npz that "
+                           "records its mode and the renderer (any name not "
+                           "ending in .npy), or, for a reference path, a "
+                           "plain .npy of latents")
+  parser.add_argument("--camera-path-mode", default=None,
+                      choices=camera_paths.CAMERA_PATH_MODES,
+                      help="reference (default): each frame's latent against "
+                           "the target's first frame; composed (warp models): "
+                           "the latents of consecutive frames, whose warps "
+                           "are composed. A saved path replays in its own "
+                           "mode")
   parser.add_argument("--attention", default="auto",
                       help="attention implementation: auto, xla, split, cudnn")
   return parser
@@ -94,12 +107,23 @@ def run(args: argparse.Namespace) -> pathlib.Path:
                if sample_from is not None else "")
 
   target_uint8 = None
+  mode = args.camera_path_mode or "reference"
   if args.camera_path:
     try:
-      path = np.load(args.camera_path).astype(np.float32)
-    except (OSError, ValueError) as e:
+      record = camera_paths.load(args.camera_path)
+    except (OSError, ValueError, KeyError) as e:
       raise TransferError(f"cannot read camera path {args.camera_path} ({e}); "
-                          "use a .npy file saved by --save-path") from e
+                          "use a file saved by --save-path") from e
+    if args.camera_path_mode and args.camera_path_mode != record.mode:
+      raise TransferError(
+          f"{args.camera_path} is a {record.mode!r} camera path; it replays "
+          f"in that mode only (drop --camera-path-mode {args.camera_path_mode})")
+    mode = record.mode
+    path = record.latents
+    if mode == "composed" and (args.start or args.stride != 1):
+      raise TransferError("a composed camera path holds steps between "
+                          "consecutive frames: --start and --stride cannot "
+                          "pick frames of it (use --num-frames)")
     path = path[args.start::max(args.stride, 1)][: args.num_frames]
   else:
     source = args.target[0] if len(args.target) == 1 else args.target
@@ -111,14 +135,14 @@ def run(args: argparse.Namespace) -> pathlib.Path:
           "least two (give a video, a folder of frames, or two images)")
     target = pipe.prepare(target_uint8, "target")
     with tqdm(total=len(target), desc="camera path", unit="frame") as bar:
-      path = pipe.camera_path(target)
+      path = pipe.camera_path(target, mode=pipe.check_path_mode(mode))
       bar.update(len(target))
   if args.save_path:
-    np.save(args.save_path, path)
+    save_camera_path(args.save_path, pipe.path_record(path, mode))
 
   with tqdm(total=len(path), desc="rendering", unit="frame") as bar:
     generated = pipe.render(context, path, motion_strength=args.motion_strength,
-                            sample_from=sample_from,
+                            sample_from=sample_from, path_mode=mode,
                             progress=lambda done, total: bar.update(done - bar.n))
   generated = frame_utils.to_uint8(generated)
   out = pathlib.Path(args.out)
@@ -129,6 +153,22 @@ def run(args: argparse.Namespace) -> pathlib.Path:
     media.write_video(args.side_by_side,
                       media.side_by_side(shown, generated), fps=args.fps)
   return out
+
+
+def save_camera_path(file: str, record: camera_paths.CameraPath
+                     ) -> pathlib.Path:
+  """``--save-path``: a plain .npy of latents for a reference path named
+  .npy (what older versions wrote, and what they read), else the .npz record
+  (a composed path is always written as .npz, beside a .npy name)."""
+  file = pathlib.Path(file)
+  if file.suffix == ".npy" and record.mode == "reference":
+    np.save(file, record.latents)
+    return file
+  if file.suffix == ".npy":
+    file = file.with_suffix(".npz")
+    logging.warning("a composed camera path is saved as %s (an .npz records "
+                    "its mode)", file)
+  return camera_paths.save(file, record)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -9,7 +9,8 @@
 Stereo-monocular models take one context view, multi-view models several;
 the code path is the same, with V context views.
 
-Models with the appearance-flow renderer (``config.render_output == "flow"``)
+Models with the appearance-flow or smooth-warp renderer
+(``config.render_output`` "flow" or "warp")
 render at any output size: the flow they predict at the model size samples
 the context views prepared at the output size
 (``pipe.render(context, path, sample_from=pipe.prepare(images, size=512))``),
@@ -34,7 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from xfactor_core import checkpoints, fetch, models
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import model_frames as frame_utils
+from xfactor_core.models import warp as warp_lib
 
 PathLike = Union[str, os.PathLike]
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -83,6 +86,40 @@ def _compiled(config: checkpoints.ModelConfig, attention_impl: str,
                         sample_from=batched(sample_from))
 
   return encode_pairs, render_views
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_warp(config: checkpoints.ModelConfig, attention_impl: str,
+                   dtype: Optional[str]) -> tuple[Callable, Callable]:
+  """Jitted functions of a composed camera path (warp renderers)."""
+  kwargs = dict(attention_impl=attention_impl,
+                dtype=None if dtype is None else jnp.dtype(dtype))
+  render = models.Render(**config.render_kwargs(), **kwargs)
+
+  @jax.jit
+  def warps(params, context, context_poses, target_poses, sources):
+    """context V x S x S x 3, poses V x D and B x D, sources V x S' x S' x 3
+    -> models.warp.Warp at S' x S' (leading axis B)."""
+    b = target_poses.shape[0]
+    batched = lambda x: jnp.broadcast_to(x[None], (b,) + x.shape)
+    poses = jnp.concatenate([batched(context_poses), target_poses[:, None]],
+                            axis=1)
+    _, aux = render.apply({"params": params}, batched(context), poses,
+                          sample_from=batched(sources), return_flow=True)
+    return aux["warp"]
+
+  @jax.jit
+  def chain(state, step_offsets, sources):
+    """Steps a ChainState (leading axis 1) through ``K x S' x S' x 2`` step
+    offsets: ``(last state, K x S' x S' x 3 frames)``."""
+    def one(state, offset):
+      state = warp_lib.chain_step(state, offset[None])
+      frame = warp_lib.blend(sources[None], state.coords, state.weights,
+                             state.rgb)[0]
+      return state, frame
+    return jax.lax.scan(one, state, step_offsets)
+
+  return warps, chain
 
 
 def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
@@ -188,8 +225,9 @@ class TransferPipeline:
 
   @property
   def renders_any_size(self) -> bool:
-    """Whether the model renders at any output size (the flow renderer)."""
-    return self.config.render_output == "flow"
+    """Whether the model renders at any output size (the flow and warp
+    renderers)."""
+    return self.config.render_output in ("flow", "warp")
 
   def default_output_size(self, images: Sequence[np.ndarray]) -> int:
     """The output size for context images when the user picks none: flow
@@ -263,15 +301,48 @@ class TransferPipeline:
       out.append(np.asarray(lat)[:n])
     return np.concatenate(out)
 
-  def camera_path(self, target: np.ndarray, reference: int = 0) -> np.ndarray:
-    """Target clip ``N x S x S x 3`` -> latent path ``N x pose_dim``: frame i
-    relative to frame ``reference`` (0: the first; a pair gives N = 2)."""
+  def camera_path(self, target: np.ndarray, reference: int = 0,
+                  mode: str = "reference") -> np.ndarray:
+    """Target clip ``N x S x S x 3`` -> latent path ``N x pose_dim``.
+
+    ``mode="reference"`` (default): frame i relative to frame ``reference``
+    (0: the first; a pair gives N = 2). ``mode="composed"`` (warp models):
+    frame i relative to frame i-1, the steps that :meth:`render` with
+    ``path_mode="composed"`` composes (frame 0's step is 0); see
+    :mod:`xfactor_core.inference.camera_path`.
+    """
     target = np.asarray(target, np.float32)
     self._check_frames(target, "target clip", min_count=2)
+    self.check_path_mode(mode)
+    if mode == "composed":
+      path = np.concatenate([np.zeros((1, self.config.pose_dim), np.float32),
+                             self.encode_pairs(target[:-1], target[1:])])
+      return path
     first = np.broadcast_to(target[reference], target.shape)
     path = self.encode_pairs(first, target)
     path[reference] = 0.0  # exact: the reference relative to itself
     return path
+
+  def check_path_mode(self, mode: str) -> str:
+    """``mode`` if this model can replay it, else TransferError."""
+    if mode not in camera_paths.CAMERA_PATH_MODES:
+      raise TransferError(f"camera path mode {mode!r}: use one of "
+                          f"{camera_paths.CAMERA_PATH_MODES}")
+    if (mode == "composed" and self.config.render_output
+        not in camera_paths.COMPOSABLE_OUTPUTS):
+      raise TransferError(
+          f"the composed camera path composes explicit warps: it needs a "
+          f"model with render_output in {camera_paths.COMPOSABLE_OUTPUTS}, "
+          f"this one has {self.config.render_output!r}; use the reference "
+          "path")
+    return mode
+
+  def path_record(self, latents: np.ndarray, mode: str = "reference"
+                  ) -> camera_paths.CameraPath:
+    """The saveable record of a path this model made (camera_path.save)."""
+    return camera_paths.CameraPath(latents=np.asarray(latents, np.float32),
+                                   mode=self.check_path_mode(mode),
+                                   render_output=self.config.render_output)
 
   def context_poses(self, context: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reorders context views (reference first) and encodes their latents.
@@ -331,23 +402,79 @@ class TransferPipeline:
 
   def render_chunks(self, context: np.ndarray, path: np.ndarray, *,
                     motion_strength: float = 1.0,
-                    sample_from: Optional[np.ndarray] = None
+                    sample_from: Optional[np.ndarray] = None,
+                    path_mode: str = "reference"
                     ) -> Iterator[tuple[int, np.ndarray]]:
     """Yields ``(start index, frames chunk)`` as chunks render (for streaming,
     progress bars and cancellation). ``sample_from``: the context views at
-    the output size (flow models; see :meth:`render`)."""
+    the output size (flow models; see :meth:`render`). ``path`` may be a
+    :class:`camera_path.CameraPath`, whose mode then overrides
+    ``path_mode``."""
+    if isinstance(path, camera_paths.CameraPath):
+      path, path_mode = path.latents, path.mode
     path = np.asarray(path, np.float32)
     if path.ndim != 2 or path.shape[1] != self.config.pose_dim:
       raise TransferError(f"camera path must be N x {self.config.pose_dim} "
                           f"latents for this model, got shape {path.shape}")
     strength = self._check_strength(motion_strength)
+    if self.check_path_mode(path_mode) == "composed":
+      composer = self._composer(context, sample_from)
+      for a, b in _chunks(len(path), self.batch_size):
+        yield a, composer(path[a:b] * strength, first=a == 0)
+      return
     render_chunk = self._renderer(context, sample_from)
     for a, b in _chunks(len(path), self.batch_size):
       yield a, render_chunk(path[a:b] * strength)
 
+  def _composer(self, context: np.ndarray, sample_from: Optional[np.ndarray]
+                ) -> Callable[..., np.ndarray]:
+    """``compose(step latents B x D, first) -> B x S' x S' x 3``, called on
+    consecutive chunks of a composed path: it carries the chain state from
+    one chunk to the next. Frame 0 (``first``) is the render at its latent
+    (0: the context itself); frame k samples frame k-1's warp at p + F_k(p),
+    F_k the reference view's warp at step latent k."""
+    ordered, ctx_latents = self.context_poses(context)
+    if sample_from is None:
+      sources = ordered
+    else:
+      sample_from = np.asarray(sample_from, np.float32)
+      size = sample_from.shape[1] if sample_from.ndim == 4 else -1
+      if sample_from.shape != (len(context), size, size, 3):
+        raise TransferError(
+            f"sample_from must hold the {len(context)} context view(s) as "
+            f"V x S' x S' x 3 (pipeline.prepare(images, size=S')), got shape "
+            f"{sample_from.shape}")
+      self.check_output_size(size)
+      sources = sample_from[reference_order(len(context))]
+    warps, chain = _compiled_warp(self.config, self.attention_impl,
+                                  self.dtype)
+    ordered, ctx_latents = jnp.asarray(ordered), jnp.asarray(ctx_latents)
+    sources = jnp.asarray(sources)
+    state = []
+
+    def compose(latents: np.ndarray, first: bool) -> np.ndarray:
+      n = len(latents)
+      warp = warps(self.params["Render"], ordered, ctx_latents,
+                   _pad_to(latents, self.batch_size), sources)
+      frames = []
+      if first:
+        head = jax.tree.map(lambda x: x[:1], warp)
+        state[:] = [warp_lib.chain_start(head)]
+        frames.append(np.asarray(warp_lib.blend(
+            sources[None], state[0].coords, state[0].weights,
+            state[0].rgb))[0])
+      start = 1 if first else 0
+      if n > start:
+        steps = warp.offset[start:n, 0]  # the reference view's F: K H W 2
+        state[0], out = chain(state[0], steps, sources)
+        frames.extend(np.asarray(out))
+      return np.stack(frames)
+    return compose
+
   def transfer_chunks(self, context: np.ndarray, target: np.ndarray, *,
                       motion_strength: float = 1.0,
-                      sample_from: Optional[np.ndarray] = None
+                      sample_from: Optional[np.ndarray] = None,
+                      path_mode: str = "reference"
                       ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """The camera motion of ``target`` onto ``context``, chunk by chunk.
 
@@ -358,12 +485,23 @@ class TransferPipeline:
 
     Yields:
       ``(start index, latents chunk B x pose_dim, frames chunk B x S x S x
-      3)``; the latents are those of :meth:`camera_path` (frame i relative
-      to frame 0), before ``motion_strength``.
+      3)``; the latents are those of :meth:`camera_path` in ``path_mode``
+      (reference: frame i relative to frame 0; composed: to frame i-1),
+      before ``motion_strength``.
     """
     target = np.asarray(target, np.float32)
     self._check_frames(target, "target clip", min_count=2)
     strength = self._check_strength(motion_strength)
+    if self.check_path_mode(path_mode) == "composed":
+      composer = self._composer(context, sample_from)
+      for a, b in _chunks(len(target), self.batch_size):
+        previous = target[max(a - 1, 0):b - 1]
+        latents = self.encode_pairs(previous, target[max(a, 1):b])
+        if a == 0:
+          latents = np.concatenate(
+              [np.zeros((1, self.config.pose_dim), np.float32), latents])
+        yield a, latents, composer(latents * strength, first=a == 0)
+      return
     render_chunk = self._renderer(context, sample_from)
     for a, b in _chunks(len(target), self.batch_size):
       latents = self.encode_pairs(
@@ -392,25 +530,33 @@ class TransferPipeline:
   def render(self, context: np.ndarray, path: np.ndarray, *,
              motion_strength: float = 1.0,
              sample_from: Optional[np.ndarray] = None,
-             progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+             progress: Optional[Callable[[int, int], None]] = None,
+             path_mode: str = "reference") -> np.ndarray:
     """Renders ``path`` (``N x pose_dim``) onto ``context`` (``V x S x S x 3``).
 
     Returns ``N x S x S x 3`` in [-1, 1]; with ``sample_from`` (flow models:
     the same context views at an output size S', from ``prepare(images,
     size=S')``) ``N x S' x S' x 3``, sampled from those views.
-    ``progress(done, total)`` is called after every chunk.
+    ``progress(done, total)`` is called after every chunk. ``path_mode``:
+    how ``path`` was made (:meth:`camera_path`); a
+    :class:`camera_path.CameraPath` carries its own.
     """
     out = []
+    total = len(path.latents if isinstance(path, camera_paths.CameraPath)
+                else path)
     for start, chunk in self.render_chunks(context, path,
                                            motion_strength=motion_strength,
-                                           sample_from=sample_from):
+                                           sample_from=sample_from,
+                                           path_mode=path_mode):
       out.append(chunk)
       if progress is not None:
-        progress(start + len(chunk), len(path))
+        progress(start + len(chunk), total)
     return np.concatenate(out)
 
-  def transfer(self, context: np.ndarray, target: np.ndarray, **kwargs
+  def transfer(self, context: np.ndarray, target: np.ndarray, *,
+               path_mode: str = "reference", **kwargs
                ) -> tuple[np.ndarray, np.ndarray]:
-    """Camera motion of ``target`` onto ``context``: ``(frames, path)``."""
-    path = self.camera_path(target)
-    return self.render(context, path, **kwargs), path
+    """Camera motion of ``target`` onto ``context``: ``(frames, path)``
+    (``path`` in ``path_mode``; :meth:`path_record` makes it saveable)."""
+    path = self.camera_path(target, mode=path_mode)
+    return self.render(context, path, path_mode=path_mode, **kwargs), path

@@ -15,11 +15,12 @@ import jax.numpy as jnp
 
 from xfactor_core.models import flow
 from xfactor_core.models import pair_stems
+from xfactor_core.models import warp as warp_lib
 from xfactor_core.models.layers import (LN_EPSILON, MLP2, MLP3, MultiViewLayer,
                                         patchify, rotary_angles, unpatchify)
 
 Dtype = Any
-RENDER_OUTPUTS = ("rgb", "flow")
+RENDER_OUTPUTS = ("rgb", "flow", "warp")
 
 
 def _check_images(name: str, x: jax.Array, patch_size: int) -> None:
@@ -154,6 +155,15 @@ class Render(nn.Module):
     ``B x H' x W' x 3``. Default: ``x`` itself.
   * ``return_flow``: also return ``{"field": FlowField at H x W, "weights":
     B x V x H' x W' blend weights}``.
+
+  ``output="warp"`` (:mod:`xfactor_core.models.warp`) samples each context
+  view at p + F(p), F = the view's homography (``GlobalWarpHead``, at the
+  output grid) + a residual predicted on the token grid and upsampled
+  bilinearly: continuous everywhere. It takes ``sample_from`` as the flow
+  renderer does; ``return_flow`` returns ``{"field": WarpField (token grid),
+  "warp": Warp at H' x W', "homography": B x N [x 2] x 8, "weights",
+  "offset": B x N x H' x W' x 2 (F), "residual": the same for R}``.
+  ``global_warp`` is always on for it.
   """
   features: int
   num_heads: int
@@ -222,6 +232,21 @@ class Render(nn.Module):
     tokens = _run_layers(self, tokens, jnp.cos(angles), jnp.sin(angles),
                          segment_ids)
 
+    if self.output == "warp":
+      sources = x if sample_from is None else sample_from
+      out_h, out_w = sources.shape[2:4]
+      field = warp_lib.CoarseWarpHead(c, dtype=self.dtype)(
+          tokens[:, -1], tokens[:, :-1], gh, gw)
+      homography = self._homography(poses)
+      warp = warp_lib.warp_at(field, self._offsets_of(
+          homography, pmask, out_h, out_w, (gh, gw)))
+      image = warp_lib.render_warp(warp, sources)
+      if return_flow:
+        return image, {"field": field, "warp": warp, "homography": homography,
+                       "weights": warp.weights, "offset": warp.offset,
+                       "residual": warp.residual}
+      return image
+
     if self.output == "flow":
       field = flow.AppearanceFlowHead(c, p, dtype=self.dtype)(
           tokens[:, -1], tokens[:, :-1], h, w)
@@ -244,14 +269,26 @@ class Render(nn.Module):
                       h: int, w: int) -> jax.Array:
     """``B x N x h x w x 2``: each context view's homography (from the target
     latent and the view's) at every pixel, using each pixel's mask half."""
-    halves = poses if poses.ndim == 4 else poses[:, :, None]  # B V K D
-    warp = flow.GlobalWarpHead(self.features)(halves[:, -1:], halves[:, :-1])
-    offsets = flow.homography_offsets(warp, h, w)  # B N K h w 2
-    if halves.shape[2] == 1:
-      return offsets[:, :, 0]
     p = self.patch_size
-    half = jnp.zeros((poses.shape[0], h // p, w // p), jnp.int32) if (
-        pmask is None) else pmask.reshape(-1, h // p, w // p)
-    half = jnp.repeat(jnp.repeat(half, p, axis=1), p, axis=2)  # B h w
+    return self._offsets_of(self._homography(poses), pmask, h, w,
+                            (h // p, w // p))
+
+  def _homography(self, poses: jax.Array) -> jax.Array:
+    """``B x N x K x 8`` homography parameters (K = 1, or 2 mask halves)."""
+    halves = poses if poses.ndim == 4 else poses[:, :, None]  # B V K D
+    return flow.GlobalWarpHead(self.features)(halves[:, -1:], halves[:, :-1])
+
+  def _offsets_of(self, warp: jax.Array, pmask: Optional[jax.Array],
+                  h: int, w: int, grid: tuple[int, int]) -> jax.Array:
+    """``B x N x h x w x 2`` offsets of ``B x N x K x 8`` homographies at an
+    ``h x w`` grid, each pixel taking its mask half's (nearest token)."""
+    offsets = flow.homography_offsets(warp, h, w)  # B N K h w 2
+    if warp.shape[2] == 1 or pmask is None:
+      return offsets[:, :, 0]
+    grid_h, grid_w = grid
+    half = pmask.reshape(warp.shape[0], grid_h, grid_w)
+    rows = (jnp.arange(h) * grid_h) // h
+    cols = (jnp.arange(w) * grid_w) // w
+    half = half[:, rows][:, :, cols]  # B h w
     return jnp.where(half[:, None, :, :, None] == 1, offsets[:, :, 1],
                      offsets[:, :, 0])

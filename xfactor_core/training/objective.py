@@ -120,6 +120,16 @@ class ObjectiveSettings:
   # keeps the renderer from hedging with a blurry fallback instead of moving
   # the context's pixels (0: off).
   fallback_penalty: float = 0.0
+  # Photometric loss of a warp (or flow) renderer's warped photo against the
+  # target: photometric_ssim_alpha * (1 - SSIM) / 2 + (1 - alpha) * L1 per
+  # pixel (photometric_loss; 0: off, the published objective).
+  photometric_weight: float = 0.0
+  photometric_ssim_alpha: float = 0.85
+  # First-order edge-aware smoothness of the renderer's residual offsets
+  # (warp: the upsampled coarse residual; flow: the per-pixel offsets),
+  # weighted by exp(-smoothness_edge_scale * |target gradient|) (0: off).
+  smoothness_weight: float = 0.0
+  smoothness_edge_scale: float = 10.0
 
   def __post_init__(self):
     problems = []
@@ -129,10 +139,14 @@ class ObjectiveSettings:
         problems.append(f"{name}={getattr(self, name)} must lie in [0, 1]")
     for name in ("l1_weight", "perceptual_weight", "brightness", "contrast",
                  "saturation", "hue", "gradient_weight", "flow_supervision",
-                 "fallback_penalty",
+                 "fallback_penalty", "photometric_weight",
+                 "smoothness_weight", "smoothness_edge_scale",
                  "flow_supervision_steps"):
       if getattr(self, name) < 0:
         problems.append(f"{name}={getattr(self, name)} must be >= 0")
+    if not 0.0 <= self.photometric_ssim_alpha <= 1.0:
+      problems.append(f"photometric_ssim_alpha={self.photometric_ssim_alpha} "
+                      "must lie in [0, 1]")
     if not 0 < self.blur_sigma_min <= self.blur_sigma_max:
       problems.append(f"blur sigma range [{self.blur_sigma_min}, "
                       f"{self.blur_sigma_max}] must be positive and ordered")
@@ -425,6 +439,66 @@ def gradient_l1(prediction: jax.Array, target: jax.Array) -> jax.Array:
                 + jnp.mean(jnp.abs(dy(prediction) - dy(target)), axis=(1, 2, 3)))
 
 
+def _box3(x: jax.Array) -> jax.Array:
+  """3 x 3 mean of ``B x H x W x C`` (valid: ``B x H-2 x W-2 x C``)."""
+  return jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, 3, 3, 1),
+                               (1, 1, 1, 1), "VALID") / 9.0
+
+
+def ssim_3x3(a: jax.Array, b: jax.Array) -> jax.Array:
+  """Per-pixel SSIM over 3 x 3 windows of ``B x H x W x C`` images in
+  [-1, 1] (as Monodepth2's, with the constants of a value range of 2):
+  ``B x H-2 x W-2 x C``, 1 where the images agree."""
+  c1, c2 = (0.01 * 2.0) ** 2, (0.03 * 2.0) ** 2
+  mu_a, mu_b = _box3(a), _box3(b)
+  var_a = _box3(a * a) - mu_a ** 2
+  var_b = _box3(b * b) - mu_b ** 2
+  cov = _box3(a * b) - mu_a * mu_b
+  return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+      (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+
+
+def photometric_loss(prediction: jax.Array, target: jax.Array,
+                     alpha: float = 0.85) -> jax.Array:
+  """The photometric error of a warped photo: ``B``.
+
+  ``alpha * (1 - SSIM) / 2 + (1 - alpha) * |prediction - target|`` per pixel
+  (3 x 3 SSIM, the L1 on the same interior pixels), averaged; images ``B x H
+  x W x 3`` in [-1, 1].
+
+  Why L1 + SSIM rather than census: the renderer samples the clean context
+  views (the colour jitter and blur touch only what the pose encoder sees),
+  so brightness constancy holds between the warped photo and the target and
+  the census transform's invariance to illumination buys nothing; SSIM adds
+  what L1 lacks, a structural term whose gradient follows edges and texture
+  rather than flat colour, and both are smooth and cheap (a soft census is a
+  7 x 7 neighbourhood per pixel). It is the loss of Monodepth2 (Godard et
+  al. 2019) with its alpha of 0.85.
+  """
+  dssim = jnp.clip((1.0 - ssim_3x3(prediction, target)) / 2.0, 0.0, 1.0)
+  l1 = jnp.abs(prediction - target)[:, 1:-1, 1:-1]
+  return jnp.mean(alpha * dssim + (1.0 - alpha) * l1, axis=(1, 2, 3))
+
+
+def edge_aware_smoothness(offset: jax.Array, image: jax.Array,
+                          edge_scale: float = 10.0) -> jax.Array:
+  """First-order edge-aware smoothness of offset fields: ``B``.
+
+  Args:
+    offset: ``B x N x H x W x 2`` offsets (one field per context view).
+    image: ``B x H x W x 3`` the image they are defined on (the target), in
+      [-1, 1]: steps across its edges are cheaper by ``exp(-edge_scale *
+      mean_channels |gradient|)``.
+    edge_scale: how much an edge discounts a step.
+  """
+  def term(axis):
+    d_offset = jnp.abs(jnp.diff(offset, axis=axis + 1))  # B N ... 2
+    d_image = jnp.mean(jnp.abs(jnp.diff(image, axis=axis)), axis=-1)
+    weight = jnp.exp(-edge_scale * d_image)[:, None, ..., None]
+    return jnp.mean(weight * d_offset, axis=(1, 2, 3, 4))
+  return 0.5 * (term(1) + term(2))  # along y, along x
+
+
 def flow_supervision_weight(settings: ObjectiveSettings,
                             step: jax.Array) -> jax.Array:
   """The auxiliary flow term's weight at optimiser step ``step``."""
@@ -461,7 +535,8 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
     ``(loss, metrics)`` with per-batch means: loss, l1, perceptual, psnr,
     self_decoded and all_zero_mask (fractions of the batch), plus
     gradient_l1 when gradient_weight > 0; fallback_weight (the RGB
-    fallback's mean blend weight) for flow renderers; flow_error (mean
+    fallback's mean blend weight) for flow and warp renderers; photometric
+    and smoothness when their weights are > 0; flow_error (mean
     end-point error of the visible pixels, in pixels), flow_error_still (the
     same for zero offsets) and flow_weight with the flow supervision.
   """
@@ -470,10 +545,15 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
   if v < 2:
     raise ValueError(f"a training clip needs at least 2 views, got {v}")
   supervise_flow = settings.flow_supervision > 0
-  flow_renderer = getattr(render, "output", "rgb") == "flow"
-  if (supervise_flow or settings.fallback_penalty > 0) and not flow_renderer:
-    raise ValueError("flow_supervision and fallback_penalty need a flow "
-                     "renderer (config.model.render_output='flow')")
+  output = getattr(render, "output", "rgb")
+  flow_renderer = output in ("flow", "warp")
+  if (supervise_flow or settings.fallback_penalty > 0
+      or settings.photometric_weight > 0
+      or settings.smoothness_weight > 0) and not flow_renderer:
+    raise ValueError("flow_supervision, fallback_penalty, photometric_weight "
+                     "and smoothness_weight need a flow renderer or a warp "
+                     "renderer (config.model.render_output='flow' or "
+                     "'warp')")
   if supervise_flow and "depth" not in batch:
     raise ValueError("flow_supervision needs depth and cameras in the batch "
                      "(the synthetic world provides them)")
@@ -509,6 +589,18 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
   if flow_renderer:
     metrics["fallback_weight"] = jnp.mean(aux["weights"][:, -1])
     loss = loss + settings.fallback_penalty * metrics["fallback_weight"]
+    # The warp F (flow: the per-pixel offsets, which hold the homography),
+    # and its residual part, at the model resolution.
+    offset = aux["offset"] if output == "warp" else aux["field"].offset
+    residual = aux["residual"] if output == "warp" else aux["field"].offset
+  if settings.photometric_weight > 0:
+    metrics["photometric"] = jnp.mean(photometric_loss(
+        prediction, target, settings.photometric_ssim_alpha))
+    loss = loss + settings.photometric_weight * metrics["photometric"]
+  if settings.smoothness_weight > 0:
+    metrics["smoothness"] = jnp.mean(edge_aware_smoothness(
+        residual, target, settings.smoothness_edge_scale))
+    loss = loss + settings.smoothness_weight * metrics["smoothness"]
   if settings.gradient_weight > 0:
     metrics["gradient_l1"] = jnp.mean(gradient_l1(prediction, target))
     loss = loss + settings.gradient_weight * metrics["gradient_l1"]
@@ -517,16 +609,16 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
     # and self-decoding (same keys, same choices).
     ordered = lambda x: self_decode(decode_key, order_views(
         order_key, x, batch["reference"]), settings.self_decode_prob)[0]
-    offset, visible = true_flow.ground_truth_flow(
+    true_offset, visible = true_flow.ground_truth_flow(
         ordered(batch["depth"]), ordered(batch["camera_from_world"]),
         batch["intrinsics"])
-    error = jnp.linalg.norm(aux["field"].offset - offset, axis=-1)
+    error = jnp.linalg.norm(offset - true_offset, axis=-1)
     visible = visible.astype(jnp.float32)
     flow_error = jnp.sum(error * visible) / jnp.maximum(jnp.sum(visible), 1.0)
     weight = flow_supervision_weight(
         settings, jnp.zeros((), jnp.int32) if step is None else step)
     loss = loss + weight * flow_error
-    still = jnp.linalg.norm(offset, axis=-1)  # the error of not moving
+    still = jnp.linalg.norm(true_offset, axis=-1)  # the error of not moving
     still = jnp.sum(still * visible) / jnp.maximum(jnp.sum(visible), 1.0)
     metrics.update(flow_error=flow_error * (0.5 * s),
                    flow_error_still=still * (0.5 * s), flow_weight=weight)
