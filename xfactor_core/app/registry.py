@@ -26,7 +26,7 @@ import threading
 import jax
 from typing import Callable, Mapping, Optional, Sequence, Union
 
-from xfactor_core import checkpoints, fetch
+from xfactor_core import checkpoints, fetch, models
 from xfactor_core.inference.pipeline import DEFAULT_MODELS, TransferPipeline
 
 PathLike = Union[str, os.PathLike]
@@ -96,7 +96,7 @@ class ModelSpec:
   @property
   def renders_any_size(self) -> bool:
     """Whether the model is known to render at any output size."""
-    return self.render_output == "flow"
+    return self.render_output in models.SAMPLING_OUTPUTS
 
 
 def _parameter_count_from_info(info: Mapping) -> Optional[int]:

@@ -227,7 +227,7 @@ class TransferPipeline:
   def renders_any_size(self) -> bool:
     """Whether the model renders at any output size (the flow and warp
     renderers)."""
-    return self.config.render_output in ("flow", "warp")
+    return self.config.render_output in models.SAMPLING_OUTPUTS
 
   def default_output_size(self, images: Sequence[np.ndarray]) -> int:
     """The output size for context images when the user picks none: flow

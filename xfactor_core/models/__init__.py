@@ -12,9 +12,10 @@
 from xfactor_core.models.attention import IMPLEMENTATIONS, segment_attention
 from xfactor_core.models.layers import patchify, unpatchify
 from xfactor_core.models.flow import FlowField
-from xfactor_core.models.networks import RENDER_OUTPUTS, PoseEnc, Render
+from xfactor_core.models.networks import (RENDER_OUTPUTS, SAMPLING_OUTPUTS,
+                                          PoseEnc, Render)
 from xfactor_core.models.pair_stems import PAIR_INPUTS
 
-__all__ = ["PoseEnc", "Render", "RENDER_OUTPUTS", "PAIR_INPUTS", "FlowField",
+__all__ = ["PoseEnc", "Render", "RENDER_OUTPUTS", "SAMPLING_OUTPUTS", "PAIR_INPUTS", "FlowField",
            "segment_attention", "IMPLEMENTATIONS",
            "patchify", "unpatchify"]

@@ -21,6 +21,9 @@ from xfactor_core.models.layers import (LN_EPSILON, MLP2, MLP3, MultiViewLayer,
 
 Dtype = Any
 RENDER_OUTPUTS = ("rgb", "flow", "warp")
+# The outputs that copy the target from the context views: they sample a
+# context photo at any output resolution (``sample_from``).
+SAMPLING_OUTPUTS = ("flow", "warp")
 
 
 def _check_images(name: str, x: jax.Array, patch_size: int) -> None:

@@ -67,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xfactor_core import models
 from xfactor_core.data import true_flow
 from xfactor_core.metrics import image as image_metrics
 
@@ -546,7 +547,7 @@ def xfactor_loss(params: Params, batch: dict[str, jax.Array], key: jax.Array,
     raise ValueError(f"a training clip needs at least 2 views, got {v}")
   supervise_flow = settings.flow_supervision > 0
   output = getattr(render, "output", "rgb")
-  flow_renderer = output in ("flow", "warp")
+  flow_renderer = output in models.SAMPLING_OUTPUTS
   if (supervise_flow or settings.fallback_penalty > 0
       or settings.photometric_weight > 0
       or settings.smoothness_weight > 0) and not flow_renderer:
