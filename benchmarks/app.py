@@ -1,14 +1,14 @@
 """App latency: seconds from a transfer request to the finished video.
 
     python benchmarks/app.py [--checkpoint DIR] [--frames 30] [--repeats 3]
-        [--mode in-process server flow published]
-        [--random-config published|small|flow]
+        [--mode in-process server flow warp published]
+        [--random-config published|small|flow|warp]
         [--image-size S] [--flow-output-size 512] [--json OUT]
         [--compare OLD.json]
 
 Times a transfer of a preset motion onto an example context, as the app runs
 it: "first" is the first request after start (model loading and compilation
-included), "warm" the median of the following ones. Three cases:
+included), "warm" the median of the following ones. The cases:
 
 * ``in-process``: the app's job function (``xfactor_core.app.jobs``), without
   the persistent compilation cache, so "first" pays the full compilation;
@@ -20,6 +20,9 @@ included), "warm" the median of the following ones. Three cases:
   rendering ``--flow-output-size`` px output sampled from the context photo
   (issue 13's target: a 30-frame transfer at 512 px under 3 s warm on two
   cores);
+* ``warp``: the same for the smooth-warp renderer of the smooth-warp demo's
+  recipe (``RANDOM_CONFIGS["warp"]``, ``configs/smooth_warp.py:sm``), timed
+  in the same run as ``flow`` so the two heads compare side by side;
 * ``published``: the published model's size end to end, as a user gets it.
   A release archive of random weights in the published layout (params plus
   optimiser moments, as the real archives hold) is served from a local HTTP
@@ -75,6 +78,13 @@ RANDOM_CONFIGS = {
                                      pose_layers=4, render_layers=4,
                                      pose_dim=64, num_global_tokens=2,
                                      render_output="flow"), 128),
+    # The smooth-warp demo's recipe (issue 26, configs/smooth_warp.py:sm):
+    # 8 x 8 tokens, the correlation pair input, the warp renderer.
+    "warp": (checkpoints.ModelConfig(features=128, num_heads=4, patch_size=16,
+                                     pose_layers=4, render_layers=4,
+                                     pose_dim=64, num_global_tokens=8,
+                                     render_output="warp",
+                                     pair_input="correlation"), 128),
     # For tests of the published mode's plumbing (--published-size tiny).
     "tiny": (checkpoints.ModelConfig(features=32, num_heads=2, patch_size=8,
                                      pose_layers=1, render_layers=1,
@@ -332,10 +342,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            "only): the working size of RGB models, the "
                            "output size of flow models")
   parser.add_argument("--flow-output-size", type=int, default=512,
-                      help="output size of the flow case")
+                      help="output size of the flow and warp cases")
   parser.add_argument("--mode", nargs="+",
-                      default=["in-process", "server", "flow"],
-                      choices=["in-process", "server", "flow", "published"])
+                      default=["in-process", "server", "flow", "warp"],
+                      choices=["in-process", "server", "flow", "warp",
+                               "published"])
   parser.add_argument("--published-size", default="published",
                       choices=sorted(RANDOM_CONFIGS),
                       help="published mode: the size of the served model "
@@ -359,11 +370,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       parser.error("the shipped default model is not trained yet: pass "
                    "--checkpoint DIR or --random-config published")
     rows = []
-    if "flow" in args.mode:
-      flow = write_random_checkpoint(pathlib.Path(tmp) / "flow", "flow")
-      rows.append(time_in_process(
-          flow, args.frames, args.repeats, args.flow_output_size,
-          mode=f"in-process, flow {args.flow_output_size} px"))
+    for output in ("flow", "warp"):  # side by side: the renderer heads
+      if output in args.mode:
+        model = write_random_checkpoint(pathlib.Path(tmp) / output, output)
+        rows.append(time_in_process(
+            model, args.frames, args.repeats, args.flow_output_size,
+            mode=f"in-process, {output} {args.flow_output_size} px"))
     if "in-process" in args.mode:
       rows.append(time_in_process(checkpoint, args.frames, args.repeats,
                                   args.image_size))
