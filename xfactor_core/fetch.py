@@ -1321,12 +1321,13 @@ def _verify(model: PublishedModel, archive: _Archive,
   try:
     return read_archive_params(archive.path, model)
   except FetchError as e:
+    problem = str(e) if str(e)[-1:] in ".?!" else f"{e}."
     if archive.download is None:
-      raise FetchError(f"{e} Download the archive again, or give --url "
+      raise FetchError(f"{problem} Download the archive again, or give --url "
                        "another copy.") from None
     archive.download.discard()
     raise FetchError(
-        f"{e} The download was deleted: run the fetch again to download it "
+        f"{problem} The download was deleted: run the fetch again to download it "
         "afresh; if it fails the same way, the address serves another file: "
         f"point {model.url_env} (or --url) at the release archive.") from None
 
