@@ -372,17 +372,9 @@ class TransferPipeline:
     latents once, and returns ``render(latents B x D) -> B x S x S x 3``
     (padded to the chunk size, so each chunk size compiles once)."""
     ordered, ctx_latents = self.context_poses(context)
-    sources = None
-    if sample_from is not None:
-      sample_from = np.asarray(sample_from, np.float32)
-      size = sample_from.shape[1] if sample_from.ndim == 4 else -1
-      if sample_from.shape != (len(context), size, size, 3):
-        raise TransferError(
-            f"sample_from must hold the {len(context)} context view(s) as "
-            f"V x S' x S' x 3 (pipeline.prepare(images, size=S')), got shape "
-            f"{sample_from.shape}")
-      self.check_output_size(size)
-      sources = jnp.asarray(sample_from[reference_order(len(context))])
+    sources = self._sources(context, sample_from)
+    if sources is not None:
+      sources = jnp.asarray(sources)
     _, render = self._fns()
     ordered, ctx_latents = jnp.asarray(ordered), jnp.asarray(ctx_latents)
 
@@ -391,6 +383,23 @@ class TransferPipeline:
                    _pad_to(latents, self.batch_size), sources)
       return np.asarray(out)[: len(latents)]
     return render_chunk
+
+  def _sources(self, context: np.ndarray, sample_from: Optional[np.ndarray]
+               ) -> Optional[np.ndarray]:
+    """``sample_from`` checked against the context (V x S' x S' x 3, S' a
+    size this model renders) and put in the order of the context poses
+    (reference first); None without it."""
+    if sample_from is None:
+      return None
+    sample_from = np.asarray(sample_from, np.float32)
+    size = sample_from.shape[1] if sample_from.ndim == 4 else -1
+    if sample_from.shape != (len(context), size, size, 3):
+      raise TransferError(
+          f"sample_from must hold the {len(context)} context view(s) as "
+          f"V x S' x S' x 3 (pipeline.prepare(images, size=S')), got shape "
+          f"{sample_from.shape}")
+    self.check_output_size(size)
+    return sample_from[reference_order(len(context))]
 
   @staticmethod
   def _check_strength(motion_strength: float) -> np.float32:
@@ -434,18 +443,9 @@ class TransferPipeline:
     (0: the context itself); frame k samples frame k-1's warp at p + F_k(p),
     F_k the reference view's warp at step latent k."""
     ordered, ctx_latents = self.context_poses(context)
-    if sample_from is None:
+    sources = self._sources(context, sample_from)
+    if sources is None:
       sources = ordered
-    else:
-      sample_from = np.asarray(sample_from, np.float32)
-      size = sample_from.shape[1] if sample_from.ndim == 4 else -1
-      if sample_from.shape != (len(context), size, size, 3):
-        raise TransferError(
-            f"sample_from must hold the {len(context)} context view(s) as "
-            f"V x S' x S' x 3 (pipeline.prepare(images, size=S')), got shape "
-            f"{sample_from.shape}")
-      self.check_output_size(size)
-      sources = sample_from[reference_order(len(context))]
     warps, chain = _compiled_warp(self.config, self.attention_impl,
                                   self.dtype)
     ordered, ctx_latents = jnp.asarray(ordered), jnp.asarray(ctx_latents)
