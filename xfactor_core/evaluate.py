@@ -106,6 +106,9 @@ class EvalSettings:
   probe_test: int = 32
   batch_size: int = 8
   random_model_seed: int = 0
+  # The camera path: "reference" (frame k against the reference frame) or
+  # "composed" (warp models: the warps of consecutive steps, chained).
+  path_mode: str = "reference"
 
 
 def context_indices(num_frames: int, num_views: int) -> list[int]:
@@ -143,21 +146,29 @@ class ClipRenderer:
   >>> frames = renderer.render(scene_clip, path)  # F x S x S x 3 in [-1, 1]
   """
 
-  def __init__(self, pipe: TransferPipeline, num_frames: int):
+  def __init__(self, pipe: TransferPipeline, num_frames: int,
+               path_mode: str = "reference"):
     self.pipe = pipe
     views = max(1, min(pipe.max_context_views, num_frames - 1))
     self.ctx_idx = context_indices(num_frames, views)
     self.ref = self.ctx_idx[reference_order(len(self.ctx_idx))[0]]
     self.eval_idx = [i for i in range(num_frames) if i not in self.ctx_idx]
+    self.path_mode = pipe.check_path_mode(path_mode)
+    if path_mode == "composed" and self.ref != 0:
+      raise ValueError("the composed camera path starts at frame 0, but this "
+                       f"model's reference context frame is {self.ref}; "
+                       "evaluate it with the reference path")
 
   def path(self, clip: np.ndarray) -> np.ndarray:
-    """Latents of every frame relative to the reference frame: F x D."""
-    return self.pipe.camera_path(self.pipe.prepare(clip), reference=self.ref)
+    """Latents of every frame relative to the reference frame (or, composed,
+    to the frame before): F x D."""
+    return self.pipe.camera_path(self.pipe.prepare(clip), reference=self.ref,
+                                 mode=self.path_mode)
 
   def render(self, scene_clip: np.ndarray, path: np.ndarray) -> np.ndarray:
     """Renders ``path`` onto the context views of ``scene_clip``: F x S x S x 3."""
     context = self.pipe.prepare(scene_clip[self.ctx_idx])
-    return self.pipe.render(context, path)
+    return self.pipe.render(context, path, path_mode=self.path_mode)
 
 
 def _image_scores(pred: np.ndarray, clip: np.ndarray, pipe: TransferPipeline,
@@ -248,10 +259,11 @@ def transfer_benchmark(pipe: TransferPipeline, settings: EvalSettings,
     progress("rendering pairs", i, settings.num_pairs)
     pairs.append(synthetic.make_transfer_pair(settings.seed, i,
                                               settings.num_frames, size))
-  renderers = {"model": ClipRenderer(pipe, settings.num_frames),
+  renderers = {"model": ClipRenderer(pipe, settings.num_frames,
+                                     settings.path_mode),
                "random_model": ClipRenderer(
                    random_pipeline(pipe, settings.random_model_seed),
-                   settings.num_frames)}
+                   settings.num_frames, settings.path_mode)}
   oracle = None if settings.oracle == "none" else oracles.get_oracle(
       settings.oracle)
   per_pair: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
@@ -424,7 +436,8 @@ def _read_folder(folder: pathlib.Path) -> np.ndarray:
 
 
 def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
-                        oracle: str = "colmap") -> dict[str, dict[str, float]]:
+                        oracle: str = "colmap", path_mode: str = "reference"
+                        ) -> dict[str, dict[str, float]]:
   """The real-clip section: ``folder/target`` transferred onto
   ``folder/transfer/000.jpg``, scored against ``folder/transfer``.
 
@@ -445,13 +458,13 @@ def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
                      f"transfer {len(published)}")
   size = published.shape[1]
   context = published[:1]
-  path = pipe.camera_path(pipe.prepare(target))
+  path = pipe.camera_path(pipe.prepare(target), mode=path_mode)
   if pipe.renders_any_size:
-    frames = pipe.render(pipe.prepare(context),
-                         path, sample_from=pipe.prepare(context, size=size))
+    frames = pipe.render(pipe.prepare(context), path, path_mode=path_mode,
+                         sample_from=pipe.prepare(context, size=size))
   else:
-    frames = frame_utils.prepare_frames(
-        frame_utils.to_uint8(pipe.render(pipe.prepare(context), path)), size)
+    frames = frame_utils.prepare_frames(frame_utils.to_uint8(pipe.render(
+        pipe.prepare(context), path, path_mode=path_mode)), size)
   reference = frame_utils.prepare_frames(published, size)
   target_square = frame_utils.to_uint8(frame_utils.prepare_frames(target, size))
   photo = frame_utils.to_uint8(reference[:1])
@@ -503,6 +516,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help="a folder with target/ and transfer/ frames (e.g. "
                            "shared/reference/example_videos): adds the "
                            "real-clip section")
+  parser.add_argument("--camera-path-mode", default=EvalSettings.path_mode,
+                      choices=("reference", "composed"),
+                      help="reference: each frame against the reference "
+                           "frame; composed (warp models): the warps of "
+                           "consecutive steps, chained")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   runtime.enable_compilation_cache()
@@ -519,7 +537,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               num_frames=args.num_frames, seed=args.seed,
                               oracle=args.oracle, tps_pairs=args.tps_pairs,
                               probe_train=args.probe_train,
-                              probe_test=args.probe_test)
+                              probe_test=args.probe_test,
+                              path_mode=args.camera_path_mode)
       bars: dict[str, tqdm] = {}
       def progress(stage, done, total):
         if stage not in bars:
@@ -538,7 +557,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                 image_size=args.image_size)
         result["real_clip"] = real_clip_benchmark(
             pipe, args.real_clip,
-            args.oracle if args.oracle != "none" else "none")
+            args.oracle if args.oracle != "none" else "none",
+            args.camera_path_mode)
         result["settings"]["real_clip"] = str(args.real_clip)
   except (checkpoints.CheckpointError, fetch.FetchError, ValueError) as e:
     logging.error("%s", e)
