@@ -152,3 +152,33 @@ def tiny_flow_checkpoint(tmp_path_factory) -> pathlib.Path:
       "name": "tiny_flow", "kind": "stereo-monocular", "image_size": 64,
       "num_context_views": 1, "config": config.to_dict()}))
   return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_warp_checkpoint(tmp_path_factory) -> pathlib.Path:
+  """A randomly initialised warp-renderer model (32 px, patch 8, pose_dim 8)
+  saved as our trainer saves runs (weights in ``checkpoints-0`` plus
+  model.json). Its global warp follows the latents (a random last layer),
+  so the renders move with the camera path."""
+  import jax
+
+  from xfactor_core import checkpoints, models
+  from xfactor_core.app import testing
+
+  size = 32
+  config = checkpoints.ModelConfig(32, 2, 8, 1, 1, 8, 2,
+                                   render_output="warp")
+  pose_enc = models.PoseEnc(**config.pose_enc_kwargs())
+  render = models.Render(**config.render_kwargs())
+  x = np.zeros((1, 2, size, size, 3), np.float32)
+  params = {"PoseEnc": pose_enc.init(jax.random.key(0), x)["params"],
+            "Render": render.init(jax.random.key(1), x[:, :1],
+                                  np.zeros((1, 2, 8), np.float32))["params"]}
+  node = params["Render"][checkpoints.GLOBAL_WARP_HEAD]["Dense_2"]
+  node["kernel"] = 0.5 * jax.random.normal(jax.random.key(2),
+                                            node["kernel"].shape)
+  folder = tmp_path_factory.mktemp("warp_model") / "tiny_warp"
+  checkpoints.save_params(folder / "checkpoints-0", params)
+  testing.write_model_info(folder, name="tiny warp", image_size=size,
+                           num_context_views=1, config=config.to_dict())
+  return folder

@@ -16,6 +16,7 @@ from xfactor_core import checkpoints
 from xfactor_core.app import (check, example_cache, export, gate, job_board,
                               jobs, layout, make_presets, picker, presets,
                               registry, sessions, testing, ui, uploads)
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import interpolate_path
 
@@ -284,7 +285,10 @@ def test_ui_values_map_to_motion_requests():
                             "second": None})
   assert pair.source == "pair" and pair.files == ("1.png",)
   assert ui.motion_from_ui({"source": "Camera path (.npy)", "camera_path": {
-      "path": "p.npy"}}).files == ("p.npy",)
+      "path": "p.npy"}}).files == ("p.npy",)  # the label of older pages
+  assert ui.motion_from_ui({"source": jobs.SOURCE_LABELS["path"],
+                            "camera_path": "p.npz"}) == jobs.MotionRequest(
+                                "path", files=("p.npz",))
   with pytest.raises(uploads.InputError, match="unknown motion source"):
     ui.motion_from_ui({"source": "Webcam"})
 
@@ -619,7 +623,8 @@ def test_build_app_wires_the_transfer_endpoint(studio):
   assert {"transfer", "transfer_ui"} <= names
   api = next(d for d in demo.fns.values() if d.api_name == "transfer")
   assert [c.label for c in api.inputs] == ["context", "target", "preset",
-                                           "num_frames", "output_size"]
+                                           "num_frames", "output_size",
+                                           "path_mode"]
 
 
 # ------------------------------------------- flow models: any output size --
@@ -810,3 +815,217 @@ def test_short_api_calls_get_the_trailing_defaults():
   assert gate.with_defaults(api, 5, [1, 2, 3]) == [1, 2, 3]
   # Dict-form handlers take one form, not positional inputs.
   assert gate.with_defaults(lambda values, *args: None, 3, [1]) == [1]
+
+
+# ------------------------------------- warp models: the camera path choice --
+
+
+@pytest.fixture(scope="module")
+def warp_models(tiny_warp_checkpoint):
+  """A registry whose only (default) model is a tiny warp model (32 px)."""
+  return registry.ModelRegistry(
+      registry.discover_models(tiny_warp_checkpoint, defaults={}),
+      batch_size=3)
+
+
+def _warp_request(warp_models, context, path_mode=None, frames=5, **kw):
+  return jobs.TransferRequest(
+      warp_models.default_id, (str(context),),
+      jobs.MotionRequest("preset", "pan left"),
+      jobs.TransferSettings(num_frames=frames, path_mode=path_mode, **kw))
+
+
+@pytest.fixture(scope="module")
+def composed_result(warp_models, library, photo, tmp_path_factory):
+  return jobs.transfer(warp_models, library,
+                       _warp_request(warp_models, photo, "composed"),
+                       tmp_path_factory.mktemp("composed"))
+
+
+def test_camera_path_choice_shows_for_warp_models_only(warp_models, models,
+                                                       monkeypatch):
+  spec = warp_models.spec(None)
+  # Known from model.json, before the model loads.
+  assert spec.render_output == "warp" and not warp_models.is_loaded(
+      spec.model_id)
+  assert spec.path_modes == ("reference", "composed")
+  shown = picker.ModelPicker(warp_models).describe_model(
+      {"model": spec.model_id})["path_mode"]
+  assert shown["visible"] is True and shown["value"] == "reference"
+  assert [value for _, value in shown["choices"]] == ["reference",
+                                                      "composed"]
+  assert all(label.startswith(f"{value}: ")
+             for label, value in shown["choices"])
+  rgb = models.spec(_ids(models)[0])
+  assert rgb.path_modes == ("reference",)
+  hidden = picker.ModelPicker(models).describe_model(
+      {"model": rgb.model_id})["path_mode"]
+  assert hidden["visible"] is False and hidden["value"] == "reference"
+  # One place sets the default of warp models: the spec, the pipeline and
+  # the page all follow it; other models keep the reference path.
+  assert warp_models.get().default_path_mode == "reference"
+  monkeypatch.setattr(camera_paths, "COMPOSABLE_DEFAULT_MODE", "composed")
+  assert warp_models.get().default_path_mode == "composed"
+  assert picker.path_mode_options(spec)["value"] == "composed"
+  assert picker.path_mode_options(rgb)["value"] == "reference"
+  assert models.get(rgb.model_id).default_path_mode == "reference"
+
+
+def test_camera_path_radio_is_on_the_page_for_a_warp_model(warp_models,
+                                                           library, tmp_path):
+  demo = layout.build_app(ui.Studio(warp_models, library,
+                                    work_root=tmp_path / "work"))
+  radio = next(b for b in demo.blocks.values()
+               if getattr(b, "elem_id", None) == "path-mode")
+  assert radio.visible is True and radio.value == "reference"
+  assert [value for _, value in radio.choices] == ["reference", "composed"]
+
+
+def test_composed_transfer_renders_the_chained_steps(warp_models,
+                                                     composed_result, photo):
+  result = composed_result
+  assert result.path_mode == "composed"
+  assert result.generated.shape == (5, 48, 48, 3)
+  assert media.read_video(result.video).shape == (5, 48, 48, 3)
+  assert not result.path[0].any()  # frame 0's step: none
+  pipe = warp_models.get()
+  images = [media.read_image(photo)]
+  target = pipe.prepare(result.target, "target")
+  np.testing.assert_allclose(result.path,
+                             pipe.camera_path(target, mode="composed"),
+                             rtol=1e-5, atol=1e-6)
+  expected = pipe.render(pipe.prepare(images), result.path,
+                         path_mode="composed",
+                         sample_from=pipe.prepare(images, size=48))
+  from xfactor_core.inference.model_frames import to_uint8
+  assert np.abs(result.generated.astype(int)
+                - to_uint8(expected)).max() <= 1
+  # The frames move, and differently from the reference path's.
+  assert np.abs(result.generated[-1].astype(int)
+                - result.generated[0]).mean() > 2
+  reference = pipe.render(pipe.prepare(images), pipe.camera_path(target),
+                          sample_from=pipe.prepare(images, size=48))
+  assert np.abs(to_uint8(reference[-1]).astype(int)
+                - result.generated[-1]).mean() > 1
+  # Scrubbing between frames chains the steps up to there.
+  _, frame = jobs.scrub(warp_models, result, 2.999)
+  assert frame.shape == (48, 48, 3)
+  assert np.abs(frame.astype(int) - result.generated[3]).mean() < 1.5
+
+
+def test_composed_export_replays_identically(warp_models, library,
+                                             composed_result, tmp_path):
+  archive = export.export_result(composed_result, tmp_path)
+  with zipfile.ZipFile(archive) as z:
+    names = set(z.namelist())
+    z.extractall(tmp_path / "x")
+  assert "camera_path.npz" in names and "camera_path.npy" not in names
+  saved = camera_paths.load(tmp_path / "x" / "camera_path.npz")
+  assert saved.mode == "composed" and saved.render_output == "warp"
+  np.testing.assert_array_equal(saved.latents, composed_result.path)
+  settings = json.loads((tmp_path / "x" / "settings.json").read_text())
+  assert settings["camera_path"] == {"file": "camera_path.npz",
+                                     "mode": "composed",
+                                     "render_output": "warp"}
+  assert settings["settings"]["path_mode"] == "composed"
+  # Uploaded again, the record replays in its own mode, whatever the radio
+  # says, to the same frames.
+  for asked in (None, "reference", "composed"):
+    replay = jobs.transfer(warp_models, library, jobs.TransferRequest(
+        warp_models.default_id, composed_result.request.context_files,
+        jobs.MotionRequest("path", files=(
+            str(tmp_path / "x" / "camera_path.npz"),)),
+        jobs.TransferSettings(num_frames=5, path_mode=asked)),
+        tmp_path / f"replay_{asked}")
+    assert replay.target is None and replay.path_mode == "composed"
+    np.testing.assert_array_equal(replay.generated,
+                                  composed_result.generated)
+
+
+def test_reference_path_of_a_warp_model_is_a_record_too(warp_models,
+                                                        library, photo,
+                                                        tmp_path):
+  result = jobs.transfer(warp_models, library,
+                         _warp_request(warp_models, photo), tmp_path)
+  assert result.path_mode == "reference"  # the default of warp models
+  assert export.camera_path_name(result) == "camera_path.npz"
+  saved = camera_paths.load(export.write_camera_path(result, tmp_path))
+  assert saved.mode == "reference" and saved.render_output == "warp"
+
+
+def test_camera_paths_that_do_not_fit_are_refused(warp_models, models,
+                                                  library, composed_result,
+                                                  photo, tmp_path):
+  wrong = camera_paths.save(tmp_path / "wrong.npz", camera_paths.CameraPath(
+      np.zeros((4, 5), np.float32), mode="composed", render_output="warp"))
+  with pytest.raises(uploads.InputError, match=r"holds N x 5 latents, but "
+                     r"this model needs N x 8 latents; replay it with the "
+                     r"model that exported it \(a 'warp' model\)"):
+    uploads.read_camera_path(str(wrong), 8)
+  with pytest.raises(uploads.InputError, match="needs N x 8 latents"):
+    jobs.transfer(warp_models, library, jobs.TransferRequest(
+        warp_models.default_id, (str(photo),),
+        jobs.MotionRequest("path", files=(str(wrong),))), tmp_path)
+  # A composed path on a model without the warp renderer.
+  sm = _ids(models)[0]
+  dim = models.get(sm).config.pose_dim
+  composed = camera_paths.save(tmp_path / "steps.npz", camera_paths.CameraPath(
+      np.zeros((4, dim), np.float32), mode="composed", render_output="warp"))
+  message = (r"is a 'composed' path, .* only a model with the warp renderer "
+             r".* this model has 'rgb'; pick the warp model that exported "
+             "it, or export a reference path")
+  with pytest.raises(uploads.InputError, match=message):
+    uploads.read_camera_path(str(composed), dim, render_output="rgb")
+  with pytest.raises(uploads.InputError, match=message):
+    jobs.transfer(models, library, jobs.TransferRequest(
+        sm, (str(photo),), jobs.MotionRequest("path", files=(
+            str(composed),))), tmp_path)
+  # Asking an RGB model for the composed path, and options a composed path
+  # cannot honour.
+  with pytest.raises(ValueError, match="composed camera path composes "
+                     "explicit warps: it needs a model with render_output"):
+    jobs.transfer(models, library, jobs.TransferRequest(
+        sm, (str(photo),), jobs.MotionRequest("preset", "pan left"),
+        jobs.TransferSettings(num_frames=3, path_mode="composed")), tmp_path)
+  with pytest.raises(uploads.InputError, match="ping-pong needs the "
+                     "reference camera path"):
+    jobs.transfer(warp_models, library, _warp_request(
+        warp_models, photo, "composed", ping_pong=True), tmp_path)
+  saved = export.write_camera_path(composed_result, tmp_path)
+  with pytest.raises(uploads.InputError, match="set the start frame to 0 "
+                     "and the stride to 1"):
+    jobs.transfer(warp_models, library, jobs.TransferRequest(
+        warp_models.default_id, (str(photo),),
+        jobs.MotionRequest("path", files=(str(saved),)),
+        jobs.TransferSettings(num_frames=3, stride=2)), tmp_path)
+  with pytest.raises(uploads.InputError, match="camera path mode 'sideways'"):
+    jobs.TransferSettings(path_mode="sideways").validate()
+
+
+def test_handlers_and_api_take_the_camera_path_choice(warp_models, library,
+                                                      studio, photo,
+                                                      tmp_path):
+  warp = ui.Studio(warp_models, library, work_root=tmp_path / "work")
+  form = {"model": warp_models.default_id, "context": [str(photo)],
+          "source": "Preset", "preset": "pan left", **OPTIONS,
+          "num_frames": 4, "path_mode": "composed"}
+  last = list(warp.run_transfer(form))[-1]
+  assert last["result"].path_mode == "composed"
+  assert "Camera path: composed" in last["status"]
+  # /transfer: path_mode is its last parameter; the path comes back as the
+  # record, which the endpoint replays in its mode.
+  video, path = warp.api_transfer([str(photo)], None, "pan left", 4, None,
+                                  "composed")
+  assert path.endswith(".npz")
+  assert camera_paths.load(path).mode == "composed"
+  again, path_again = warp.api_transfer([str(photo)], path, None, 4)
+  np.testing.assert_array_equal(media.read_video(again),
+                                media.read_video(video))
+  np.testing.assert_array_equal(camera_paths.load(path_again).latents,
+                                camera_paths.load(path).latents)
+  # A model without the warp renderer: the plain .npy of older versions,
+  # and the composed path refused with the fix.
+  _, plain = studio.api_transfer([str(photo)], None, "pan left", 3)
+  assert plain.endswith("camera_path.npy") and np.load(plain).shape[0] == 3
+  with pytest.raises(gr.Error, match="use the reference path"):
+    studio.api_transfer([str(photo)], None, "pan left", 3, None, "composed")

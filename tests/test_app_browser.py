@@ -304,3 +304,38 @@ def test_a_space_shows_its_failed_start_fetch_and_refuses_long_waits(
   assert "--export sm sm.zip" in text and "XFACTOR_SM_URL" in text
   assert "refused a transfer: 1 job(s) ahead" in text
   assert "refused an API transfer: 1 job(s) ahead" in text
+
+
+def test_camera_path_choice_follows_the_model(reference_dir,
+                                              tiny_warp_checkpoint, browser,
+                                              tmp_path):
+  """The "Camera path" radio shows for the warp model only, and its choice
+  reaches the transfer (composed: the status says so)."""
+  folder = testing.write_test_checkpoints(
+      tmp_path / "ckpts", reference_dir / "official_format_checkpoint")
+  shutil.copytree(tiny_warp_checkpoint, folder / "tiny_warp")
+  with testing.serve_app(folder, extra_args=["--no-default-models"]) as url:
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#run", timeout=60_000)
+    radio = page.locator("#path-mode")
+
+    def pick(name):
+      page.click("#model input")
+      page.get_by_role("option", name=name).click()
+
+    pick("tiny stereo-monocular (test weights)")
+    radio.wait_for(state="hidden", timeout=10_000)
+    pick("tiny warp")
+    radio.wait_for(state="visible", timeout=10_000)
+    assert "composed: the steps between consecutive frames" in (
+        radio.inner_text())
+    page.get_by_label("composed: the steps between consecutive frames",
+                      exact=False).check()
+    page.get_by_text("cat · pan right").first.click()
+    page.wait_for_function(STATUS_DONE % "Done", timeout=90_000)
+    assert "Camera path: composed" in page.inner_text("#status")
+    _screenshot(page, tmp_path, "app_composed_path.png")
+    pick("tiny stereo-monocular (test weights)")
+    radio.wait_for(state="hidden", timeout=10_000)
+    page.close()

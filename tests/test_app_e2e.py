@@ -49,10 +49,12 @@ def test_transfer_endpoint_signature(client):
   api = client.view_api(return_format="dict", print_info=False)
   endpoint = api["named_endpoints"]["/transfer"]
   assert [p["parameter_name"] for p in endpoint["parameters"]] == [
-      "context", "target", "preset", "num_frames", "output_size"]
-  # Added last, with a default: callers of the first four keep working.
-  assert endpoint["parameters"][-1]["parameter_has_default"]
-  assert endpoint["parameters"][-1]["parameter_default"] is None
+      "context", "target", "preset", "num_frames", "output_size",
+      "path_mode"]
+  # Added last, with defaults: callers of the first four keep working.
+  for parameter in endpoint["parameters"][-2:]:
+    assert parameter["parameter_has_default"]
+    assert parameter["parameter_default"] is None
   assert [r["label"] for r in endpoint["returns"]] == ["video", "camera_path"]
 
 

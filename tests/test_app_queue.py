@@ -168,7 +168,8 @@ def test_api_calls_over_the_bound_are_refused_before_the_queue(studio,
   studio.queue_depth = lambda: 4
   studio.max_wait_s = 240.0
   checks = studio.api_admission([CAT], None, "zoom in", 30)
-  assert [c["is_valid"] for c in checks] == [True, True, True, False, True]
+  assert [c["is_valid"] for c in checks] == [True, True, True, False, True,
+                                             True]
   assert "4 jobs ahead of yours" in checks[3]["message"]
   assert "about 5.0 min" in checks[3]["message"]
   assert all(c["is_valid"] for c in studio.api_admission([CAT], None,

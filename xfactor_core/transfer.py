@@ -76,11 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "plain .npy of latents")
   parser.add_argument("--camera-path-mode", default=None,
                       choices=camera_paths.CAMERA_PATH_MODES,
-                      help="reference (default): each frame's latent against "
-                           "the target's first frame; composed (warp models): "
+                      help="reference: each frame's latent against the "
+                           "target's first frame; composed (warp models): "
                            "the latents of consecutive frames, whose warps "
-                           "are composed. A saved path replays in its own "
-                           "mode")
+                           "are composed. Default: the model's own "
+                           "(TransferPipeline.default_path_mode, reference "
+                           "today). A saved path replays in its own mode")
   parser.add_argument("--attention", default="auto",
                       help="attention implementation: auto, xla, split, cudnn")
   return parser
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> pathlib.Path:
                if sample_from is not None else "")
 
   target_uint8 = None
-  mode = args.camera_path_mode or "reference"
+  mode = args.camera_path_mode or pipe.default_path_mode
   if args.camera_path:
     try:
       record = camera_paths.load(args.camera_path)

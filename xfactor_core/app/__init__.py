@@ -11,9 +11,9 @@ Modules:
   estimates     Estimator (seconds a transfer takes: measured, else from its
                 FLOPs), QueueWait (the wait of a new job, the bound).
   uploads       InputError, Limits, UploadPolicy (which files a caller may
-                name), file/context/video/frames/.npy readers that validate
-                type, size, pixels and frame counts, then read through
-                inference.media.
+                name), file/context/video/frames/camera path (.npz, .npy)
+                readers that validate type, size, pixels and frame counts,
+                then read through inference.media.
   jobs          TransferSettings, MotionRequest, TransferRequest, run_transfer
                 (streamed, cancellable), transfer, scrub (fractional frames),
                 output_size (flow models render at any output size).

@@ -6,8 +6,13 @@ A single export holds::
     side_by_side.mp4      target | generated (when there is a target clip)
     transfer.gif          generated clip as an animated GIF
     frames/00000.png ...  every generated frame
-    camera_path.npy       the latent camera path (N x pose_dim float32)
-    settings.json         model, motion, settings, frame count, timings
+    camera_path.npz       the latent camera path as a record of its mode and
+                          renderer (camera_path.save); a reference path of a
+                          model without the warp renderer stays the plain
+                          camera_path.npy (N x pose_dim float32) older
+                          versions wrote and read
+    settings.json         model, motion, settings, frame count, timings,
+                          and the camera path's file and mode
 
 A batch export holds one MP4 per (context, motion) combination, a contact
 sheet (one row per combination) and ``batch.json`` describing each file.
@@ -30,11 +35,36 @@ from xfactor_core.app import jobs, uploads
 from xfactor_core.app.presets import PresetLibrary, slugify
 from xfactor_core.app.registry import ModelRegistry
 from xfactor_core.app.uploads import InputError
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import media
 
 MAX_BATCH_COMBINATIONS = 12
 MAX_SHEET_TILE = 512  # contact sheet tiles at most this many pixels a side
 STORED_SUFFIXES = (".mp4", ".gif", ".png", ".jpg")
+
+
+def camera_path_name(result: jobs.TransferResult) -> str:
+  """The file name of ``result``'s saved camera path: ``camera_path.npy`` (a
+  plain array, as older versions wrote) for a reference path of a model
+  without the warp renderer, else ``camera_path.npz`` (a record of the mode
+  and the renderer, which a composed path needs to replay)."""
+  record = result.path_record()
+  if (record.mode == "reference"
+      and record.render_output not in camera_paths.COMPOSABLE_OUTPUTS):
+    return "camera_path.npy"
+  return "camera_path.npz"
+
+
+def write_camera_path(result: jobs.TransferResult, folder: pathlib.Path
+                      ) -> pathlib.Path:
+  """Writes ``result``'s camera path into ``folder`` as
+  :func:`camera_path_name` says; returns the file. The app's upload (and the
+  CLI's ``--camera-path``) replays it in its own mode."""
+  file = pathlib.Path(folder) / camera_path_name(result)
+  if file.suffix == ".npy":
+    np.save(file, result.path.astype(np.float32))
+    return file
+  return camera_paths.save(file, result.path_record())
 
 
 def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
@@ -56,6 +86,9 @@ def settings_record(result: jobs.TransferResult) -> dict[str, Any]:
       "output_size": result.output_size,
       "num_frames": result.num_frames,
       "camera_path_shape": list(result.path.shape),
+      "camera_path": {"file": camera_path_name(result),
+                      "mode": result.path_mode,
+                      "render_output": result.path_record().render_output},
       "seconds": round(result.seconds, 3),
   }
 
@@ -92,8 +125,8 @@ def export_result(result: jobs.TransferResult, workdir: pathlib.Path
                                   fps), "transfer.gif"))
   for path in media.write_frames(folder / "frames", result.generated):
     files.append((path, f"frames/{path.name}"))
-  np.save(folder / "camera_path.npy", result.path.astype(np.float32))
-  files.append((folder / "camera_path.npy", "camera_path.npy"))
+  path_file = write_camera_path(result, folder)
+  files.append((path_file, path_file.name))
   (folder / "settings.json").write_text(json.dumps(settings_record(result),
                                                    indent=1))
   files.append((folder / "settings.json", "settings.json"))

@@ -36,13 +36,16 @@ from xfactor_core.app.estimates import Estimator
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry
 from xfactor_core.app.uploads import ClipSelection, InputError, Limits
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import model_frames as frame_utils
 from xfactor_core.inference import media
 from xfactor_core.inference.pipeline import TransferPipeline, interpolate_path
 
 MOTION_SOURCES = ("preset", "video", "frames", "pair", "path")
 SOURCE_LABELS = {"preset": "Preset", "video": "Video", "frames": "Frames",
-                 "pair": "Image pair", "path": "Camera path (.npy)"}
+                 "pair": "Image pair", "path": "Camera path (.npz / .npy)"}
+# Labels the motion source had before (still read by ui.motion_from_ui).
+OLD_SOURCE_LABELS = {"camera path (.npy)": "path"}
 MAX_STRENGTH = 1.5
 DEFAULT_FRAMES = 30
 # Transfers estimated to take longer show the estimate in the status.
@@ -70,6 +73,11 @@ class TransferSettings:
       is replayed from its end).
     ping_pong: append the motion backwards, for a seamless loop.
     motion_strength: scales the latent path (0 = still, 1 = as the target).
+    path_mode: the camera path of a target clip (``camera_path.
+      CAMERA_PATH_MODES``): ``"reference"``, or ``"composed"`` for models
+      with the warp renderer; None = the model's default
+      (``TransferPipeline.default_path_mode``). A saved path replays in the
+      mode it records.
   """
   num_frames: int = DEFAULT_FRAMES
   stride: int = 1
@@ -79,6 +87,7 @@ class TransferSettings:
   reverse: bool = False
   ping_pong: bool = False
   motion_strength: float = 1.0
+  path_mode: Optional[str] = None
 
   def validate(self, limits: Limits = uploads.DEFAULT_LIMITS
                ) -> "TransferSettings":
@@ -89,6 +98,10 @@ class TransferSettings:
     if not 0.0 <= float(self.motion_strength) <= MAX_STRENGTH:
       raise InputError(f"motion strength {self.motion_strength} is outside "
                        f"0..{MAX_STRENGTH}")
+    if (self.path_mode is not None
+        and self.path_mode not in camera_paths.CAMERA_PATH_MODES):
+      raise InputError(f"camera path mode {self.path_mode!r}: use one of "
+                       f"{', '.join(camera_paths.CAMERA_PATH_MODES)}")
     if self.resolution is not None and self.resolution < 16:
       raise InputError(f"resolution {self.resolution} px is too small; use "
                        "the model's native size or at least 64 px")
@@ -109,7 +122,8 @@ class MotionRequest:
   Attributes:
     source: one of MOTION_SOURCES.
     preset: preset name (source "preset").
-    files: the uploaded file(s): one video, frames, two images or one .npy.
+    files: the uploaded file(s): one video, frames, two images or one saved
+      camera path (.npz or .npy).
   """
   source: str
   preset: Optional[str] = None
@@ -149,7 +163,7 @@ class TransferResult:
     image_size: working size S (the model's input).
     context: ``V x S x S x 3`` float32 in [-1, 1], as given to the model.
     path: ``N x D`` latent camera path of the shown frames (after reverse and
-      ping-pong), before motion strength.
+      ping-pong), before motion strength, in ``path_mode``.
     generated: ``N x S' x S' x 3`` uint8 at the output size S'
       (:attr:`output_size`; S' = S unless ``sample_from`` is set).
     target: ``N x S x S x 3`` uint8 target frames, or None (replayed path).
@@ -162,6 +176,9 @@ class TransferResult:
       size). Scrubbing renders with it too.
     context_note: a note for the user about the context ("" when none), e.g.
       that only the centre square of a non-square photo is used.
+    path_mode: how ``path`` renders (``camera_path.CAMERA_PATH_MODES``):
+      ``"reference"`` (each latent against frame 0) or ``"composed"`` (each
+      latent the step from the previous frame, whose warps chain).
   """
   request: TransferRequest
   model_id: str
@@ -177,6 +194,14 @@ class TransferResult:
   model_info: dict[str, Any]
   sample_from: Optional[np.ndarray] = None
   context_note: str = ""
+  path_mode: str = "reference"
+
+  def path_record(self) -> camera_paths.CameraPath:
+    """The saveable record of :attr:`path` (what the export and the API
+    write)."""
+    return camera_paths.CameraPath(
+        latents=self.path, mode=self.path_mode,
+        render_output=str(self.model_info.get("render_output") or ""))
 
   @property
   def num_frames(self) -> int:
@@ -215,8 +240,9 @@ class TransferUpdate:
 
 def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
                  settings: TransferSettings, limits: Limits
-                 ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-  """(target uint8 frames or None, saved latent path or None)."""
+                 ) -> tuple[Optional[np.ndarray],
+                            Optional[camera_paths.CameraPath]]:
+  """(target uint8 frames or None, saved camera path or None)."""
   size = pipe.image_size
   selection = settings.selection()
   if motion.source == "preset":
@@ -252,14 +278,22 @@ def _read_motion(pipe, presets: PresetLibrary, motion: MotionRequest,
                                      limits), None
   if motion.source == "path":
     files = list(motion.files)
-    latents = uploads.read_camera_path(files[0] if files else None,
-                                      pipe.config.pose_dim, limits)
+    record = uploads.read_camera_path(files[0] if files else None,
+                                      pipe.config.pose_dim, limits,
+                                      pipe.config.render_output)
+    latents = record.latents
+    if record.mode == "composed" and (selection.start or
+                                      selection.stride != 1):
+      raise InputError(
+          "a composed camera path holds the steps between consecutive "
+          "frames, so it replays from its first frame, every frame: set the "
+          "start frame to 0 and the stride to 1")
     picked = latents[selection.indices(len(latents))]
     if len(picked) < 2:
       raise InputError(
           f"{len(picked)} latent(s) of the {len(latents)} in the camera path "
           "remain after start and stride; lower them")
-    return None, picked
+    return None, dataclasses.replace(record, latents=picked)
   raise InputError(f"unknown motion source {motion.source!r}; use one of "
                    f"{', '.join(MOTION_SOURCES)}")
 
@@ -316,6 +350,40 @@ def model_info(registry: ModelRegistry, model_id: str, pipe) -> dict[str, Any]:
           "config": pipe.config.to_dict()}
 
 
+def path_mode(pipe: TransferPipeline, settings: TransferSettings,
+              saved: Optional[camera_paths.CameraPath] = None) -> str:
+  """The camera path mode of a job: a saved path's own, else the one asked
+  for, else the model's default (``TransferPipeline.default_path_mode``).
+
+  Raises:
+    InputError: an option the mode cannot honour (a composed path is a
+      chain of steps from frame 0: it cannot be reversed once saved, nor
+      played back and forth).
+    TransferError: a mode the model cannot replay (the message names the
+      fix).
+  """
+  if saved is not None:
+    mode = saved.mode
+    if settings.path_mode is not None and settings.path_mode != mode:
+      logging.info("a saved %s camera path replays in its own mode (%s was "
+                   "asked for)", mode, settings.path_mode)
+  else:
+    mode = settings.path_mode or pipe.default_path_mode
+  mode = pipe.check_path_mode(mode)
+  if mode == "composed":
+    if settings.ping_pong:
+      raise InputError(
+          "ping-pong needs the reference camera path: a composed path chains "
+          "steps from the first frame and cannot be played backwards; turn "
+          "off ping-pong or pick the reference camera path")
+    if saved is not None and settings.reverse:
+      raise InputError(
+          "a saved composed camera path cannot be reversed (its steps chain "
+          "from the first frame); turn off reverse, or reverse the target "
+          "clip and transfer it again")
+  return mode
+
+
 def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
                  request: TransferRequest, workdir: pathlib.Path,
                  limits: Limits = uploads.DEFAULT_LIMITS,
@@ -370,6 +438,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     return
   target, saved_path = _read_motion(pipe, presets, request.motion, settings,
                                     limits)
+  mode = path_mode(pipe, settings, saved_path)
   strength = float(settings.motion_strength)
   if target is not None:
     if settings.reverse:
@@ -379,14 +448,15 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
     # frames stream after one chunk's work, not after the whole path.
     chunks = pipe.transfer_chunks(context, pipe.prepare(target, "target"),
                                   motion_strength=strength,
-                                  sample_from=sample_from)
+                                  sample_from=sample_from, path_mode=mode)
   else:
-    path = saved_path[::-1].copy() if settings.reverse else saved_path
+    path = saved_path.latents
+    path = path[::-1].copy() if settings.reverse else path
     frames = len(path)
     chunks = ((start, path[start:start + len(chunk)], chunk)
               for start, chunk in pipe.render_chunks(
                   context, path, motion_strength=strength,
-                  sample_from=sample_from))
+                  sample_from=sample_from, path_mode=mode))
   if (update := stopped(0.1)) is not None:
     yield update
     return
@@ -431,7 +501,7 @@ def run_transfer(registry: ModelRegistry, presets: PresetLibrary,
       generated=generated, target=target, video=video,
       seconds=time.perf_counter() - started, motion_frames=motion_frames,
       model_info=model_info(registry, model_id, pipe),
-      sample_from=sample_from, context_note=context_note)
+      sample_from=sample_from, context_note=context_note, path_mode=mode)
   yield TransferUpdate("done", 1.0, frames=list(generated), result=result)
 
 
@@ -460,6 +530,8 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
 
   Between frames the view is rendered at the result's output size (sampled
   from ``result.sample_from`` for flow models), like the rendered frames.
+  A composed path renders its chain up to the frame below, then that
+  fraction of the next step's latent.
 
   Returns:
     ``(target S x S x 3 uint8 or None, generated S' x S' x 3 uint8)``.
@@ -470,11 +542,22 @@ def scrub(registry: ModelRegistry, result: TransferResult, position: float
   target = None if result.target is None else result.target[nearest]
   if abs(position - nearest) < 1e-6:
     return target, result.generated[nearest]
+  strength = float(result.settings.motion_strength)
+  if result.path_mode == "composed":
+    # The chain up to the frame before, then that fraction of the next step.
+    pipe = registry.pipeline(result.model_id, image_size=result.image_size)
+    below = int(np.floor(position))
+    fraction = position - below
+    steps = np.concatenate([result.path[:below + 1],
+                            fraction * result.path[below + 1:below + 2]])
+    frames = pipe.render(result.context, steps, motion_strength=strength,
+                         sample_from=result.sample_from, path_mode="composed")
+    return target, frame_utils.to_uint8(frames[-1])
   pipe = registry.pipeline(result.model_id, image_size=result.image_size,
                            batch_size=1)
   latent = interpolate_path(result.path, position)[None]
-  frame = pipe.render(result.context, latent, motion_strength=float(
-      result.settings.motion_strength), sample_from=result.sample_from)
+  frame = pipe.render(result.context, latent, motion_strength=strength,
+                      sample_from=result.sample_from)
   return target, frame_utils.to_uint8(frame[0])
 
 

@@ -20,6 +20,7 @@ from xfactor_core.app import gate, jobs, picker, ui, uploads
 from xfactor_core.app.presets import PresetLibrary
 from xfactor_core.app.registry import ModelRegistry, RegistryError
 from xfactor_core.app.uploads import Limits
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import media
 
 SESSION_TTL_SECONDS = 2 * 3600
@@ -178,8 +179,16 @@ def _motion_column(presets: PresetLibrary, registry: ModelRegistry,
       w["first"] = gr.Image(type="filepath", label="First view", height=160)
       w["second"] = gr.Image(type="filepath", label="Second view", height=160)
   with gr.Group(visible=False) as w["path_group"]:
-    w["camera_path"] = gr.File(file_types=[".npy"],
-                               label="Camera path (.npy from an export)")
+    w["camera_path"] = gr.File(
+        file_types=list(uploads.PATH_SUFFIXES),
+        label="Camera path (camera_path.npz or .npy from an export; it "
+              "replays in the mode it was saved in)")
+  # Warp models only (the picker shows it): how the target becomes a path.
+  w["path_mode"] = gr.Radio(
+      label="Camera path", elem_id="path-mode",
+      info="how the target clip becomes a camera path (a saved path replays "
+           "in its own mode)",
+      **picker.path_mode_options(_default_spec(registry)))
   with gr.Accordion("Options", open=False):
     with gr.Row():
       w["num_frames"] = gr.Slider(2, limits.max_frames,
@@ -301,6 +310,9 @@ def _api_components(presets: PresetLibrary) -> dict[str, gr.blocks.Block]:
                                     label="num_frames"),
         # Added after the first four: optional, so earlier callers work.
         "api_output_size": gr.Number(None, precision=0, label="output_size"),
+        "api_path_mode": gr.Dropdown(
+            list(camera_paths.CAMERA_PATH_MODES), value=None,
+            label="path_mode"),
         "api_video": gr.File(label="video"),
         "api_path": gr.File(label="camera_path"),
         "api_button": gr.Button("api"),
@@ -317,7 +329,7 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   quiet = dict(api_visibility="private", show_progress="hidden")
   on = w.bind
 
-  model_row = ["model", "model_info", "resolution", "download"]
+  model_row = ["model", "model_info", "resolution", "path_mode", "download"]
   row = studio.picker
   w["model"].change(on(row.describe_model), w.inputs(["model"]),
                     w.listed(model_row[1:]), **quiet)
@@ -384,7 +396,7 @@ def _wire_events(studio: ui.Studio, w: Widgets, demo: gr.Blocks,
   w["api_button"].click(
       studio.api_transfer,
       w.listed(["api_context", "api_target", "api_preset", "api_num_frames",
-                "api_output_size"]),
+                "api_output_size", "api_path_mode"]),
       w.listed(["api_video", "api_path"]), api_name="transfer",
       validator=studio.api_admission, **heavy)
 

@@ -34,6 +34,7 @@ from xfactor_core.app.errors import reports_errors
 from xfactor_core.app.registry import (ModelRegistry, ModelSpec,
                                        RegistryError, reinstall_command)
 from xfactor_core.app.uploads import InputError, Limits
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference.pipeline import DEFAULT_MAX_OUTPUT_SIZE
 
 DOWNLOAD_POLL_SECONDS = 0.5
@@ -43,6 +44,13 @@ DOWNLOAD_POLL_SECONDS = 0.5
 NATIVE = "native"
 RGB_RESOLUTIONS = (64, 128, 192, 256, 320, 384, 512)
 FLOW_OUTPUT_SIZES = (256, 384, 512, 768, 1024)
+# The camera path choice (warp models only): one line of help each.
+PATH_MODE_LABELS = {
+    "reference": "reference: each frame read against the first (the XFactor "
+                 "path)",
+    "composed": "composed: the steps between consecutive frames, chained "
+                "(follows long moves; a cut breaks one step only)",
+}
 
 
 def format_parameters(count: Optional[int]) -> str:
@@ -111,6 +119,18 @@ def resolution_options(spec: Optional[ModelSpec],
           "info": "output size: the model runs at its own size"
                   + (f" ({spec.image_size} px)" if spec.image_size else "")
                   + " and samples its output from your photo at this size"}
+
+
+def path_mode_options(spec: Optional[ModelSpec]) -> dict[str, Any]:
+  """The "Camera path" radio's ``choices``, ``value`` and ``visible`` for a
+  model: shown only for models that replay more than the reference path
+  (the warp renderer), at the model's default
+  (``camera_path.default_mode``); hidden, at "reference", otherwise."""
+  modes = spec.path_modes if spec is not None else ("reference",)
+  return {"choices": [(PATH_MODE_LABELS[m], m)
+                      for m in camera_paths.CAMERA_PATH_MODES],
+          "value": spec.default_path_mode if spec is not None else "reference",
+          "visible": len(modes) > 1}
 
 
 def start_failure_line(title: str, error: str) -> str:
@@ -192,14 +212,16 @@ class ModelPicker:
 
   def describe_model(self, form: dict[str, Any]) -> dict[str, Any]:
     """Model picker: the model's line (kind, size, views, load state), the
-    resolutions it offers (reset to native), and Download for a published
-    model that is not usable yet."""
+    resolutions it offers (reset to native), the camera path choice (warp
+    models only, at their default), and Download for a published model that
+    is not usable yet."""
     try:
       spec = self.registry.spec(form.get("model"))
     except RegistryError:
       spec = None
     return {"model_info": self.line(form.get("model")),
             "resolution": gr.update(**resolution_options(spec, self.limits)),
+            "path_mode": gr.update(**path_mode_options(spec)),
             "download": gr.update(visible=self.can_download(spec))}
 
   def select(self, model_id: Optional[str]) -> dict[str, Any]:

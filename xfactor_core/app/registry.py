@@ -27,6 +27,7 @@ import jax
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from xfactor_core import checkpoints, fetch, models
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference.pipeline import DEFAULT_MODELS, TransferPipeline
 
 PathLike = Union[str, os.PathLike]
@@ -65,8 +66,9 @@ class ModelSpec:
     num_parameters: parameter count, or ``None`` until loaded.
     source: ``"published"``, ``"shipped"`` or ``"folder"``.
     render_output: the renderer's head, ``"rgb"`` (renders at the size the
-      model runs at) or ``"flow"`` (renders at any output size), or ``None``
-      until loaded (no ``config`` in ``model.json``).
+      model runs at), ``"flow"`` or ``"warp"`` (render at any output size;
+      warp models also replay composed camera paths), or ``None`` until
+      loaded (no ``config`` in ``model.json``).
     published: the fetch name (``"sm"``, ``"mv"``) of a published model.
     download_bytes: the installed size of a published model not downloaded.
     title: the model's name without its state (default: the label).
@@ -97,6 +99,18 @@ class ModelSpec:
   def renders_any_size(self) -> bool:
     """Whether the model is known to render at any output size."""
     return self.render_output in models.SAMPLING_OUTPUTS
+
+  @property
+  def path_modes(self) -> tuple[str, ...]:
+    """The camera path modes the model is known to replay (``"composed"``
+    too for the warp renderer)."""
+    return camera_paths.modes_for(self.render_output)
+
+  @property
+  def default_path_mode(self) -> str:
+    """The camera path the model uses when none is picked (as
+    ``TransferPipeline.default_path_mode``)."""
+    return camera_paths.default_mode(self.render_output)
 
 
 def _parameter_count_from_info(info: Mapping) -> Optional[int]:

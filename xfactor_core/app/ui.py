@@ -51,7 +51,7 @@ DISPLAY_SIDE = 256
 MOTION_FIELDS = ("source", "preset", "video", "frames", "first", "second",
                  "camera_path")
 OPTION_FIELDS = ("num_frames", "stride", "start", "resolution", "fps",
-                 "reverse", "ping_pong", "strength")
+                 "reverse", "ping_pong", "strength", "path_mode")
 TRANSFER_FIELDS = ("model", "context", *MOTION_FIELDS, *OPTION_FIELDS, "job")
 # What the Transfer click reads before the queue (its wait estimate).
 JOB_FIELDS = ("model", "context", "num_frames", "resolution")
@@ -92,7 +92,8 @@ def settings_from_ui(form: Form) -> jobs.TransferSettings:
   """The option widgets' values (possibly None or floats) -> settings.
 
   Reads ``num_frames, stride, start, resolution, fps, reverse, ping_pong,
-  strength``; a missing or empty one takes its default. Call ``.validate``
+  strength, path_mode``; a missing or empty one takes its default (a
+  missing ``path_mode``: the model's). Call ``.validate``
   on the result to check the ranges.
   """
   resolution = form.get("resolution")
@@ -106,7 +107,8 @@ def settings_from_ui(form: Form) -> jobs.TransferSettings:
       start=_whole_number(form.get("start"), "start frame", 0),
       resolution=size, fps=_number(form.get("fps"), "fps", 12.0),
       reverse=bool(form.get("reverse")), ping_pong=bool(form.get("ping_pong")),
-      motion_strength=_number(form.get("strength"), "motion strength", 1.0))
+      motion_strength=_number(form.get("strength"), "motion strength", 1.0),
+      path_mode=str(form.get("path_mode")) if form.get("path_mode") else None)
 
 
 def motion_from_ui(form: Form) -> jobs.MotionRequest:
@@ -117,8 +119,9 @@ def motion_from_ui(form: Form) -> jobs.MotionRequest:
   ``camera_path``.
   """
   source = str(form.get("source") or "")
-  key = {label.lower(): name for name, label in jobs.SOURCE_LABELS.items()
-         }.get(source.lower(), source.lower())
+  labels = {label.lower(): name for name, label in jobs.SOURCE_LABELS.items()
+            } | jobs.OLD_SOURCE_LABELS
+  key = labels.get(source.lower(), source.lower())
   files = lambda *values: tuple(str(p) for p in uploads.file_paths(
       [v for v in values if v is not None] if len(values) > 1 else values[0]))
   if key == "preset":
@@ -158,8 +161,12 @@ def _frames_line(result: jobs.TransferResult) -> str:
 
 
 def _note(result: jobs.TransferResult) -> str:
-  """The result's note about its context, as a sentence of the status."""
-  return f" Note: {result.context_note}" if result.context_note else ""
+  """The result's note about its context, as a sentence of the status, and
+  its camera path when it is the composed one."""
+  note = (" Camera path: composed (the steps between consecutive frames, "
+          "chained)." if result.path_mode == "composed" else "")
+  return note + (f" Note: {result.context_note}" if result.context_note
+                 else "")
 
 
 # ---------------------------------------------------------------- handlers --
@@ -494,7 +501,8 @@ class Studio:
             or self.registry.default_id)
 
   def api_admission(self, context: Any, target: Any, preset: Optional[str],
-                    num_frames: Any, output_size: Any = None) -> list[dict]:
+                    num_frames: Any, output_size: Any = None,
+                    path_mode: Optional[str] = None) -> list[dict]:
     """The ``/transfer`` endpoint's validator: Gradio runs it before the call
     joins the queue, so a call whose estimated wait exceeds ``max_wait_s``
     is refused at once (HTTP 422; ``gradio_client`` raises a
@@ -503,7 +511,7 @@ class Studio:
     Returns:
       one ``gr.validate`` per parameter; the refusal is on ``num_frames``.
     """
-    del target, preset  # the wait depends on the model and the frames
+    del target, preset, path_mode  # the wait: the model and the frames
     try:
       files = uploads.file_paths(context)
       wait = self.queue_wait({"model": self._api_model(len(files)),
@@ -519,13 +527,14 @@ class Studio:
                    self.max_wait_s)
     valid = gr.validate(True, "")
     return [valid, valid, valid, gr.validate(
-        admitted, "" if admitted else wait.refusal(self.max_wait_s)), valid]
+        admitted, "" if admitted else wait.refusal(self.max_wait_s)), valid,
+            valid]
 
   @reports_errors
   def api_transfer(self, context: Any, target: Any, preset: Optional[str],
-                   num_frames: Any, output_size: Any = None
-                   ) -> tuple[str, str]:
-    """The ``/transfer`` endpoint: (MP4 path, camera path .npy path).
+                   num_frames: Any, output_size: Any = None,
+                   path_mode: Optional[str] = None) -> tuple[str, str]:
+    """The ``/transfer`` endpoint: (MP4 path, camera path file path).
 
     Its parameters are the public API (by name and position), so it keeps
     plain arguments rather than a form; parameters added later come last and
@@ -538,7 +547,8 @@ class Studio:
     Args:
       context: list of context image files (1 for stereo-monocular models).
       target: a target video (mp4, mov, webm, gif, ...) or a saved camera
-        path (.npy), or None to use ``preset``.
+        path (the .npz record, or a plain .npy of reference latents), or
+        None to use ``preset``. A saved path replays in its own mode.
       preset: a preset name (see the app's preset list), or None.
       num_frames: number of target frames to use.
       output_size: side of the output video in pixels, or None for the
@@ -546,11 +556,20 @@ class Studio:
         from the context photo at this size (default: the photo's own, at
         most 512); models with the RGB head run at this size (default: their
         native size), as the page's "Output resolution" does.
+      path_mode: the camera path of a target clip, ``"reference"`` or
+        ``"composed"`` (models with the warp renderer only), or None for the
+        model's default.
+
+    Returns:
+      the MP4, and the camera path as the export writes it:
+      ``camera_path.npz`` (a record of its mode and renderer), or for a
+      reference path of a model without the warp renderer the plain
+      ``camera_path.npy`` of older versions.
     """
     target_path = uploads.file_path(target)
     if target_path is not None:
       suffix = target_path.suffix.lower()
-      if suffix == ".npy":
+      if suffix in uploads.PATH_SUFFIXES:
         motion = jobs.MotionRequest("path", files=(str(target_path),))
       elif suffix in media.VIDEO_SUFFIXES:
         motion = jobs.MotionRequest("video", files=(str(target_path),))
@@ -558,7 +577,7 @@ class Studio:
         raise InputError(
             f"target {uploads.display_name(target_path)} is neither a video "
             f"({uploads.suffix_names(media.VIDEO_SUFFIXES)}) nor a camera "
-            "path (.npy)")
+            f"path ({uploads.suffix_names(uploads.PATH_SUFFIXES)})")
       if preset:
         gr.Warning("both a target and a preset were given; used the target")
     elif preset:
@@ -567,7 +586,8 @@ class Studio:
       raise InputError("give a target video or a preset name "
                        f"({', '.join(self.presets.motion_names[:4])}, ...)")
     settings = settings_from_ui({"num_frames": num_frames,
-                                 "resolution": output_size}).validate(
+                                 "resolution": output_size,
+                                 "path_mode": path_mode}).validate(
                                      self.limits)
     files = tuple(str(p) for p in uploads.file_paths(context))
     request = jobs.TransferRequest(self._api_model(len(files)), files, motion,
@@ -576,6 +596,5 @@ class Studio:
     result = jobs.transfer(self.registry, self.presets, request, workdir,
                            self.limits, estimator=self.estimator)
     jobs.log_result(result)
-    path_file = workdir / "camera_path.npy"
-    np.save(path_file, result.path)
+    path_file = export.write_camera_path(result, workdir)
     return str(result.video), str(path_file)

@@ -29,10 +29,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import media
 
 PathLike = Union[str, os.PathLike]
-PATH_SUFFIXES = (".npy",)
+# Saved camera paths: the .npz record (mode, renderer, latents) and the plain
+# .npy of reference latents that older exports wrote.
+PATH_SUFFIXES = (".npz", ".npy")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -347,28 +350,51 @@ def read_target_images(files: Any, selection: Optional[ClipSelection],
 
 
 def read_camera_path(file: Any, pose_dim: int,
-                     limits: Limits = DEFAULT_LIMITS) -> np.ndarray:
-  """A latent camera path saved by an export -> ``N x pose_dim`` float32."""
+                     limits: Limits = DEFAULT_LIMITS,
+                     render_output: Optional[str] = None
+                     ) -> camera_paths.CameraPath:
+  """A camera path saved by an export or by ``/transfer`` -> its record.
+
+  An ``.npz`` record replays in its own mode; a plain ``.npy`` of latents is
+  a reference path. ``render_output``: the renderer head of the model that
+  will replay it (None: not checked), which must be able to replay the
+  record's mode (a composed path needs the warp renderer).
+
+  Raises:
+    InputError: an unreadable file, latents of the wrong size, or a mode the
+      model cannot replay; the message names the problem and the fix.
+  """
   path = file_path(file)
   if path is None:
-    raise InputError("no camera path file given; upload a camera_path.npy "
-                     "from an earlier export")
+    raise InputError("no camera path file given; upload the camera_path.npz "
+                     "(or .npy) of an earlier export")
   check_file(path, PATH_SUFFIXES, "camera path", limits)
   name = display_name(path)
   try:
-    latents = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise InputError(f"camera path {name} is not a readable .npy array ({e}); "
-                     "use camera_path.npy from an export zip") from e
-  if latents.ndim != 2 or latents.shape[1] != pose_dim:
-    raise InputError(f"camera path {name} has shape {latents.shape}, but this "
-                     f"model needs N x {pose_dim} latents; replay it with the "
-                     "model that exported it")
-  if not np.issubdtype(latents.dtype, np.floating) or not np.all(
-      np.isfinite(latents)):
-    raise InputError(f"camera path {name} holds non-finite or non-float "
-                     "values; export it again")
+    record = camera_paths.load(path)
+  except (OSError, ValueError, KeyError) as e:
+    raise InputError(f"camera path {name} is not a readable saved camera "
+                     f"path ({e}); use the camera_path.npz or .npy of an "
+                     "export zip") from e
+  latents = record.latents
+  if latents.shape[1] != pose_dim:
+    raise InputError(f"camera path {name} holds N x {latents.shape[1]} "
+                     f"latents, but this model needs N x {pose_dim} latents; "
+                     "replay it with the model that exported it"
+                     + (f" (a {record.render_output!r} model)"
+                        if record.render_output else ""))
+  if not np.all(np.isfinite(latents)):
+    raise InputError(f"camera path {name} holds non-finite values; export it "
+                     "again")
   if len(latents) < 2:
     raise InputError(f"camera path {name} has {len(latents)} latent; at least "
                      "two are needed")
-  return latents.astype(np.float32)
+  if (render_output is not None
+      and record.mode not in camera_paths.modes_for(render_output)):
+    raise InputError(
+        f"camera path {name} is a {record.mode!r} path, which chains the "
+        "warps of consecutive steps: only a model with the warp renderer "
+        f"(render_output {', '.join(camera_paths.COMPOSABLE_OUTPUTS)}) can "
+        f"replay it, and this model has {render_output!r}; pick the warp "
+        "model that exported it, or export a reference path")
+  return record

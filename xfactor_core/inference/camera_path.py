@@ -27,7 +27,7 @@ import io
 import json
 import os
 import pathlib
-from typing import BinaryIO, Union
+from typing import BinaryIO, Optional, Union
 
 import numpy as np
 
@@ -36,6 +36,24 @@ CAMERA_PATH_MODES = ("reference", "composed")
 FORMAT = "xfactor-camera-path/1"
 # The renderer heads that can replay a composed path (an explicit warp).
 COMPOSABLE_OUTPUTS = ("warp",)
+# The path a model with a composable renderer uses when none is asked for
+# (the CLI, the app's page and its API): the one place to change it.
+COMPOSABLE_DEFAULT_MODE = "reference"
+
+
+def modes_for(render_output: Optional[str]) -> tuple[str, ...]:
+  """The camera path modes a renderer head can replay."""
+  if render_output in COMPOSABLE_OUTPUTS:
+    return CAMERA_PATH_MODES
+  return ("reference",)
+
+
+def default_mode(render_output: Optional[str]) -> str:
+  """The camera path mode of a renderer head when none is asked for:
+  ``COMPOSABLE_DEFAULT_MODE`` for warp renderers, else ``"reference"``."""
+  if render_output in COMPOSABLE_OUTPUTS:
+    return COMPOSABLE_DEFAULT_MODE
+  return "reference"
 
 
 @dataclasses.dataclass(frozen=True)

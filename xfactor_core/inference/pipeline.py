@@ -323,6 +323,12 @@ class TransferPipeline:
     path[reference] = 0.0  # exact: the reference relative to itself
     return path
 
+  @property
+  def default_path_mode(self) -> str:
+    """The camera path mode when none is asked for (warp models:
+    ``camera_path.COMPOSABLE_DEFAULT_MODE``; others: ``"reference"``)."""
+    return camera_paths.default_mode(self.config.render_output)
+
   def check_path_mode(self, mode: str) -> str:
     """``mode`` if this model can replay it, else TransferError."""
     if mode not in camera_paths.CAMERA_PATH_MODES:
