@@ -184,3 +184,28 @@ def test_the_classical_row_in_the_synthetic_pairs(tiny_flow_checkpoint):
   assert classical["target_flow_corr"] > 0.6, classical
   assert classical["flow_corr"] > 0.6, classical
   assert "homography_failures" not in rows["model"]
+
+
+def test_the_composed_camera_path_is_evaluated_as_asked(tiny_warp_checkpoint,
+                                                        tiny_flow_checkpoint,
+                                                        example_clip_dir):
+  pipe = TransferPipeline.from_checkpoint(tiny_warp_checkpoint, batch_size=4)
+  clip = synthetic.make_transfer_pair(0, 0, 5, 64)[0]["frames"]
+  composed = evaluate.ClipRenderer(pipe, 5, "composed")
+  reference = evaluate.ClipRenderer(pipe, 5)
+  assert reference.path_mode == pipe.default_path_mode
+  steps, poses = composed.path(clip), reference.path(clip)
+  # Frame 1 against frame 0 is the same pair either way; later frames differ.
+  np.testing.assert_allclose(steps[1], poses[1], rtol=1e-4, atol=1e-5)
+  assert np.abs(steps[2:] - poses[2:]).max() > 1e-3
+  frames = composed.render(clip, steps)
+  np.testing.assert_allclose(frames, pipe.render(
+      pipe.prepare(clip[:1]), steps, path_mode="composed"), rtol=1e-5,
+      atol=1e-5)
+  rows = evaluate.real_clip_benchmark(pipe, example_clip_dir, oracle="none",
+                                      path_mode="composed")
+  assert np.isfinite(rows["model"]["target_flow_corr"])
+  # A model without an explicit warp cannot compose: a clear error.
+  flow_pipe = TransferPipeline.from_checkpoint(tiny_flow_checkpoint)
+  with pytest.raises(ValueError, match="composed camera path"):
+    evaluate.ClipRenderer(flow_pipe, 5, "composed")

@@ -106,9 +106,10 @@ class EvalSettings:
   probe_test: int = 32
   batch_size: int = 8
   random_model_seed: int = 0
-  # The camera path: "reference" (frame k against the reference frame) or
-  # "composed" (warp models: the warps of consecutive steps, chained).
-  path_mode: str = "reference"
+  # The camera path: "reference" (frame k against the reference frame),
+  # "composed" (warp models: the warps of consecutive steps, chained), or
+  # None: the model's default (TransferPipeline.default_path_mode).
+  path_mode: Optional[str] = None
 
 
 def context_indices(num_frames: int, num_views: int) -> list[int]:
@@ -147,14 +148,15 @@ class ClipRenderer:
   """
 
   def __init__(self, pipe: TransferPipeline, num_frames: int,
-               path_mode: str = "reference"):
+               path_mode: Optional[str] = None):
     self.pipe = pipe
     views = max(1, min(pipe.max_context_views, num_frames - 1))
     self.ctx_idx = context_indices(num_frames, views)
     self.ref = self.ctx_idx[reference_order(len(self.ctx_idx))[0]]
     self.eval_idx = [i for i in range(num_frames) if i not in self.ctx_idx]
-    self.path_mode = pipe.check_path_mode(path_mode)
-    if path_mode == "composed" and self.ref != 0:
+    self.path_mode = pipe.check_path_mode(path_mode
+                                          or pipe.default_path_mode)
+    if self.path_mode == "composed" and self.ref != 0:
       raise ValueError("the composed camera path starts at frame 0, but this "
                        f"model's reference context frame is {self.ref}; "
                        "evaluate it with the reference path")
@@ -436,7 +438,8 @@ def _read_folder(folder: pathlib.Path) -> np.ndarray:
 
 
 def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
-                        oracle: str = "colmap", path_mode: str = "reference"
+                        oracle: str = "colmap",
+                        path_mode: Optional[str] = None
                         ) -> dict[str, dict[str, float]]:
   """The real-clip section: ``folder/target`` transferred onto
   ``folder/transfer/000.jpg``, scored against ``folder/transfer``.
@@ -458,6 +461,7 @@ def real_clip_benchmark(pipe: TransferPipeline, folder: Any,
                      f"transfer {len(published)}")
   size = published.shape[1]
   context = published[:1]
+  path_mode = path_mode or pipe.default_path_mode
   path = pipe.camera_path(pipe.prepare(target), mode=path_mode)
   if pipe.renders_any_size:
     frames = pipe.render(pipe.prepare(context), path, path_mode=path_mode,
@@ -520,7 +524,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       choices=("reference", "composed"),
                       help="reference: each frame against the reference "
                            "frame; composed (warp models): the warps of "
-                           "consecutive steps, chained")
+                           "consecutive steps, chained (default: the "
+                           "model's own)")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
   runtime.enable_compilation_cache()
