@@ -1,7 +1,7 @@
 """Training speed: samples per second and model FLOP utilisation.
 
     python benchmarks/train.py [--json OUT] [--compare OLD.json]
-        [--configs small published] [--batch-per-device N] [--steps N]
+        [--configs small smooth_warp published] [--batch-per-device N] [--steps N]
         [--dtype auto|float32|bfloat16] [--remat auto|on|off]
 
 Times the trainer's compiled step (``trainer.step_functions``: loss, gradients,
@@ -11,7 +11,9 @@ data generator. FLOPs per step come from XLA's cost analysis of the compiled
 step; utilisation is achieved FLOP/s over the matmul peak (the better of a
 2048^2 and a 4096^2 ``jnp.dot``) measured in the same run. Configs: ``tiny``
 (synthetic_tiny), ``small`` (synthetic_sm, 128 x 128: the shipped default
-models' configuration) and ``published`` (the published networks at 256 x 256,
+models' configuration), ``smooth_warp`` (``configs/smooth_warp.py:sm``:
+the warp renderer and the correlation encoder, photometric loss included)
+and ``published`` (the published networks at 256 x 256,
 with synthetic clips). dtype ``auto`` is bfloat16 on accelerators
 and float32 on CPUs; remat ``auto`` keeps the config's setting on accelerators
 and turns it off on CPUs. On a CPU the published size runs at batch 1 with one
@@ -29,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xfactor_core import benchmarking
-from xfactor_core.configs import published_sm, synthetic_sm, synthetic_tiny
+from xfactor_core.configs import (published_sm, smooth_warp, synthetic_sm,
+                                  synthetic_tiny)
 from xfactor_core.training import (inputs, perceptual, sharding, step_spec,
                                    trainer)
 
@@ -37,10 +40,12 @@ CONFIGS = {
     "tiny": synthetic_tiny.get_config,
     "small": synthetic_sm.get_config,
     "published": published_sm.get_config,
+    "smooth_warp": lambda: smooth_warp.get_config("sm"),
 }
 DEFAULT_BATCH_PER_DEVICE = {
-    "cpu": {"tiny": 8, "small": 8, "published": 1},
-    "accelerator": {"tiny": 64, "small": 32, "published": 8},
+    "cpu": {"tiny": 8, "small": 8, "published": 1, "smooth_warp": 8},
+    "accelerator": {"tiny": 64, "small": 32, "published": 8,
+                    "smooth_warp": 32},
 }
 
 
