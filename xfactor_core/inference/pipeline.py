@@ -56,6 +56,20 @@ class TransferError(ValueError):
   """Inputs that cannot be transferred (with what to do instead)."""
 
 
+def _batched_views(context: jax.Array, context_poses: jax.Array,
+                   target_poses: jax.Array
+                   ) -> tuple[Callable[[jax.Array], jax.Array], jax.Array,
+                              jax.Array]:
+  """What Render takes for B target poses of one context: ``(batched,
+  context B x V x S x S x 3, poses B x (V+1) x D)``, where ``batched``
+  repeats any per-context array B times."""
+  b = target_poses.shape[0]
+  batched = lambda x: jnp.broadcast_to(x[None], (b,) + x.shape)
+  poses = jnp.concatenate([batched(context_poses), target_poses[:, None]],
+                          axis=1)
+  return batched, batched(context), poses
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(config: checkpoints.ModelConfig, attention_impl: str,
               dtype: Optional[str]) -> tuple[Callable, Callable]:
@@ -76,13 +90,11 @@ def _compiled(config: checkpoints.ModelConfig, attention_impl: str,
                    sample_from=None):
     """context V x S x S x 3, context_poses V x D, target_poses B x D ->
     B x S x S x 3 (flow models with sample_from V x S' x S' x 3: B x S' x S' x 3)."""
-    b = target_poses.shape[0]
-    batched = lambda x: jnp.broadcast_to(x[None], (b,) + x.shape)
-    poses = jnp.concatenate([batched(context_poses), target_poses[:, None]],
-                            axis=1)
+    batched, views, poses = _batched_views(context, context_poses,
+                                           target_poses)
     if sample_from is None:
-      return render.apply({"params": params}, batched(context), poses)
-    return render.apply({"params": params}, batched(context), poses,
+      return render.apply({"params": params}, views, poses)
+    return render.apply({"params": params}, views, poses,
                         sample_from=batched(sample_from))
 
   return encode_pairs, render_views
@@ -100,11 +112,9 @@ def _compiled_warp(config: checkpoints.ModelConfig, attention_impl: str,
   def warps(params, context, context_poses, target_poses, sources):
     """context V x S x S x 3, poses V x D and B x D, sources V x S' x S' x 3
     -> models.warp.Warp at S' x S' (leading axis B)."""
-    b = target_poses.shape[0]
-    batched = lambda x: jnp.broadcast_to(x[None], (b,) + x.shape)
-    poses = jnp.concatenate([batched(context_poses), target_poses[:, None]],
-                            axis=1)
-    _, aux = render.apply({"params": params}, batched(context), poses,
+    batched, views, poses = _batched_views(context, context_poses,
+                                           target_poses)
+    _, aux = render.apply({"params": params}, views, poses,
                           sample_from=batched(sources), return_flow=True)
     return aux["warp"]
 
