@@ -124,3 +124,57 @@ def test_unknown_pair_inputs_and_patch_sizes_are_refused():
   with pytest.raises(ValueError, match="divisible by 4"):
     _pose_enc("conv", patch_size=6).init(jax.random.key(0),
                                          _images(1, (1, 2, 12, 12, 3)))
+
+
+def test_the_fine_correlation_finds_a_one_cell_shift_inside_a_token():
+  """A reference that is view 1 shifted by one 4 px cell (a quarter of a
+  16 px token, invisible to the token volume's integer shifts) peaks at that
+  shift in the fine volume, and the soft argmax reads it."""
+  stem = pair_stems.FineCorrelationStem(features=16, patch_size=16)
+  frame = _images(4, (1, 1, 64, 64, 3))[:, 0]
+  frame = jax.image.resize(frame, (1, 16, 16, 3), "linear")  # smooth content
+  frame = jax.image.resize(frame, (1, 64, 64, 3), "linear")
+  shifted = jnp.roll(frame, 4, axis=2)  # content moves one cell right
+  x = jnp.stack([shifted, frame], axis=1)
+  variables = stem.init(jax.random.key(0), x, None)
+  assert stem.apply(variables, x, None).shape == (1, 2, 16, 16)
+  captured = {}
+
+  def grab(next_fun, args, kwargs, context):
+    if context.module.name == "out":
+      captured["input"] = args[0]
+    return next_fun(*args, **kwargs)
+
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  with nn.intercept_methods(grab):
+    stem.apply(variables, x, None)
+  d_coarse = 2 * (2 * stem.radius + 1) ** 2
+  d_fine = (2 * stem.fine_radius + 1) ** 2
+  cells = np.asarray(captured["input"])[0, 1, :, d_coarse:].reshape(
+      4, 4, 4, 4, d_fine + 2)  # gh gw c c (corr..., dx, dy)
+  cells = cells.transpose(0, 2, 1, 3, 4).reshape(16, 16, d_fine + 2)
+  interior = cells[3:-3, 3:-3]
+  best = interior[..., :d_fine].reshape(-1, d_fine).argmax(-1)
+  centre = (d_fine - 1) // 2
+  assert np.mean(best == centre + 1) > 0.6  # (dy, dx) = (0, +1)
+  shift = interior[..., d_fine:].reshape(-1, 2)
+  assert np.median(shift[:, 0]) > 0.4 and abs(np.median(shift[:, 1])) < 0.2
+
+
+def test_the_soft_argmax_reads_sub_cell_displacements():
+  radius = 1
+  offsets = np.asarray(pair_stems.window_offsets(radius))
+  assert offsets.shape == (9, 2)
+  np.testing.assert_array_equal(offsets[5], [1.0, 0.0])  # row-major (dy, dx)
+  corr = np.full((2, 9), -1.0, np.float32)
+  corr[0, 4] = corr[0, 5] = 1.0  # shared between 0 and +1 in x
+  corr[1, 7] = 1.0  # one cell down
+  valid = np.ones_like(corr)
+  shift = np.asarray(pair_stems.expected_displacement(
+      jnp.asarray(corr), jnp.asarray(valid), jnp.float32(50.0), radius))
+  np.testing.assert_allclose(shift[0], [0.5, 0.0], atol=1e-3)
+  np.testing.assert_allclose(shift[1], [0.0, 1.0], atol=1e-3)
+  valid[1, 7] = 0.0  # an invalid peak is never read
+  shift = np.asarray(pair_stems.expected_displacement(
+      jnp.asarray(corr), jnp.asarray(valid), jnp.float32(50.0), radius))
+  assert abs(shift[1, 1]) < 0.2

@@ -328,3 +328,45 @@ def test_identical_pair_helper_reads_the_identity_of_an_untrained_warp(
   offset = identical_pair_warp_px(pipe, _textured(SIZE, seed=5))
   assert offset.shape == (SIZE, SIZE, 2)
   np.testing.assert_array_equal(offset, 0.0)
+
+
+def test_the_views_are_mirrored_past_their_edges_as_cv2_border_reflect():
+  """The warp renderer reads its views with a mirrored border (no stretched
+  edge pixels), the same samples as cv2.remap with BORDER_REFLECT."""
+  size = 48
+  image = _textured(size, seed=5)
+  grid = np.asarray(flow.pixel_grid(size, size))
+  coords = grid + np.array([7.3, -5.6]) * (2.0 / size)  # past two edges
+  ours = np.asarray(warp.sample_views(jnp.asarray(image)[None, None],
+                                      jnp.asarray(coords)[None, None]))[0, 0]
+  pixels = ((coords + 1.0) * (size / 2.0) - 0.5).astype(np.float32)
+  theirs = cv2.remap(image, pixels[..., 0], pixels[..., 1], cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+  scale = np.abs(image).max()
+  # cv2 keeps 5 fractional bits of the sample position (see above).
+  np.testing.assert_allclose(ours, theirs, atol=1.5e-2 * scale)
+  clamped = np.asarray(flow.sample_bilinear(jnp.asarray(image),
+                                            jnp.asarray(coords)))
+  band = (slice(None), slice(size - 7, None))  # where x looks past the edge
+  assert np.abs(clamped[band] - ours[band]).max() > 0.1  # mirrored, not clamped
+  with pytest.raises(ValueError, match="border"):
+    flow.sample_bilinear(jnp.asarray(image), jnp.asarray(coords), border="wrap")
+
+
+def test_a_chained_translation_continues_past_the_edges():
+  """Two steps of a 6 px translation compose to 12 px everywhere, also in
+  the band where the steps look past the frame (there the chain continues
+  the edge's warp instead of repeating the edge's coordinates)."""
+  size = 32
+  grid = np.asarray(flow.pixel_grid(size, size))
+  state = warp.ChainState(coords=jnp.asarray(grid)[None, None],
+                          weights=jnp.stack([jnp.ones((1, size, size)),
+                                             jnp.zeros((1, size, size))], 1),
+                          rgb=jnp.zeros((1, size, size, 3)))
+  step = jnp.broadcast_to(jnp.array([6.0, -6.0]) * (2.0 / size),
+                          (1, size, size, 2))
+  for _ in range(2):
+    state = warp.chain_step(state, step)
+  expected = grid + np.array([12.0, -12.0]) * (2.0 / size)
+  np.testing.assert_allclose(np.asarray(state.coords[0, 0]), expected,
+                             atol=1e-5)

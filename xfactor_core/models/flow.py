@@ -178,19 +178,38 @@ def pixel_grid(height: int, width: int) -> jax.Array:
   return jnp.stack(jnp.meshgrid(x, y, indexing="xy"), axis=-1)
 
 
-def sample_bilinear(image: jax.Array, coords: jax.Array) -> jax.Array:
-  """Bilinear lookup with clamped borders.
+BORDERS = ("clamp", "reflect")
+
+
+def _border_coordinate(x: jax.Array, size: int, border: str) -> jax.Array:
+  """A pixel coordinate (centres at 0 .. size-1) brought inside the image:
+  ``"clamp"`` repeats the edge pixel, ``"reflect"`` mirrors the image about
+  its edges (cv2's BORDER_REFLECT: ``... b a | a b c ... z | z y ...``)."""
+  if border == "reflect":
+    period = 2.0 * size
+    x = jnp.mod(x + 0.5, period)
+    x = jnp.where(x >= size, period - x, x) - 0.5
+  elif border != "clamp":
+    raise ValueError(f"border {border!r}: use one of {BORDERS}")
+  return jnp.clip(x, 0.0, size - 1.0)
+
+
+def sample_bilinear(image: jax.Array, coords: jax.Array,
+                    border: str = "clamp") -> jax.Array:
+  """Bilinear lookup; outside the image, ``border`` (:data:`BORDERS`).
 
   Args:
     image: ``H x W x C``.
     coords: ``... x 2`` normalised (x, y), the image spanning [-1, 1].
+    border: ``"clamp"`` (the flow renderer's, and the default) or
+      ``"reflect"`` (the warp renderer's: no stretched edge pixels).
 
   Returns:
     ``... x C`` (differentiable in ``coords`` and ``image``).
   """
   h, w, channels = image.shape
-  x = jnp.clip((coords[..., 0] + 1.0) * (0.5 * w) - 0.5, 0.0, w - 1.0)
-  y = jnp.clip((coords[..., 1] + 1.0) * (0.5 * h) - 0.5, 0.0, h - 1.0)
+  x = _border_coordinate((coords[..., 0] + 1.0) * (0.5 * w) - 0.5, w, border)
+  y = _border_coordinate((coords[..., 1] + 1.0) * (0.5 * h) - 0.5, h, border)
   x0 = jnp.floor(jax.lax.stop_gradient(x))
   y0 = jnp.floor(jax.lax.stop_gradient(y))
   wx = (x - x0)[..., None]

@@ -14,6 +14,12 @@ an embedding of the reference view at the same place:
 * ``"correlation"`` (:class:`CorrelationStem`): a cost volume, as optical-flow
   networks use: each token's cosine similarity to the reference view's tokens
   within ``radius`` tokens, from learnt matching features.
+* ``"fine_correlation"`` (:class:`FineCorrelationStem`): that token cost
+  volume and a second one at a quarter of the patch (4 px cells at patch 16):
+  each cell against the reference's cells within ``fine_radius`` cells, with
+  each cell's expected displacement (a soft argmax). Motion of a pixel or two,
+  what consecutive frames of a real 25 fps clip show at 128 px, and the
+  spatial pattern of a zoom, are visible inside one token.
 
 Every stem is local to its patch token (the convolutions never cross a patch
 border) and the correlation compares a token only with reference tokens of its
@@ -34,11 +40,14 @@ import jax.numpy as jnp
 from xfactor_core.models.layers import patchify
 
 Dtype = Any
-PAIR_INPUTS = ("views", "fused", "conv", "correlation")
+PAIR_INPUTS = ("views", "fused", "conv", "correlation", "fine_correlation")
 # Module names in PoseEnc's params that identify each stem.
 STEM_MODULES = {"fused": "FusedPatchEmbed_0", "conv": "ConvPairStem_0",
-                "correlation": "CorrelationStem_0"}
+                "correlation": "CorrelationStem_0",
+                "fine_correlation": "FineCorrelationStem_0"}
 CORRELATION_RADIUS = 4  # Tokens each way: 9 x 9 displacements.
+FINE_CORRELATION_RADIUS = 3  # Cells each way: 7 x 7 displacements.
+CELLS_PER_PATCH_SIDE = 4  # The patch conv's two stride-2 layers.
 CONV_STEM_CHANNELS = (32, 64)
 
 
@@ -67,8 +76,10 @@ class _PatchConv(nn.Module):
   """Convolutions inside each ``p x p`` patch: ``N x p x p x c`` -> ``N x d``.
 
   Two 3x3 stride-2 convolutions with zero padding at the patch border, so no
-  pixel of a neighbouring patch reaches the token."""
+  pixel of a neighbouring patch reaches the token. ``flatten=False`` keeps the
+  ``N x p/4 x p/4 x d`` cells."""
   dtype: Optional[Dtype] = None
+  flatten: bool = True
 
   @nn.compact
   def __call__(self, patches: jax.Array) -> jax.Array:
@@ -76,7 +87,7 @@ class _PatchConv(nn.Module):
     for channels in CONV_STEM_CHANNELS:
       y = jax.nn.gelu(nn.Conv(channels, (3, 3), strides=2, padding="SAME",
                               dtype=self.dtype)(y))
-    return y.reshape(y.shape[0], -1)
+    return y.reshape(y.shape[0], -1) if self.flatten else y
 
 
 def _patch_pixels(x: jax.Array, patch_size: int) -> jax.Array:
@@ -118,6 +129,45 @@ def _shift_window(grid: jax.Array, radius: int, fill: float) -> jax.Array:
                     for dy in range(side) for dx in range(side)], axis=1)
 
 
+def _unit(f: jax.Array) -> jax.Array:
+  """Unit vectors along the last axis (float32)."""
+  f = f.astype(jnp.float32)
+  return f * jax.lax.rsqrt(jnp.sum(f * f, axis=-1, keepdims=True) + 1e-6)
+
+
+def _segment_grid(segments: Optional[jax.Array], b: int, gh: int, gw: int,
+                  repeat: int = 1) -> jax.Array:
+  """``B x T`` mask segments -> ``B x gh*repeat x gw*repeat`` int32 (every
+  cell of a token in the token's segment)."""
+  if segments is None:
+    return jnp.zeros((b, gh * repeat, gw * repeat), jnp.int32)
+  seg = segments.reshape(b, gh, gw).astype(jnp.int32)
+  return jnp.repeat(jnp.repeat(seg, repeat, axis=1), repeat, axis=2)
+
+
+def _correlate(f: jax.Array, seg: jax.Array, radius: int
+               ) -> tuple[jax.Array, jax.Array]:
+  """Cost volume of every view against view 0.
+
+  Args:
+    f: ``B x V x gh x gw x K`` unit matching features.
+    seg: ``B x gh x gw`` mask segments.
+    radius: displacements each way.
+
+  Returns:
+    ``(corr, valid)``, ``B x V x gh x gw x D`` and ``B x 1 x gh x gw x D``
+    (D = (2r+1)^2, row-major (dy, dx)): the cosine similarity to the
+    reference at each displacement, zero where invalid, and validity (inside
+    the grid and in the same segment).
+  """
+  window = _shift_window(f[:, 0], radius, 0.0)  # B D gh gw K
+  corr = jnp.einsum("bvijk,bdijk->bvijd", f, window)  # B V gh gw D
+  seg_window = _shift_window(seg, radius, -1)  # B D gh gw
+  valid = (seg_window == seg[:, None]).astype(jnp.float32)
+  valid = jnp.moveaxis(valid, 1, -1)[:, None]  # B 1 gh gw D
+  return corr * valid, valid
+
+
 class CorrelationStem(nn.Module):
   """``B x V x H x W x 3`` (and the ``B x T`` mask segments) ->
   ``B x V x T x features``: each token's cosine similarity to the reference
@@ -139,22 +189,88 @@ class CorrelationStem(nn.Module):
     gh, gw = h // p, w // p
     patches = _patch_pixels(x, p)
     y = _PatchConv(dtype=self.dtype)(patches.reshape((-1,) + patches.shape[3:]))
-    f = nn.Dense(self.match_features, dtype=self.dtype)(y).astype(jnp.float32)
-    f = f * jax.lax.rsqrt(jnp.sum(f * f, axis=-1, keepdims=True) + 1e-6)
-    f = f.reshape(b, v, gh, gw, -1)
-
-    window = _shift_window(f[:, 0], self.radius, 0.0)  # B D gh gw K
-    corr = jnp.einsum("bvijk,bdijk->bvijd", f, window)  # B V gh gw D
-    seg = (jnp.zeros((b, gh, gw), jnp.int32) if segments is None
-           else segments.reshape(b, gh, gw).astype(jnp.int32))
-    seg_window = _shift_window(seg, self.radius, -1)  # B D gh gw
-    valid = (seg_window == seg[:, None]).astype(jnp.float32)
-    valid = jnp.moveaxis(valid, 1, -1)[:, None]  # B 1 gh gw D
-    corr = corr * valid
+    f = _unit(nn.Dense(self.match_features, dtype=self.dtype)(y))
+    corr, valid = _correlate(f.reshape(b, v, gh, gw, -1),
+                             _segment_grid(segments, b, gh, gw), self.radius)
     features = jnp.concatenate(
         [corr, jnp.broadcast_to(valid, corr.shape)], axis=-1)
     features = features.reshape(b, v, gh * gw, -1)
     return nn.Dense(self.features, dtype=self.dtype)(
+        features.astype(self.dtype or jnp.float32))
+
+
+def window_offsets(radius: int) -> jax.Array:
+  """``D x 2`` (dx, dy) of :func:`_shift_window`'s displacements, in cells."""
+  r = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  dy, dx = jnp.meshgrid(r, r, indexing="ij")
+  return jnp.stack([dx.reshape(-1), dy.reshape(-1)], axis=-1)
+
+
+def expected_displacement(corr: jax.Array, valid: jax.Array,
+                          temperature: jax.Array, radius: int) -> jax.Array:
+  """Soft argmax of a cost volume ``... x D`` over its valid displacements:
+  ``... x 2`` (dx, dy) in cells, sub-cell where the peak is shared."""
+  logits = jnp.where(valid > 0, corr * temperature, -1e9)
+  probs = jax.nn.softmax(logits, axis=-1)
+  return probs @ window_offsets(radius)
+
+
+class FineCorrelationStem(nn.Module):
+  """``B x V x H x W x 3`` (and the ``B x T`` mask segments) ->
+  ``B x V x T x features``: the token cost volume of :class:`CorrelationStem`
+  and a fine one, coarse-to-fine as optical-flow networks do.
+
+  The fine volume compares each of a token's ``(p/4)^2`` cells (the patch
+  conv's output grid: 4 px cells at patch 16) with the reference view's cells
+  within ``fine_radius`` cells, and adds each cell's expected displacement
+  (soft argmax, learnt temperature). A token thus sees motions of a pixel or
+  two and how displacement varies across it (a zoom's divergence). Cells
+  compare only with cells of their own mask segment, and the convolutions
+  never cross a patch border.
+  """
+  features: int
+  patch_size: int
+  radius: int = CORRELATION_RADIUS
+  fine_radius: int = FINE_CORRELATION_RADIUS
+  match_features: int = 64
+  dtype: Optional[Dtype] = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, segments: Optional[jax.Array]) -> jax.Array:
+    if self.patch_size % 4:
+      raise ValueError(f"pair_input='fine_correlation' needs a patch size "
+                       f"divisible by 4, got {self.patch_size}")
+    b, v, h, w, _ = x.shape
+    p = self.patch_size
+    gh, gw = h // p, w // p
+    c = p // CELLS_PER_PATCH_SIDE
+    patches = _patch_pixels(x, p)
+    cells = _PatchConv(dtype=self.dtype, flatten=False)(
+        patches.reshape((-1,) + patches.shape[3:]))  # (B V T) c c d
+    coarse = _unit(nn.Dense(self.match_features, dtype=self.dtype,
+                            name="match")(cells.reshape(cells.shape[0], -1)))
+    corr, valid = _correlate(coarse.reshape(b, v, gh, gw, -1),
+                             _segment_grid(segments, b, gh, gw), self.radius)
+    coarse_features = jnp.concatenate(
+        [corr, jnp.broadcast_to(valid, corr.shape)], axis=-1)
+
+    fine = _unit(nn.Dense(self.match_features, dtype=self.dtype,
+                          name="fine_match")(cells))  # (B V T) c c K
+    fine = fine.reshape(b, v, gh, gw, c, c, -1).transpose(0, 1, 2, 4, 3, 5, 6)
+    fine = fine.reshape(b, v, gh * c, gw * c, -1)  # the cell grid
+    fine_corr, fine_valid = _correlate(
+        fine, _segment_grid(segments, b, gh, gw, repeat=c), self.fine_radius)
+    log_temperature = self.param("log_temperature",
+                                 nn.initializers.constant(jnp.log(10.0)), ())
+    shift = expected_displacement(fine_corr, fine_valid,
+                                  jnp.exp(log_temperature), self.fine_radius)
+    fine_features = jnp.concatenate([fine_corr, shift], axis=-1)
+    fine_features = fine_features.reshape(b, v, gh, c, gw, c, -1).transpose(
+        0, 1, 2, 4, 3, 5, 6)  # B V gh gw c c F: each token's cells
+    features = jnp.concatenate(
+        [coarse_features.reshape(b, v, gh * gw, -1),
+         fine_features.reshape(b, v, gh * gw, -1)], axis=-1)
+    return nn.Dense(self.features, dtype=self.dtype, name="out")(
         features.astype(self.dtype or jnp.float32))
 
 
@@ -170,4 +286,6 @@ def pair_embedding(kind: str, features: int, patch_size: int, x: jax.Array,
     return ConvPairStem(features, patch_size, dtype=dtype)(x)
   if kind == "correlation":
     return CorrelationStem(features, patch_size, dtype=dtype)(x, segments)
+  if kind == "fine_correlation":
+    return FineCorrelationStem(features, patch_size, dtype=dtype)(x, segments)
   raise ValueError(f"pair_input={kind!r}: use one of {PAIR_INPUTS}")

@@ -19,7 +19,9 @@ softmax over ``[views..., fallback]``, so the weights sum to one.
 
 Nothing in F jumps at a patch border: a head that cannot paint a mosaic. At
 any output resolution the same F samples the user's photo (``sample_from``),
-so detail is the photo's own.
+so detail is the photo's own. Where F looks past the photo's edge, the photo
+is mirrored about it (:data:`SOURCE_BORDER`) rather than its edge pixels
+stretched.
 
 At initialisation the homography and residual heads output zeros (F is the
 identity), the view logits are 0 and the fallback logit is
@@ -31,6 +33,7 @@ small gradient is no obstacle) for what no view shows.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
@@ -45,6 +48,8 @@ Dtype = Any
 OFFSET_SCALE = 0.5
 # The fallback starts negligible: the warp model begins by moving pixels.
 FALLBACK_LOGIT_INIT = -10.0
+# How the views are read where the warp looks past their edges.
+SOURCE_BORDER = "reflect"
 
 
 class WarpField(NamedTuple):
@@ -150,8 +155,9 @@ def warp_at(field: WarpField, homography_offset: jax.Array) -> Warp:
 
 def sample_views(sources: jax.Array, coords: jax.Array) -> jax.Array:
   """``B x N x H' x W' x 3`` views sampled at ``B x N x H x W x 2`` normalised
-  coordinates: ``B x N x H x W x 3``."""
-  sample = jax.vmap(jax.vmap(flow.sample_bilinear))
+  coordinates (mirrored past the edges): ``B x N x H x W x 3``."""
+  sample = jax.vmap(jax.vmap(functools.partial(flow.sample_bilinear,
+                                               border=SOURCE_BORDER)))
   return sample(sources.astype(jnp.float32), coords)
 
 
@@ -212,7 +218,11 @@ def chain_step(state: ChainState, step_offset: jax.Array) -> ChainState:
 
     C_k(p) = C_{k-1}(p + F_k(p)),  i.e.  F_total = F_k + F_prev(p + F_k)
 
-  and for pure homographies the product of the step matrices.
+  and for pure homographies the product of the step matrices. Where
+  ``p + F_k(p)`` leaves the frame, the coordinates continue past the edge
+  with the edge's own warp (``C(q) = C(edge) + q - edge``: exact for a
+  translation), instead of repeating the edge's coordinates, which would
+  stretch one column of the photo across the uncovered band.
   """
   height, width = step_offset.shape[-3:-1]
   points = flow.pixel_grid(height, width) + step_offset  # B H W 2
@@ -224,7 +234,9 @@ def chain_step(state: ChainState, step_offset: jax.Array) -> ChainState:
        state.weights.transpose(0, 2, 3, 1), state.rgb], axis=-1)
   moved = resample(stacked, points)  # B H W (2N + N+1 + 3)
   b = moved.shape[0]
+  inside = jnp.stack([1.0 - 1.0 / width, 1.0 - 1.0 / height])  # edge centres
+  beyond = points - jnp.clip(points, -inside, inside)  # B H W 2
   coords = moved[..., :2 * n].reshape(b, height, width, n, 2).transpose(
-      0, 3, 1, 2, 4)
+      0, 3, 1, 2, 4) + beyond[:, None]
   weights = moved[..., 2 * n:3 * n + 1].transpose(0, 3, 1, 2)
   return ChainState(coords=coords, weights=weights, rgb=moved[..., 3 * n + 1:])
