@@ -89,3 +89,42 @@ def test_training_time_leaves_out_the_pause_before_a_resume():
            for r in records]
   assert release.training_seconds(plain) == 2 * hour + 300.0
   assert release.training_seconds(records[:1]) is None
+
+
+@pytest.mark.parametrize("mode", ["reference", "composed"])
+def test_the_photo_strip_follows_the_default_camera_path(
+    tiny_warp_checkpoint, example_clip_dir, monkeypatch, mode):
+  """A warp model's card shows the real clip on the model's default path:
+  the composed one renders every step (each frame needs the ones before it)
+  and shows the same frames a full transfer gives."""
+  from xfactor_core.data import photos  # pylint: disable=import-outside-toplevel
+  from xfactor_core.inference import camera_path  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(camera_path, "COMPOSABLE_DEFAULT_MODE", mode)
+  pipe = TransferPipeline.from_checkpoint(tiny_warp_checkpoint)
+  assert pipe.default_path_mode == mode
+  # Larger motions, so that the two paths end in visibly different frames.
+  head = pipe.params["Render"][checkpoints.GLOBAL_WARP_HEAD]["Dense_2"]
+  head["kernel"] = 8.0 * np.asarray(head["kernel"])
+  strip = release.photo_strip(pipe, example_clip_dir, num_columns=3, tile=32)
+  rows = len(photos.HELD_OUT_PHOTOS)
+  assert strip.shape == (rows * 32 + (rows - 1) * 4, 3 * 32 + 12 + 4, 3)
+  # The last column is the clip's last frame on that path.
+  from xfactor_core.inference import media  # pylint: disable=import-outside-toplevel
+  from xfactor_core.inference import model_frames  # pylint: disable=import-outside-toplevel
+  target = np.stack([media.read_image(f) for f in sorted(
+      (example_clip_dir / "target").iterdir())])
+  photo = photos.load_photo(photos.HELD_OUT_PHOTOS[0])
+  size = pipe.default_output_size([photo])
+  sample_from = (pipe.prepare([photo], size=size)
+                 if size != pipe.image_size else None)
+  def last_cell(path_mode):
+    frames, _ = pipe.transfer(pipe.prepare([photo]), pipe.prepare(target),
+                              path_mode=path_mode, sample_from=sample_from)
+    return model_frames.to_uint8(model_frames.prepare_frames(
+        model_frames.to_uint8(frames[-1:]), 32))[0].astype(int)
+
+  other = "composed" if mode == "reference" else "reference"
+  cell = strip[:32, -32:].astype(int)
+  this_error = np.abs(cell - last_cell(mode)).mean()
+  assert this_error < 1.0
+  assert np.abs(cell - last_cell(other)).mean() > 3 * this_error + 1.0

@@ -94,12 +94,13 @@ def transfer_strip(pipe: TransferPipeline, seed: int, num_pairs: int = 3,
 def photo_strip(pipe: TransferPipeline, clip_dir: pathlib.Path,
                 num_columns: int = 6, tile: int = 192) -> np.ndarray:
   """Rows per held-out photo: the photo, then frames of the real clip's
-  camera motion transferred onto it, every ``len / (num_columns - 1)``-th
-  frame, each ``tile`` pixels square (rendered at the app's default output
-  size and shrunk for the card)."""
+  camera motion transferred onto it (on the model's default camera path),
+  every ``len / (num_columns - 1)``-th frame, each ``tile`` pixels square
+  (rendered at the app's default output size and shrunk for the card)."""
   target = np.stack([media.read_image(f) for f in sorted(
       (clip_dir / "target").iterdir()) if media.is_image_file(f)])
-  path = pipe.camera_path(pipe.prepare(target))
+  mode = pipe.default_path_mode
+  path = pipe.camera_path(pipe.prepare(target), mode=mode)
   shown = np.linspace(0, len(path) - 1, num_columns - 1).round().astype(int)
   rows = []
   for name in photos.HELD_OUT_PHOTOS:
@@ -108,8 +109,12 @@ def photo_strip(pipe: TransferPipeline, clip_dir: pathlib.Path,
     size = pipe.default_output_size([photo])
     sample_from = (pipe.prepare([photo], size=size)
                    if size != pipe.image_size else None)
-    frames = frame_utils.to_uint8(pipe.render(context, path[shown],
-                                              sample_from=sample_from))
+    # A composed path's frame k needs every step before it: render them all.
+    rendered = (pipe.render(context, path, sample_from=sample_from,
+                            path_mode=mode)[shown] if mode == "composed"
+                else pipe.render(context, path[shown],
+                                 sample_from=sample_from))
+    frames = frame_utils.to_uint8(rendered)
     cells = [frame_utils.prepare_frames([photo], tile)[0]] + [
         frame_utils.prepare_frames([f], tile)[0] for f in frames]
     cells = frame_utils.to_uint8(np.stack(cells))
