@@ -905,8 +905,11 @@ def test_composed_transfer_renders_the_chained_steps(warp_models,
                 - result.generated[0]).mean() > 2
   reference = pipe.render(pipe.prepare(images), pipe.camera_path(target),
                           sample_from=pipe.prepare(images, size=48))
-  assert np.abs(to_uint8(reference[-1]).astype(int)
-                - result.generated[-1]).mean() > 1
+  # (The same path renders to within 1 everywhere, see above; the tiny
+  # model's two paths part by a few levels, most where the warp looks past
+  # the photo's edge.)
+  apart = np.abs(to_uint8(reference[-1]).astype(int) - result.generated[-1])
+  assert apart.mean() > 0.3 and apart.max() > 3
   # Scrubbing between frames chains the steps up to there.
   _, frame = jobs.scrub(warp_models, result, 2.999)
   assert frame.shape == (48, 48, 3)

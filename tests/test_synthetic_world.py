@@ -138,3 +138,24 @@ def test_world_schedule_ramps_to_the_standard_world():
     inputs.WorldSchedule(photo_scene_prob=0.5)
   with pytest.raises(ValueError, match="motion_factor_start=0"):
     inputs.WorldSchedule(motion_factor_start=0.0)
+
+
+def test_world_schedule_draws_small_baselines_at_every_stage():
+  """motion_factor_min: each step's factor is log-uniform between it and the
+  ramped factor, the same for the same step (a resumed run sees the same
+  world)."""
+  schedule = inputs.WorldSchedule(motion_factor_start=0.3, ramp_steps=100,
+                                  motion_factor_min=0.05)
+  late = np.array([schedule.at(s).motion_factor for s in range(200, 600)])
+  assert late.min() >= 0.05 and late.max() <= 1.0 + 1e-6
+  logs = np.log(late)
+  # log-uniform on [log 0.05, 0]: half of the draws below the geometric mean.
+  assert abs(np.mean(late < np.sqrt(0.05)) - 0.5) < 0.1
+  assert logs.std() > 0.6
+  early = np.array([schedule.at(s).motion_factor for s in range(0, 20)])
+  assert early.max() <= 0.3 + 0.7 * 20 / 100 + 1e-6  # under the ramp
+  assert schedule.at(321).motion_factor == schedule.at(321).motion_factor
+  assert inputs.WorldSchedule(motion_factor_start=0.3, ramp_steps=100).at(
+      321).motion_factor == 1.0  # off by default
+  with pytest.raises(ValueError, match="motion_factor_min"):
+    inputs.WorldSchedule(motion_factor_start=0.3, motion_factor_min=0.5)

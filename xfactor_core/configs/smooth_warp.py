@@ -1,14 +1,13 @@
 """The smooth-warp demo model (issue 26): the "warp" renderer driven by the
-correlation pose encoder, warm-started from the pose probe.
+fine correlation pose encoder, warm-started from the pose probe.
 
 Variants (``--config xfactor_core/configs/smooth_warp.py:VARIANT``):
 
   sm    (default) stereo-monocular, 128 x 128 synthetic clips: the recipe's
         ``encoder`` arm (``recipe.py``: patch 16, features 128, 4 heads of
         32, 4 + 4 layers, pose_dim 64, 8 global tokens, batch 8, photos in
-        the world, the
-        decaying ground-truth flow supervision, the gradient L1 and the
-        fallback penalty) with ``render_output="warp"``
+        the world, the decaying ground-truth flow supervision, the gradient
+        L1 and the fallback penalty) with ``render_output="warp"``
         (``xfactor_core.models.warp``: a homography per view + a token-grid
         residual, upsampled bilinearly), the photometric loss (L1 + SSIM,
         ``objective.photometric_loss``) and the edge-aware smoothness of the
@@ -32,14 +31,14 @@ and the motion probe of the latents (``eval.motion_probe_clips``); a run whose
 probe's mean shift R2 is still below ``eval.stop_below_shift_r2`` (0.2) at
 ``eval.stop_step`` (500) stops early.
 
-Run it (the pose probe's correlation encoder first, benchmarks/README.md
-"Pose probe")::
+Run it (the pose probe's fine correlation encoder first, benchmarks/README.md
+"The smooth-warp demo: second run")::
 
     python benchmarks/pose_probe.py --workdir workdirs/pose_probe \\
-        --arms fine_correlation@0.3 --max-steps 1200 --parallel 1
+        --arms fine_correlation@0.3 --max-steps 1200 --minutes 30 --parallel 1
     python -m xfactor_core.train \\
         --config xfactor_core/configs/smooth_warp.py:sm \\
-        --workdir workdirs/smooth_warp/sm --config.total_steps=8000 \\
+        --workdir workdirs/smooth_warp/sm --config.total_steps=7000 \\
         --config.init_pose_encoder_from=workdirs/pose_probe/fine_correlation@0.3
     # resume: the same command (the trainer resumes from <workdir>);
     python -m xfactor_core.train \\

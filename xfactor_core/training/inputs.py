@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import queue
 import threading
 from typing import Any, Callable, Optional
@@ -53,6 +54,12 @@ class WorldSchedule:
   # Camera-motion amplitude factor at step 0, growing linearly to 1 (the
   # standard world) over ramp_steps.
   motion_factor_start: float = 1.0
+  # > 0: each step's factor is drawn log-uniformly between this and the
+  # ramped factor (from a generator seeded by the step, so a resumed run sees
+  # the same world), so that a run keeps meeting small baselines: a training
+  # pair spans a whole trajectory, while consecutive frames of a clip (the
+  # steps of a composed camera path) move a fraction of that.
+  motion_factor_min: float = 0.0
   # Objects per room at most at step 0, growing linearly to every slot over
   # ramp_steps (simple rooms first, clutter later).
   max_objects_start: int = NUM_OBJECT_SLOTS
@@ -71,6 +78,9 @@ class WorldSchedule:
     if not 0 <= self.max_objects_start <= NUM_OBJECT_SLOTS:
       problems.append(f"max_objects_start={self.max_objects_start} must lie "
                       f"in 0..{NUM_OBJECT_SLOTS}")
+    if not 0.0 <= self.motion_factor_min <= self.motion_factor_start:
+      problems.append(f"motion_factor_min={self.motion_factor_min} must lie "
+                      f"in [0, motion_factor_start]")
     if self.ramp_steps < 0:
       problems.append(f"ramp_steps={self.ramp_steps} must be >= 0")
     if not 0.0 <= self.photo_scene_prob <= 1.0:
@@ -87,6 +97,11 @@ class WorldSchedule:
     """The world's knobs at optimiser step ``step`` (numpy scalars)."""
     ramp = 1.0 if self.ramp_steps <= 0 else min(step / self.ramp_steps, 1.0)
     motion = self.motion_factor_start + ramp * (1.0 - self.motion_factor_start)
+    if self.motion_factor_min > 0:
+      u = np.random.default_rng([int(step), 0x5EED]).uniform()
+      motion = math.exp(math.log(self.motion_factor_min)
+                        + u * (math.log(motion)
+                               - math.log(self.motion_factor_min)))
     objects = self.max_objects_start + ramp * (
         NUM_OBJECT_SLOTS - self.max_objects_start)
     return scene_sampling.WorldSettings(
