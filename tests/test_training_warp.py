@@ -91,7 +91,7 @@ def test_smooth_warp_configs_build(variant):
   config = smooth_warp.get_config(variant)
   spec = step_spec.make_step_spec(config)
   assert spec.model.render_output == "warp"
-  assert spec.model.pair_input == "correlation"
+  assert spec.model.pair_input == smooth_warp.PAIR_INPUT == "fine_correlation"
   assert spec.objective.photometric_weight > 0
   assert spec.objective.smoothness_weight > 0
   world = inputs.WorldSchedule(**config.data.world)
