@@ -851,7 +851,7 @@ def test_camera_path_choice_shows_for_warp_models_only(warp_models, models,
   assert spec.path_modes == ("reference", "composed")
   shown = picker.ModelPicker(warp_models).describe_model(
       {"model": spec.model_id})["path_mode"]
-  assert shown["visible"] is True and shown["value"] == "reference"
+  assert shown["visible"] is True and shown["value"] == "composed"
   assert [value for _, value in shown["choices"]] == ["reference",
                                                       "composed"]
   assert all(label.startswith(f"{value}: ")
@@ -863,10 +863,10 @@ def test_camera_path_choice_shows_for_warp_models_only(warp_models, models,
   assert hidden["visible"] is False and hidden["value"] == "reference"
   # One place sets the default of warp models: the spec, the pipeline and
   # the page all follow it; other models keep the reference path.
-  assert warp_models.get().default_path_mode == "reference"
-  monkeypatch.setattr(camera_paths, "COMPOSABLE_DEFAULT_MODE", "composed")
   assert warp_models.get().default_path_mode == "composed"
-  assert picker.path_mode_options(spec)["value"] == "composed"
+  monkeypatch.setattr(camera_paths, "COMPOSABLE_DEFAULT_MODE", "reference")
+  assert warp_models.get().default_path_mode == "reference"
+  assert picker.path_mode_options(spec)["value"] == "reference"
   assert picker.path_mode_options(rgb)["value"] == "reference"
   assert models.get(rgb.model_id).default_path_mode == "reference"
 
@@ -877,7 +877,7 @@ def test_camera_path_radio_is_on_the_page_for_a_warp_model(warp_models,
                                     work_root=tmp_path / "work"))
   radio = next(b for b in demo.blocks.values()
                if getattr(b, "elem_id", None) == "path-mode")
-  assert radio.visible is True and radio.value == "reference"
+  assert radio.visible is True and radio.value == "composed"
   assert [value for _, value in radio.choices] == ["reference", "composed"]
 
 
@@ -949,8 +949,9 @@ def test_reference_path_of_a_warp_model_is_a_record_too(warp_models,
                                                         library, photo,
                                                         tmp_path):
   result = jobs.transfer(warp_models, library,
-                         _warp_request(warp_models, photo), tmp_path)
-  assert result.path_mode == "reference"  # the default of warp models
+                         _warp_request(warp_models, photo, "reference"),
+                         tmp_path)
+  assert result.path_mode == "reference"  # asked for (warp models: composed)
   assert export.camera_path_name(result) == "camera_path.npz"
   saved = camera_paths.load(export.write_camera_path(result, tmp_path))
   assert saved.mode == "reference" and saved.render_output == "warp"

@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--stride", type=int, default=1)
   parser.add_argument("--start", type=int, default=0)
   parser.add_argument("--size", type=int, default=None,
-                      help="output size in pixels. Flow models (the default "
-                           "models) sample the context photo at this size "
+                      help="output size in pixels. Flow and warp models "
+                           "(sm_default) sample the context photo at this size "
                            "(default: the photo's own, at most 512); models "
                            "with the published RGB head run at this size "
                            "(default: the model's own)")

@@ -54,7 +54,8 @@ Run it (the pose probe's fine correlation encoder first, benchmarks/README.md
         --context presets/contexts/room_1/view_0.jpg
 
 Transfers with either camera path (the composed one chains the step warps,
-``models.warp.chain_step``; the default stays "reference")::
+``models.warp.chain_step``; the default for warp models, which the run
+shipped as ``sm_default`` meets the bar of issue 26 with)::
 
     python -m xfactor_core.transfer --checkpoint workdirs/smooth_warp/sm \\
         --context photo.jpg --target clip.mp4 --out out.mp4 \\

@@ -2,10 +2,14 @@
 
 Two modes (``CAMERA_PATH_MODES``):
 
-* ``"reference"`` (the XFactor path, the default): ``latents[k]`` is frame k
-  relative to frame 0, ``PoseEnc((frame0, frame_k))[:, 1]``; frame k renders
-  from that latent alone.
-* ``"composed"`` (renderers whose warp is explicit: ``render_output="warp"``):
+* ``"reference"`` (the XFactor path, the only one of the published models and
+  every non-warp model): ``latents[k]`` is frame k relative to frame 0,
+  ``PoseEnc((frame0, frame_k))[:, 1]``; frame k renders from that latent
+  alone.
+* ``"composed"`` (renderers whose warp is explicit: ``render_output="warp"``,
+  and their default, ``COMPOSABLE_DEFAULT_MODE``, since it follows real clips
+  where the reference path breaks: benchmarks/README.md, "The smooth-warp
+  demo"):
   ``latents[k]`` is the step from frame k-1 to frame k,
   ``PoseEnc((frame_{k-1}, frame_k))[:, 1]`` (``latents[0] = 0``); frame k is
   the warp of frame 0 composed with the warps of steps 1..k
@@ -38,7 +42,7 @@ FORMAT = "xfactor-camera-path/1"
 COMPOSABLE_OUTPUTS = ("warp",)
 # The path a model with a composable renderer uses when none is asked for
 # (the CLI, the app's page and its API): the one place to change it.
-COMPOSABLE_DEFAULT_MODE = "reference"
+COMPOSABLE_DEFAULT_MODE = "composed"
 
 
 def modes_for(render_output: Optional[str]) -> tuple[str, ...]:
