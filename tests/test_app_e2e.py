@@ -11,6 +11,7 @@ from gradio_client.exceptions import AppError
 
 from xfactor_core import checkpoints
 from xfactor_core.app import presets, testing, ui
+from xfactor_core.inference import camera_path as camera_paths
 from xfactor_core.inference import media
 
 LIBRARY = presets.load_presets()
@@ -141,9 +142,13 @@ def test_shipped_default_model_serves_the_endpoint(tmp_path):
     video, path = Client(url, verbose=False).predict(
         context=[handle_file(CAT)], target=None, preset="zoom in", num_frames=4,
         api_name="/transfer")
-  size = pipe.image_size
+  # A warp model renders at the photo's own size (up to its cap), others at
+  # the model's; the camera path is saved in the model's default mode.
+  size = pipe.default_output_size([media.read_image(CAT)])
   assert media.read_video(video).shape == (4, size, size, 3)
-  assert np.load(path).shape == (4, pipe.config.pose_dim)
+  saved = camera_paths.load(path)
+  assert saved.latents.shape == (4, pipe.config.pose_dim)
+  assert saved.mode == pipe.default_path_mode
 
 
 def test_uploads_stay_in_the_apps_own_folder(server, client, tmp_path):

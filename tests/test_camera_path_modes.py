@@ -138,6 +138,7 @@ def test_cli_saves_and_replays_a_composed_path(tmp_path, monkeypatch):
   # older versions wrote and read), and replays.
   assert transfer.main(common + [
       "--target", str(tmp_path / "clip"), "--out", str(tmp_path / "d"),
+      "--camera-path-mode", "reference",
       "--save-path", str(tmp_path / "ref.npy")]) == 0
   assert np.load(tmp_path / "ref.npy").shape == (4, 8)
   assert transfer.main(common + [
