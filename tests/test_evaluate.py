@@ -192,8 +192,9 @@ def test_the_composed_camera_path_is_evaluated_as_asked(tiny_warp_checkpoint,
   pipe = TransferPipeline.from_checkpoint(tiny_warp_checkpoint, batch_size=4)
   clip = synthetic.make_transfer_pair(0, 0, 5, 64)[0]["frames"]
   composed = evaluate.ClipRenderer(pipe, 5, "composed")
-  reference = evaluate.ClipRenderer(pipe, 5)
-  assert reference.path_mode == pipe.default_path_mode
+  reference = evaluate.ClipRenderer(pipe, 5, "reference")
+  assert evaluate.ClipRenderer(pipe, 5).path_mode == pipe.default_path_mode
+  assert composed.path_mode == "composed" and reference.path_mode == "reference"
   steps, poses = composed.path(clip), reference.path(clip)
   # Frame 1 against frame 0 is the same pair either way; later frames differ.
   np.testing.assert_allclose(steps[1], poses[1], rtol=1e-4, atol=1e-5)
