@@ -33,7 +33,8 @@ from xfactor_core.inference.pipeline import DEFAULT_MODELS, TransferPipeline
 PathLike = Union[str, os.PathLike]
 CHECKPOINTS_ENV = "XFACTOR_CHECKPOINTS"
 DEFAULT_LABELS = {
-    "stereo-monocular": "Offline demo stereo-monocular (small, low quality)",
+    "stereo-monocular": "Offline demo stereo-monocular (small: moves your "
+                        "photo as one plane)",
     "multi-view": "Offline demo multi-view (small, low quality)"}
 PUBLISHED_PREFIX = "published:"
 MAX_IMAGE_SIZE = 512
