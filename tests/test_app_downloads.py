@@ -68,7 +68,10 @@ def test_published_models_are_listed_before_they_are_downloaded(studio):
   assert "not downloaded" in labels["published:mv"]
   shipped = [label for label, _ in models.choices()
              if "Offline demo" in label]
-  assert len(shipped) == 2 and all("low quality" in s for s in shipped)
+  # Each shipped demo says what to expect of it.
+  assert shipped == [registry.DEFAULT_LABELS["stereo-monocular"],
+                     registry.DEFAULT_LABELS["multi-view"]]
+  assert "one plane" in shipped[0] and "low quality" in shipped[1]
   # The page starts on a model that is here: the shipped demo.
   assert models.spec(models.default_id).source == "shipped"
   assert models.default_for("stereo-monocular") == models.default_id
