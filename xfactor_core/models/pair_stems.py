@@ -72,6 +72,13 @@ class FusedPatchEmbed(nn.Module):
         jnp.concatenate([reference, difference], axis=-1))
 
 
+def _check_patch_size(kind: str, patch_size: int) -> None:
+  """The patch conv's two stride-2 layers need a patch side divisible by 4."""
+  if patch_size % 4:
+    raise ValueError(f"pair_input={kind!r} needs a patch size divisible by 4, "
+                     f"got {patch_size}")
+
+
 class _PatchConv(nn.Module):
   """Convolutions inside each ``p x p`` patch: ``N x p x p x c`` -> ``N x d``.
 
@@ -106,9 +113,7 @@ class ConvPairStem(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    if self.patch_size % 4:
-      raise ValueError(f"pair_input='conv' needs a patch size divisible by 4, "
-                       f"got {self.patch_size}")
+    _check_patch_size("conv", self.patch_size)
     patches = _patch_pixels(x, self.patch_size)  # B V T p p 3
     reference, difference = _with_reference(patches)
     stacked = jnp.concatenate([patches, reference, difference], axis=-1)
@@ -168,6 +173,17 @@ def _correlate(f: jax.Array, seg: jax.Array, radius: int
   return corr * valid, valid
 
 
+def _token_volume(f: jax.Array, segments: Optional[jax.Array], b: int, v: int,
+                  gh: int, gw: int, radius: int) -> jax.Array:
+  """Unit token features ``(B V T) x K`` -> ``B x V x T x 2D``: the cost
+  volume against the reference view and the validity of each displacement."""
+  corr, valid = _correlate(f.reshape(b, v, gh, gw, -1),
+                           _segment_grid(segments, b, gh, gw), radius)
+  features = jnp.concatenate(
+      [corr, jnp.broadcast_to(valid, corr.shape)], axis=-1)
+  return features.reshape(b, v, gh * gw, -1)
+
+
 class CorrelationStem(nn.Module):
   """``B x V x H x W x 3`` (and the ``B x T`` mask segments) ->
   ``B x V x T x features``: each token's cosine similarity to the reference
@@ -181,20 +197,14 @@ class CorrelationStem(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, segments: Optional[jax.Array]) -> jax.Array:
-    if self.patch_size % 4:
-      raise ValueError(f"pair_input='correlation' needs a patch size "
-                       f"divisible by 4, got {self.patch_size}")
+    _check_patch_size("correlation", self.patch_size)
     b, v, h, w, _ = x.shape
     p = self.patch_size
     gh, gw = h // p, w // p
     patches = _patch_pixels(x, p)
     y = _PatchConv(dtype=self.dtype)(patches.reshape((-1,) + patches.shape[3:]))
     f = _unit(nn.Dense(self.match_features, dtype=self.dtype)(y))
-    corr, valid = _correlate(f.reshape(b, v, gh, gw, -1),
-                             _segment_grid(segments, b, gh, gw), self.radius)
-    features = jnp.concatenate(
-        [corr, jnp.broadcast_to(valid, corr.shape)], axis=-1)
-    features = features.reshape(b, v, gh * gw, -1)
+    features = _token_volume(f, segments, b, v, gh, gw, self.radius)
     return nn.Dense(self.features, dtype=self.dtype)(
         features.astype(self.dtype or jnp.float32))
 
@@ -237,9 +247,7 @@ class FineCorrelationStem(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, segments: Optional[jax.Array]) -> jax.Array:
-    if self.patch_size % 4:
-      raise ValueError(f"pair_input='fine_correlation' needs a patch size "
-                       f"divisible by 4, got {self.patch_size}")
+    _check_patch_size("fine_correlation", self.patch_size)
     b, v, h, w, _ = x.shape
     p = self.patch_size
     gh, gw = h // p, w // p
@@ -249,10 +257,8 @@ class FineCorrelationStem(nn.Module):
         patches.reshape((-1,) + patches.shape[3:]))  # (B V T) c c d
     coarse = _unit(nn.Dense(self.match_features, dtype=self.dtype,
                             name="match")(cells.reshape(cells.shape[0], -1)))
-    corr, valid = _correlate(coarse.reshape(b, v, gh, gw, -1),
-                             _segment_grid(segments, b, gh, gw), self.radius)
-    coarse_features = jnp.concatenate(
-        [corr, jnp.broadcast_to(valid, corr.shape)], axis=-1)
+    coarse_features = _token_volume(coarse, segments, b, v, gh, gw,
+                                    self.radius)
 
     fine = _unit(nn.Dense(self.match_features, dtype=self.dtype,
                           name="fine_match")(cells))  # (B V T) c c K
@@ -268,8 +274,7 @@ class FineCorrelationStem(nn.Module):
     fine_features = fine_features.reshape(b, v, gh, c, gw, c, -1).transpose(
         0, 1, 2, 4, 3, 5, 6)  # B V gh gw c c F: each token's cells
     features = jnp.concatenate(
-        [coarse_features.reshape(b, v, gh * gw, -1),
-         fine_features.reshape(b, v, gh * gw, -1)], axis=-1)
+        [coarse_features, fine_features.reshape(b, v, gh * gw, -1)], axis=-1)
     return nn.Dense(self.features, dtype=self.dtype, name="out")(
         features.astype(self.dtype or jnp.float32))
 
