@@ -1,5 +1,6 @@
 """Tests of the transfer benchmark (xfactor_core.evaluate) on tiny weights."""
 
+import dataclasses
 import json
 
 import cv2
@@ -210,3 +211,37 @@ def test_the_composed_camera_path_is_evaluated_as_asked(tiny_warp_checkpoint,
   flow_pipe = TransferPipeline.from_checkpoint(tiny_flow_checkpoint)
   with pytest.raises(ValueError, match="composed camera path"):
     evaluate.ClipRenderer(flow_pipe, 5, "composed")
+
+
+def test_a_multi_view_composed_path_runs_both_ways_from_the_reference(
+    tiny_warp_checkpoint):
+  # Three context views of an 8-frame clip are frames 0, 2 and 5; the
+  # reference is the middle one (frame 2), so the composed path starts there.
+  pipe = dataclasses.replace(
+      TransferPipeline.from_checkpoint(tiny_warp_checkpoint, batch_size=4),
+      max_context_views=3)
+  clip = synthetic.make_transfer_pair(0, 1, 8, 64)[0]["frames"]
+  renderer = evaluate.ClipRenderer(pipe, 8, "composed")
+  assert renderer.ctx_idx == [0, 2, 5] and renderer.ref == 2
+  path = renderer.path(clip)
+  x = pipe.prepare(clip)
+  np.testing.assert_array_equal(path[2], 0.0)
+  # After the reference: each frame against the one before it ...
+  np.testing.assert_allclose(path[3:], pipe.encode_pairs(x[2:-1], x[3:]),
+                             rtol=1e-4, atol=1e-5)
+  # ... and before it: each frame against the one after it.
+  np.testing.assert_allclose(path[:2], pipe.encode_pairs(x[1:3], x[:2]),
+                             rtol=1e-4, atol=1e-5)
+  frames = renderer.render(clip, path)
+  assert frames.shape == (8, 32, 32, 3)
+  context = pipe.prepare(clip[renderer.ctx_idx])
+  # Frame 2 is the render at the reference itself; the frames after it chain
+  # forwards from there and the frames before it chain backwards.
+  np.testing.assert_allclose(frames[2], pipe.render(
+      context, np.zeros((1, pipe.config.pose_dim), np.float32))[0],
+      rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(frames[2:], pipe.render(
+      context, path[2:], path_mode="composed"), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(frames[1::-1], pipe.render(
+      context, path[2::-1], path_mode="composed")[1:], rtol=1e-5, atol=1e-5)
+  assert np.abs(frames[0] - frames[2]).max() > 1e-2  # it moved

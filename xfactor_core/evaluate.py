@@ -142,6 +142,12 @@ class ClipRenderer:
   reference of the latent path is the context frame ``ref``, and the frames
   at ``eval_idx`` (every other frame) are the ones scored.
 
+  A composed path (warp models) starts at the reference frame and runs both
+  ways: frame k's latent is its pose relative to frame k-1 after ``ref`` and
+  relative to frame k+1 before it (0 at ``ref``), and the frames on either
+  side chain the step warps outwards from the reference view. Where ``ref``
+  is 0 (one context view) this is the product's composed path.
+
   >>> renderer = ClipRenderer(pipe, num_frames=8)
   >>> path = renderer.path(target_clip)        # F x D latents, ref at zero
   >>> frames = renderer.render(scene_clip, path)  # F x S x S x 3 in [-1, 1]
@@ -156,21 +162,33 @@ class ClipRenderer:
     self.eval_idx = [i for i in range(num_frames) if i not in self.ctx_idx]
     self.path_mode = pipe.check_path_mode(path_mode
                                           or pipe.default_path_mode)
-    if self.path_mode == "composed" and self.ref != 0:
-      raise ValueError("the composed camera path starts at frame 0, but this "
-                       f"model's reference context frame is {self.ref}; "
-                       "evaluate it with the reference path")
 
   def path(self, clip: np.ndarray) -> np.ndarray:
     """Latents of every frame relative to the reference frame (or, composed,
-    to the frame before): F x D."""
-    return self.pipe.camera_path(self.pipe.prepare(clip), reference=self.ref,
-                                 mode=self.path_mode)
+    to its neighbour on the reference's side): F x D."""
+    frames = self.pipe.prepare(clip)
+    if self.path_mode != "composed":
+      return self.pipe.camera_path(frames, reference=self.ref,
+                                   mode=self.path_mode)
+    r = self.ref
+    path = np.zeros((len(frames), self.pipe.config.pose_dim), np.float32)
+    path[r + 1:] = self.pipe.camera_path(frames[r:], mode="composed")[1:]
+    if r > 0:
+      backwards = frames[r::-1]
+      path[:r] = self.pipe.camera_path(backwards, mode="composed")[1:][::-1]
+    return path
 
   def render(self, scene_clip: np.ndarray, path: np.ndarray) -> np.ndarray:
     """Renders ``path`` onto the context views of ``scene_clip``: F x S x S x 3."""
     context = self.pipe.prepare(scene_clip[self.ctx_idx])
-    return self.pipe.render(context, path, path_mode=self.path_mode)
+    if self.path_mode != "composed":
+      return self.pipe.render(context, path, path_mode=self.path_mode)
+    r = self.ref
+    after = self.pipe.render(context, path[r:], path_mode="composed")
+    if r == 0:
+      return after
+    before = self.pipe.render(context, path[r::-1], path_mode="composed")
+    return np.concatenate([before[::-1], after[1:]])
 
 
 def _image_scores(pred: np.ndarray, clip: np.ndarray, pipe: TransferPipeline,
