@@ -290,21 +290,21 @@ def identical_pair_warp_px(pipe, frame: np.ndarray) -> np.ndarray:
   return np.asarray(warp_out.offset[0, 0]) * (0.5 * pipe.image_size)
 
 
-def test_identical_frames_give_nearly_the_identity_on_the_shipped_model():
+@pytest.mark.parametrize("kind", ["stereo-monocular", "multi-view"])
+def test_identical_frames_give_nearly_the_identity_on_the_shipped_model(kind):
   """After training: a pair of identical frames warps the photo by at most
-  1 px anywhere and 0.25 px on average (model size). The shipped model is
-  checked only when it is a warp model."""
-  from xfactor_core.inference.pipeline import (DEFAULT_CHECKPOINT,  # pylint: disable=g-import-not-at-top
+  1 px anywhere and 0.25 px on average (model size). Each shipped demo model
+  is checked when it is a warp model."""
+  from xfactor_core.inference.pipeline import (DEFAULT_MODELS,  # pylint: disable=g-import-not-at-top
                                                TransferPipeline)
-  if not DEFAULT_CHECKPOINT.exists():
-    pytest.skip(f"no shipped model at {DEFAULT_CHECKPOINT}")
-  output = checkpoints.render_output_of(
-      checkpoints.load_params(DEFAULT_CHECKPOINT))
+  folder = DEFAULT_MODELS[kind]
+  if not folder.exists():
+    pytest.skip(f"no shipped {kind} model at {folder}")
+  output = checkpoints.render_output_of(checkpoints.load_params(folder))
   if output != "warp":
-    pytest.skip(f"the shipped model's render_output is {output!r}, not "
-                "'warp': this check is for a trained warp model")
-  pipe = TransferPipeline.from_checkpoint(DEFAULT_CHECKPOINT,
-                                          attention_impl="xla")
+    pytest.skip(f"the shipped {kind} model's render_output is {output!r}, "
+                "not 'warp': this check is for a trained warp model")
+  pipe = TransferPipeline.from_checkpoint(folder, attention_impl="xla")
   frame = pipe.prepare([_textured(pipe.image_size, seed=5)[..., ::-1] * 127.5
                         + 127.5])[0]
   offset = np.linalg.norm(identical_pair_warp_px(pipe, frame), axis=-1)
