@@ -370,3 +370,32 @@ def test_a_chained_translation_continues_past_the_edges():
   expected = grid + np.array([12.0, -12.0]) * (2.0 / size)
   np.testing.assert_allclose(np.asarray(state.coords[0, 0]), expected,
                              atol=1e-5)
+
+
+def test_the_shipped_multi_view_model_renders_its_reference_view_at_zero():
+  """After training: at the zero latent (the reference view's own pose, where
+  every composed path starts and whose blend weights it carries) the shipped
+  multi-view model shows the reference view, not a ghosted blend of all
+  three: at least 0.8 of the blend weight on it, on the three-view example."""
+  from xfactor_core.app import presets  # pylint: disable=g-import-not-at-top
+  from xfactor_core.inference import media  # pylint: disable=g-import-not-at-top
+  from xfactor_core.inference.pipeline import (DEFAULT_MODELS,  # pylint: disable=g-import-not-at-top
+                                               TransferPipeline,
+                                               _compiled_warp)
+  folder = DEFAULT_MODELS["multi-view"]
+  if not folder.exists():
+    pytest.skip(f"no shipped multi-view model at {folder}")
+  output = checkpoints.render_output_of(checkpoints.load_params(folder))
+  if output != "warp":
+    pytest.skip(f"the shipped multi-view model's render_output is {output!r},"
+                " not 'warp': this check is for a trained warp model")
+  pipe = TransferPipeline.from_checkpoint(folder, attention_impl="xla")
+  files = presets.load_presets().context(
+      "synthetic room, 3 views (multi-view)").files
+  ordered, latents = pipe.context_poses(
+      pipe.prepare([media.read_image(f) for f in files]))
+  warps, _ = _compiled_warp(pipe.config, pipe.attention_impl, pipe.dtype)
+  out = warps(pipe.params["Render"], ordered, latents,
+              np.zeros((1, pipe.config.pose_dim), np.float32), ordered)
+  weights = np.asarray(out.weights[0]).mean(axis=(1, 2))  # reference first
+  assert weights[0] >= 0.8, weights
