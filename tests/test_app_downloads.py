@@ -71,7 +71,7 @@ def test_published_models_are_listed_before_they_are_downloaded(studio):
   # Each shipped demo says what to expect of it.
   assert shipped == [registry.DEFAULT_LABELS["stereo-monocular"],
                      registry.DEFAULT_LABELS["multi-view"]]
-  assert "one plane" in shipped[0] and "low quality" in shipped[1]
+  assert "one plane" in shipped[0] and "planes" in shipped[1]
   # The page starts on a model that is here: the shipped demo.
   assert models.spec(models.default_id).source == "shipped"
   assert models.default_for("stereo-monocular") == models.default_id

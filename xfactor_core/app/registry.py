@@ -35,7 +35,8 @@ CHECKPOINTS_ENV = "XFACTOR_CHECKPOINTS"
 DEFAULT_LABELS = {
     "stereo-monocular": "Offline demo stereo-monocular (small: moves your "
                         "photo as one plane)",
-    "multi-view": "Offline demo multi-view (small, low quality)"}
+    "multi-view": "Offline demo multi-view (small: moves your photos as "
+                  "planes from the middle one)"}
 PUBLISHED_PREFIX = "published:"
 MAX_IMAGE_SIZE = 512
 CHECKPOINT_FILE_SUFFIXES = (".flax", ".msgpack")
