@@ -16,7 +16,9 @@ Variants (``--config xfactor_core/configs/smooth_warp.py:VARIANT``):
         reads zoom and one-pixel motion; the first run used the token volume
         alone, ``--config.model.pair_input=correlation``).
   mv    the same networks with 3 context views (start it from the sm run:
-        ``--config.init_params_from``).
+        ``--config.init_params_from``; shipped as ``mv_default`` after a
+        second stage with ``--config.objective.self_decode_prob=0.3``, which
+        makes it show the reference view itself at the reference pose).
   tiny  64 x 64, features 64, patch 8, batch 4: a smoke run of the recipe in
         a CPU minute (tests and ``--config.total_steps=40``).
 
@@ -43,8 +45,13 @@ Run it (the pose probe's fine correlation encoder first, benchmarks/README.md
     # resume: the same command (the trainer resumes from <workdir>);
     python -m xfactor_core.train \\
         --config xfactor_core/configs/smooth_warp.py:mv \\
-        --workdir workdirs/smooth_warp/mv --config.total_steps=3000 \\
+        --workdir workdirs/smooth_warp/mv --config.total_steps=2500 \\
         --config.init_params_from=workdirs/smooth_warp/sm
+    python -m xfactor_core.train \\
+        --config xfactor_core/configs/smooth_warp.py:mv \\
+        --workdir workdirs/smooth_warp/mv_self --config.total_steps=1000 \\
+        --config.init_params_from=workdirs/smooth_warp/mv \\
+        --config.objective.self_decode_prob=0.3
     # the held-out synthetic table (motion, sharpness, margin over shuffled
     # latents) and a real clip:
     python -m xfactor_core.evaluate --checkpoint workdirs/smooth_warp/sm \\
