@@ -290,11 +290,9 @@ def identical_pair_warp_px(pipe, frame: np.ndarray) -> np.ndarray:
   return np.asarray(warp_out.offset[0, 0]) * (0.5 * pipe.image_size)
 
 
-@pytest.mark.parametrize("kind", ["stereo-monocular", "multi-view"])
-def test_identical_frames_give_nearly_the_identity_on_the_shipped_model(kind):
-  """After training: a pair of identical frames warps the photo by at most
-  1 px anywhere and 0.25 px on average (model size). Each shipped demo model
-  is checked when it is a warp model."""
+def _shipped_warp_pipeline(kind: str):
+  """The shipped ``kind`` demo model's pipeline; skips (naming why) where it
+  is not shipped or is not a warp model, which the trained-warp checks need."""
   from xfactor_core.inference.pipeline import (DEFAULT_MODELS,  # pylint: disable=g-import-not-at-top
                                                TransferPipeline)
   folder = DEFAULT_MODELS[kind]
@@ -304,7 +302,15 @@ def test_identical_frames_give_nearly_the_identity_on_the_shipped_model(kind):
   if output != "warp":
     pytest.skip(f"the shipped {kind} model's render_output is {output!r}, "
                 "not 'warp': this check is for a trained warp model")
-  pipe = TransferPipeline.from_checkpoint(folder, attention_impl="xla")
+  return TransferPipeline.from_checkpoint(folder, attention_impl="xla")
+
+
+@pytest.mark.parametrize("kind", ["stereo-monocular", "multi-view"])
+def test_identical_frames_give_nearly_the_identity_on_the_shipped_model(kind):
+  """After training: a pair of identical frames warps the photo by at most
+  1 px anywhere and 0.25 px on average (model size). Each shipped demo model
+  is checked when it is a warp model."""
+  pipe = _shipped_warp_pipeline(kind)
   frame = pipe.prepare([_textured(pipe.image_size, seed=5)[..., ::-1] * 127.5
                         + 127.5])[0]
   offset = np.linalg.norm(identical_pair_warp_px(pipe, frame), axis=-1)
@@ -379,17 +385,8 @@ def test_the_shipped_multi_view_model_renders_its_reference_view_at_zero():
   three: at least 0.8 of the blend weight on it, on the three-view example."""
   from xfactor_core.app import presets  # pylint: disable=g-import-not-at-top
   from xfactor_core.inference import media  # pylint: disable=g-import-not-at-top
-  from xfactor_core.inference.pipeline import (DEFAULT_MODELS,  # pylint: disable=g-import-not-at-top
-                                               TransferPipeline,
-                                               _compiled_warp)
-  folder = DEFAULT_MODELS["multi-view"]
-  if not folder.exists():
-    pytest.skip(f"no shipped multi-view model at {folder}")
-  output = checkpoints.render_output_of(checkpoints.load_params(folder))
-  if output != "warp":
-    pytest.skip(f"the shipped multi-view model's render_output is {output!r},"
-                " not 'warp': this check is for a trained warp model")
-  pipe = TransferPipeline.from_checkpoint(folder, attention_impl="xla")
+  from xfactor_core.inference.pipeline import _compiled_warp  # pylint: disable=g-import-not-at-top
+  pipe = _shipped_warp_pipeline("multi-view")
   files = presets.load_presets().context(
       "synthetic room, 3 views (multi-view)").files
   ordered, latents = pipe.context_poses(

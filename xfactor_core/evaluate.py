@@ -172,10 +172,10 @@ class ClipRenderer:
                                    mode=self.path_mode)
     r = self.ref
     path = np.zeros((len(frames), self.pipe.config.pose_dim), np.float32)
-    path[r + 1:] = self.pipe.camera_path(frames[r:], mode="composed")[1:]
-    if r > 0:
-      backwards = frames[r::-1]
-      path[:r] = self.pipe.camera_path(backwards, mode="composed")[1:][::-1]
+    if r + 1 < len(frames):  # each frame after ref against the one before it
+      path[r + 1:] = self.pipe.encode_pairs(frames[r:-1], frames[r + 1:])
+    if r > 0:  # each frame before ref against the one after it
+      path[:r] = self.pipe.encode_pairs(frames[1:r + 1], frames[:r])
     return path
 
   def render(self, scene_clip: np.ndarray, path: np.ndarray) -> np.ndarray:
