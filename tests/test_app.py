@@ -843,6 +843,12 @@ def composed_result(warp_models, library, photo, tmp_path_factory):
                        tmp_path_factory.mktemp("composed"))
 
 
+def test_the_model_facts_name_the_warp_renderer(warp_models):
+  facts = picker.model_facts(warp_models)
+  assert "warp renderer: any output size" in facts
+  assert "flow renderer" not in facts
+
+
 def test_camera_path_choice_shows_for_warp_models_only(warp_models, models,
                                                        monkeypatch):
   spec = warp_models.spec(None)

@@ -87,8 +87,8 @@ def model_facts(registry: ModelRegistry, model_id: Optional[str] = None
        else "views known after loading"),
       (f"{format_parameters(spec.num_parameters)} parameters"
        if spec.num_parameters else "size known after loading"),
-      *(["flow renderer: any output size"] if spec.renders_any_size
-        else []),
+      *([f"{spec.render_output} renderer: any output size"]
+        if spec.renders_any_size else []),
       state,
   ]
   return " · ".join(parts)
